@@ -1,0 +1,292 @@
+"""The HTTP layer: routes, body parsing, and the error boundary. It never touches the SDK."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator
+from typing import Any
+
+import anyio
+import orjson
+from fastapi import FastAPI, Request
+from fastapi.openapi.utils import get_openapi
+from pydantic import TypeAdapter
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.responses import Response, StreamingResponse
+
+from gateway import __version__
+from gateway.auth import (
+    clear_databricks_auth,
+    make_backend,
+    resolve_identity,
+    set_databricks_auth,
+)
+from gateway.errors import GatewayError, from_sdk_error
+from gateway.logs import logger
+from gateway.middleware import RequestContext
+from gateway.ops import ALL_OPS
+from gateway.registry import ByteStream, Delivery, Op, Registry, Upload
+from gateway.runtime import Runtime
+from gateway.settings import Settings
+
+NDJSON = "application/x-ndjson"
+READY_TIMEOUT_SECONDS = 5.0
+
+
+def create_app(settings: Settings | None = None, runtime: Runtime | None = None) -> FastAPI:
+    settings = settings or Settings()
+    runtime = runtime or Runtime.create(settings, make_backend(settings))
+    registry = Registry(ALL_OPS)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        try:
+            yield
+        finally:
+            await _cancel_running_statements(runtime)
+            await runtime.http.aclose()
+
+    app = FastAPI(
+        title="Databricks Gateway",
+        version=__version__,
+        lifespan=lifespan,
+        docs_url=None,
+        redoc_url=None,
+        exception_handlers={
+            GatewayError: _gateway_error_response,
+            StarletteHTTPException: _http_exception_response,
+        },
+    )
+    app.state.runtime = runtime
+    app.state.registry = registry
+    app.add_middleware(
+        RequestContext,
+        secret=settings.secret.get_secret_value() if settings.secret else None,
+    )
+
+    async def run(request: Request) -> Response:
+        return await _run(request, runtime, registry)
+
+    async def ops() -> Response:
+        return _json({"ops": [op.describe() for op in registry]})
+
+    async def health() -> Response:
+        return _json({"status": "ok", "version": __version__})
+
+    async def ready(deep: bool = False) -> Response:
+        return await _ready(runtime, deep)
+
+    app.add_api_route(
+        "/run",
+        run,
+        methods=["POST"],
+        summary="Run one operation",
+        openapi_extra={"requestBody": _run_request_body(registry)},
+    )
+    app.add_api_route("/ops", ops, methods=["GET"], summary="Every op and its schemas")
+    app.add_api_route("/health", health, methods=["GET"], summary="Liveness")
+    app.add_api_route("/ready", ready, methods=["GET"], summary="Readiness")
+    app.openapi = lambda: _openapi(app, registry)  # type: ignore[method-assign]
+    return app
+
+
+# --- /run -------------------------------------------------------------------------------------
+
+
+async def _run(request: Request, runtime: Runtime, registry: Registry) -> Response:
+    log = request.state.log
+    raw, upload = await _read_run_body(request, runtime.settings)
+    op = registry.get(raw.get("op"))
+    log["op"] = op.name
+    params = op.parse(raw)
+    identity = resolve_identity(runtime.settings, request.headers)
+    log["identity"] = identity.kind
+    supplied = {
+        Settings: runtime.settings,
+        Runtime: runtime,
+        Upload: upload,
+        Delivery: Delivery(stream=NDJSON in request.headers.get("accept", "")),
+    }
+    reset = set_databricks_auth(identity, runtime.backend)
+    try:
+        result = await _call_with_deadline(op, params, supplied, runtime)
+    finally:
+        clear_databricks_auth(reset)
+    return _render(op, result)
+
+
+async def _call_with_deadline(
+    op: Op, params: Any, supplied: dict[type, Any], runtime: Runtime
+) -> Any:
+    try:
+        with anyio.fail_after(runtime.settings.request_timeout_seconds):
+            try:
+                return await op.call(params, supplied, runtime.limiter)
+            except GatewayError:
+                raise
+            except Exception as exc:
+                mapped = from_sdk_error(exc)
+                if mapped is None:
+                    raise
+                logger.warning("databricks error", extra=_sdk_log_fields(exc, mapped))
+                raise mapped from exc
+    except TimeoutError:
+        raise GatewayError(
+            504, "GATEWAY_TIMEOUT", "The operation did not finish within the gateway's deadline."
+        ) from None
+
+
+def _sdk_log_fields(exc: BaseException, mapped: GatewayError) -> dict[str, Any]:
+    return {
+        "code": mapped.code,
+        "status": mapped.status,
+        "sdk_error": type(exc).__name__,
+        "databricks_error_code": mapped.databricks_error_code,
+    }
+
+
+async def _read_run_body(request: Request, settings: Settings) -> tuple[dict[str, Any], Upload]:
+    content_type = request.headers.get("content-type", "application/json").split(";")[0].strip()
+    declared = _declared_length(request)
+    if content_type == "application/octet-stream":
+        # Streaming upload: the op and its params travel in the query string.
+        raw: dict[str, Any] = dict(request.query_params)
+        return raw, Upload(request.stream(), declared)
+    if content_type not in ("application/json", ""):
+        raise GatewayError(
+            415,
+            "UNSUPPORTED_MEDIA_TYPE",
+            "POST /run takes application/json, or application/octet-stream for uploads.",
+        )
+    body = await _read_limited(request, declared, settings.max_json_body_bytes)
+    try:
+        parsed = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        raise GatewayError(400, "INVALID_JSON", "The request body is not valid JSON.") from None
+    if not isinstance(parsed, dict):
+        raise GatewayError(400, "INVALID_JSON", "The request body must be a JSON object.")
+    return parsed, Upload(_empty_stream(), 0)
+
+
+async def _empty_stream() -> AsyncIterator[bytes]:
+    return
+    yield b""  # pragma: no cover - makes this an async generator
+
+
+def _declared_length(request: Request) -> int | None:
+    value = request.headers.get("content-length")
+    if value is None:
+        return None
+    if not value.isdigit():
+        raise GatewayError(400, "INVALID_CONTENT_LENGTH", "Content-Length is not a number.")
+    return int(value)
+
+
+async def _read_limited(request: Request, declared: int | None, limit: int) -> bytes:
+    too_large = GatewayError(
+        413, "BODY_TOO_LARGE", f"The JSON body exceeds the {limit}-byte limit."
+    )
+    if declared is not None and declared > limit:
+        raise too_large
+    buffer = bytearray()
+    async for chunk in request.stream():
+        buffer += chunk
+        if len(buffer) > limit:
+            raise too_large
+    return bytes(buffer)
+
+
+def _render(op: Op, result: Any) -> Response:
+    if isinstance(result, ByteStream):
+        return StreamingResponse(
+            result.chunks, media_type=result.media_type, headers=result.headers
+        )
+    return _json({"result": op.dump(result)})
+
+
+# --- readiness ------------------------------------------------------------------------------
+
+
+async def _ready(runtime: Runtime, deep: bool) -> Response:
+    settings = runtime.settings
+    if settings.databricks_host is None:
+        return _not_ready("DATABRICKS_HOST is not configured.")
+    if settings.service_auth_type is None and not settings.config_profile:
+        if settings.auth_mode == "user":
+            return _json({"status": "ready", "identity": "user-only"})
+        return _not_ready("No service identity is configured.")
+    try:
+        with anyio.fail_after(READY_TIMEOUT_SECONDS):
+            client = await anyio.to_thread.run_sync(
+                runtime.backend.service_client, abandon_on_cancel=True
+            )
+            if deep:
+                await anyio.to_thread.run_sync(client.current_user.me, abandon_on_cancel=True)
+    except TimeoutError:
+        return _not_ready("Databricks did not answer within the readiness timeout.")
+    except GatewayError as exc:
+        return _not_ready(exc.message)
+    except Exception as exc:
+        mapped = from_sdk_error(exc)
+        logger.warning("not ready", extra={"error": type(exc).__name__})
+        return _not_ready(mapped.message if mapped else "The service identity is unusable.")
+    return _json({"status": "ready", "deep": deep})
+
+
+def _not_ready(reason: str) -> Response:
+    return _json({"status": "not_ready", "reason": reason}, status=503)
+
+
+async def _cancel_running_statements(runtime: Runtime) -> None:
+    for cancel in list(runtime.running_statements.values()):
+        with contextlib.suppress(Exception):
+            await cancel()  # type: ignore[operator]
+
+
+# --- responses --------------------------------------------------------------------------------
+
+
+def _json(body: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
+    return Response(orjson.dumps(body), status, headers, media_type="application/json")
+
+
+async def _gateway_error_response(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, GatewayError)
+    return _json(exc.body(request.state.request_id), exc.status, exc.headers)
+
+
+async def _http_exception_response(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, StarletteHTTPException)
+    code = {404: "ROUTE_NOT_FOUND", 405: "METHOD_NOT_ALLOWED"}.get(exc.status_code, "HTTP_ERROR")
+    error = GatewayError(exc.status_code, code, str(exc.detail))
+    return _json(error.body(request.state.request_id), exc.status_code, dict(exc.headers or {}))
+
+
+# --- OpenAPI --------------------------------------------------------------------------------
+
+
+def _run_request_body(registry: Registry) -> dict[str, Any]:
+    return {
+        "required": True,
+        "content": {
+            "application/json": {"schema": {"$ref": "#/components/schemas/RunRequest"}},
+            "application/octet-stream": {
+                "schema": {"type": "string", "format": "binary"},
+                "description": "write_file upload; op and params in the query string.",
+            },
+        },
+    }
+
+
+def _openapi(app: FastAPI, registry: Registry) -> dict[str, Any]:
+    if app.openapi_schema:
+        return app.openapi_schema
+    schema = get_openapi(title=app.title, version=app.version, routes=app.routes)
+    union = TypeAdapter(registry.request_union()).json_schema(
+        ref_template="#/components/schemas/{model}"
+    )
+    components = schema.setdefault("components", {}).setdefault("schemas", {})
+    components.update(union.pop("$defs", {}))
+    components["RunRequest"] = union
+    app.openapi_schema = schema
+    return schema

@@ -1,0 +1,103 @@
+"""The ASGI layer around every request: request id, caller secret, one log line."""
+
+from __future__ import annotations
+
+import hmac
+import re
+import time
+import uuid
+from typing import Any
+
+import orjson
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from gateway.errors import GatewayError, masked_internal_error
+from gateway.logs import logger
+
+_SANE_REQUEST_ID = re.compile(r"^[\x21-\x7e]{1,128}$")
+SECRET_HEADER = b"x-gateway-secret"
+OPEN_PATHS = frozenset({"/health"})
+
+
+def request_id_from(raw: bytes | None) -> str:
+    """The caller's X-Request-Id when it is short and printable, else a fresh one."""
+    if raw is not None:
+        try:
+            candidate = raw.decode("ascii")
+        except UnicodeDecodeError:
+            candidate = ""
+        if _SANE_REQUEST_ID.match(candidate):
+            return candidate
+    return uuid.uuid4().hex
+
+
+class RequestContext:
+    """Gives each request an id, checks X-Gateway-Secret, logs one line when it ends."""
+
+    def __init__(self, app: ASGIApp, secret: str | None) -> None:
+        self.app = app
+        self.secret = secret.encode() if secret else None
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        headers = dict(scope["headers"])
+        request_id = request_id_from(headers.get(b"x-request-id"))
+        log: dict[str, Any] = {"op": None, "identity": None}
+        scope.setdefault("state", {}).update(request_id=request_id, log=log)
+        started = time.perf_counter()
+        status, started_response = 500, False
+
+        async def send_with_id(message: Message) -> None:
+            nonlocal status, started_response
+            if message["type"] == "http.response.start":
+                status, started_response = message["status"], True
+                message["headers"] = [
+                    *message.get("headers", []),
+                    (b"x-request-id", request_id.encode()),
+                ]
+            await send(message)
+
+        try:
+            if self._authorised(scope["path"], headers.get(SECRET_HEADER)):
+                await self.app(scope, receive, send_with_id)
+            else:
+                error = GatewayError(
+                    401, "GATEWAY_UNAUTHORIZED", "Missing or wrong X-Gateway-Secret."
+                )
+                await send_error(send_with_id, error, request_id)
+        except Exception:
+            # Unexpected errors are bugs: full detail in our log, a masked 500 for the caller.
+            logger.exception("unhandled error", extra={"request_id": request_id})
+            if started_response:
+                raise
+            await send_error(send_with_id, masked_internal_error(), request_id)
+        finally:
+            logger.info(
+                "request",
+                extra={
+                    "request_id": request_id,
+                    "method": scope["method"],
+                    "path": scope["path"],
+                    **log,
+                    "status": status,
+                    "duration_ms": round((time.perf_counter() - started) * 1000, 2),
+                },
+            )
+
+    def _authorised(self, path: str, presented: bytes | None) -> bool:
+        if self.secret is None or path in OPEN_PATHS:
+            return True
+        return presented is not None and hmac.compare_digest(presented, self.secret)
+
+
+async def send_error(send: Send, error: GatewayError, request_id: str) -> None:
+    body = orjson.dumps(error.body(request_id))
+    headers = [
+        (b"content-type", b"application/json"),
+        (b"content-length", str(len(body)).encode()),
+        *((k.lower().encode(), v.encode()) for k, v in error.headers.items()),
+    ]
+    await send({"type": "http.response.start", "status": error.status, "headers": headers})
+    await send({"type": "http.response.body", "body": body})

@@ -1,0 +1,142 @@
+"""Unity Catalog: catalogs, schemas and volumes."""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from databricks.sdk.errors import NotFound, ResourceConflict
+from databricks.sdk.service.catalog import VolumeInfo, VolumeType
+from pydantic import BaseModel, Field
+
+from gateway.auth import get_workspace_client
+from gateway.errors import bad_request
+
+# No dots, quotes, slashes, backslashes or control characters: a name is one identifier part.
+Name = Annotated[
+    str,
+    Field(min_length=1, max_length=255, pattern=r"^[^.\s/\\'\"`\x00-\x1f\x7f]+$"),
+]
+
+
+class Catalog(BaseModel):
+    name: str
+    comment: str | None = None
+    owner: str | None = None
+    catalog_type: str | None = None
+    created_at: int | None = Field(None, description="epoch milliseconds")
+
+
+class Schema(BaseModel):
+    name: str
+    full_name: str | None = None
+    catalog_name: str | None = None
+    comment: str | None = None
+    owner: str | None = None
+    created_at: int | None = Field(None, description="epoch milliseconds")
+
+
+class Volume(BaseModel):
+    name: str
+    full_name: str | None = None
+    catalog_name: str | None = None
+    schema_name: str | None = None
+    volume_type: str | None = None
+    storage_location: str | None = None
+    owner: str | None = None
+    comment: str | None = None
+    created_at: int | None = Field(None, description="epoch milliseconds")
+    path: str | None = Field(None, description="the volume's /Volumes/... path")
+
+
+class EnsuredVolume(BaseModel):
+    volume: Volume
+    created: bool
+
+
+def list_catalogs() -> list[Catalog]:
+    """Catalogs the identity can see (every page)."""
+    return [
+        Catalog(
+            name=c.name or "",
+            comment=c.comment,
+            owner=c.owner,
+            catalog_type=c.catalog_type.value if c.catalog_type else None,
+            created_at=c.created_at,
+        )
+        for c in get_workspace_client().catalogs.list()
+    ]
+
+
+def list_schemas(catalog: Name) -> list[Schema]:
+    """Schemas of a catalog (every page)."""
+    return [
+        Schema(
+            name=s.name or "",
+            full_name=s.full_name,
+            catalog_name=s.catalog_name,
+            comment=s.comment,
+            owner=s.owner,
+            created_at=s.created_at,
+        )
+        for s in get_workspace_client().schemas.list(catalog_name=catalog)
+    ]
+
+
+def list_volumes(catalog: Name, schema: Name) -> list[Volume]:
+    """Volumes of a schema (every page)."""
+    volumes = get_workspace_client().volumes.list(catalog_name=catalog, schema_name=schema)
+    return [_volume(v) for v in volumes]
+
+
+def ensure_volume(
+    catalog: Name,
+    schema: Name,
+    name: Name,
+    comment: str | None = None,
+    volume_type: Literal["MANAGED", "EXTERNAL"] = "MANAGED",
+    storage_location: str | None = None,
+) -> EnsuredVolume:
+    """Return the volume, creating it if it does not exist; `created` says which.
+
+    Safe under races: a conflict on create means another caller won, so it is read back.
+    """
+    if (volume_type == "EXTERNAL") != (storage_location is not None):
+        raise bad_request(
+            "INVALID_PARAMS", "storage_location is required for EXTERNAL volumes only."
+        )
+    w = get_workspace_client()
+    full_name = f"{catalog}.{schema}.{name}"
+    try:
+        return EnsuredVolume(volume=_volume(w.volumes.read(full_name)), created=False)
+    except NotFound:
+        pass
+    try:
+        created = w.volumes.create(
+            catalog_name=catalog,
+            schema_name=schema,
+            name=name,
+            volume_type=VolumeType(volume_type),
+            comment=comment,
+            storage_location=storage_location,
+        )
+    except ResourceConflict:
+        return EnsuredVolume(volume=_volume(w.volumes.read(full_name)), created=False)
+    return EnsuredVolume(volume=_volume(created), created=True)
+
+
+def _volume(v: VolumeInfo) -> Volume:
+    path = None
+    if v.catalog_name and v.schema_name and v.name:
+        path = f"/Volumes/{v.catalog_name}/{v.schema_name}/{v.name}"
+    return Volume(
+        name=v.name or "",
+        full_name=v.full_name,
+        catalog_name=v.catalog_name,
+        schema_name=v.schema_name,
+        volume_type=v.volume_type.value if v.volume_type else None,
+        storage_location=v.storage_location,
+        owner=v.owner,
+        comment=v.comment,
+        created_at=v.created_at,
+        path=path,
+    )

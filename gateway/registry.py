@@ -1,0 +1,194 @@
+"""Operations: typed functions registered once, their schemas derived from their signatures.
+
+An op is a plain function (sync ones run in a worker thread, async ones on the loop). Its
+parameters become a pydantic model (unknown fields forbidden), its docstring the description,
+its return annotation the result schema. Parameters annotated with one of the *injected* types
+(`Settings`, `Runtime`, `Upload`, `Delivery`) are supplied by the gateway, not by the caller.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+from functools import partial
+from typing import Annotated, Any, Literal, Union, get_type_hints
+
+import anyio
+import anyio.to_thread
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, create_model
+from pydantic_core import core_schema
+
+from gateway.errors import GatewayError, bad_request
+from gateway.runtime import Runtime
+from gateway.settings import Settings
+
+
+class Stream:
+    """Base of results (and inputs) that are byte or row streams rather than JSON values."""
+
+    schema: dict[str, Any] = {"type": "string", "format": "binary"}
+
+    @classmethod
+    def __get_pydantic_core_schema__(cls, source: Any, handler: Any) -> core_schema.CoreSchema:
+        return core_schema.any_schema()
+
+    @classmethod
+    def __get_pydantic_json_schema__(cls, schema: Any, handler: Any) -> dict[str, Any]:
+        return dict(cls.schema)
+
+
+class Upload(Stream):
+    """A request body streamed in chunks (injected into ops that accept raw uploads)."""
+
+    def __init__(self, chunks: AsyncIterator[bytes], declared_size: int | None) -> None:
+        self.chunks = chunks
+        self.declared_size = declared_size
+
+
+class ByteStream(Stream):
+    """A streamed response: raw bytes (files) or NDJSON lines (queries)."""
+
+    def __init__(
+        self,
+        chunks: AsyncIterator[bytes],
+        media_type: str,
+        headers: dict[str, str] | None = None,
+    ) -> None:
+        self.chunks = chunks
+        self.media_type = media_type
+        self.headers = headers or {}
+
+
+@dataclass(frozen=True)
+class Delivery:
+    """How the caller wants the result: `stream=True` asks for a streamed (NDJSON) body."""
+
+    stream: bool = False
+
+
+INJECTED: tuple[type, ...] = (Settings, Runtime, Upload, Delivery)
+
+
+@dataclass(frozen=True)
+class Op:
+    name: str
+    description: str
+    fn: Callable[..., Any]
+    params: type[BaseModel]
+    result: TypeAdapter[Any]
+    injected: dict[str, type]
+    is_async: bool
+    # model field name -> function parameter name (they differ where a name shadows BaseModel's)
+    arguments: dict[str, str]
+
+    def parse(self, raw: dict[str, Any]) -> BaseModel:
+        try:
+            return self.params.model_validate(raw)
+        except ValidationError as exc:
+            raise _invalid_params(exc) from None
+
+    async def call(self, params: BaseModel, supplied: dict[type, Any], limiter: Any) -> Any:
+        kwargs = {arg: getattr(params, field) for field, arg in self.arguments.items()}
+        for name, kind in self.injected.items():
+            kwargs[name] = supplied.get(kind)
+        if self.is_async:
+            return await self.fn(**kwargs)
+        # The worker thread inherits this task's contextvars (the request identity). If the
+        # deadline passes, the thread is abandoned; the SDK's own timeouts end it soon after.
+        return await anyio.to_thread.run_sync(
+            partial(self.fn, **kwargs), limiter=limiter, abandon_on_cancel=True
+        )
+
+    def dump(self, result: Any) -> Any:
+        return self.result.dump_python(result, mode="json", by_alias=True)
+
+    def describe(self) -> dict[str, Any]:
+        params_schema = self.params.model_json_schema()
+        params_schema.get("properties", {}).pop("op", None)
+        if "op" in params_schema.get("required", []):
+            params_schema["required"].remove("op")
+        return {
+            "name": self.name,
+            "description": self.description,
+            "params": params_schema,
+            "result": self.result.json_schema(),
+        }
+
+
+class Registry:
+    """A plain name → Op mapping with a clear error for unknown names."""
+
+    def __init__(self, fns: list[Callable[..., Any]]) -> None:
+        self._ops: dict[str, Op] = {}
+        for fn in fns:
+            op = _build(fn)
+            if op.name in self._ops:
+                raise ValueError(f"duplicate op {op.name!r}")
+            self._ops[op.name] = op
+
+    def names(self) -> list[str]:
+        return sorted(self._ops)
+
+    def __iter__(self):  # type: ignore[no-untyped-def]
+        return iter(self._ops[name] for name in self.names())
+
+    def get(self, name: object) -> Op:
+        if not isinstance(name, str) or name not in self._ops:
+            raise GatewayError(
+                400,
+                "UNKNOWN_OP",
+                f"Unknown op {name!r}; known ops: {', '.join(self.names())}.",
+                {"known_ops": self.names()},
+            )
+        return self._ops[name]
+
+    def request_union(self) -> Any:
+        """The /run body as a discriminated union of every op's parameters (for OpenAPI)."""
+        models = tuple(op.params for op in self)
+        return Annotated[Union[models], Field(discriminator="op")]  # noqa: UP007
+
+
+def _build(fn: Callable[..., Any]) -> Op:
+    name = fn.__name__
+    hints = get_type_hints(fn, include_extras=True)
+    fields: dict[str, Any] = {"op": (Literal[name], ...)}
+    injected: dict[str, type] = {}
+    arguments: dict[str, str] = {}
+    for pname, param in inspect.signature(fn).parameters.items():
+        annotation = hints[pname]
+        if annotation in INJECTED:
+            injected[pname] = annotation
+            continue
+        default = ... if param.default is inspect.Parameter.empty else param.default
+        field_name = f"{pname}_" if hasattr(BaseModel, pname) else pname
+        if field_name != pname:
+            annotation = Annotated[annotation, Field(alias=pname)]
+        fields[field_name] = (annotation, default)
+        arguments[field_name] = pname
+    model_name = "".join(part.title() for part in name.split("_")) + "Request"
+    params = create_model(model_name, __config__=ConfigDict(extra="forbid"), **fields)
+    doc = inspect.getdoc(fn) or name
+    return Op(
+        name=name,
+        description=doc,
+        fn=fn,
+        params=params,
+        result=TypeAdapter(hints.get("return", Any)),
+        injected=injected,
+        is_async=inspect.iscoroutinefunction(fn),
+        arguments=arguments,
+    )
+
+
+def _invalid_params(exc: ValidationError) -> GatewayError:
+    problems = [
+        {"field": ".".join(str(p) for p in err["loc"]) or "(body)", "message": err["msg"]}
+        for err in exc.errors(include_url=False, include_input=False)
+    ]
+    first = problems[0]
+    return bad_request(
+        "INVALID_PARAMS",
+        f"Invalid parameter '{first['field']}': {first['message']}.",
+        problems=problems,
+    )

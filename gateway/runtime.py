@@ -1,0 +1,35 @@
+"""What lives as long as the app: settings, the auth backend, the pools ops share."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import anyio
+import httpx
+
+from gateway.auth import SdkBackend, ToolsCoreBackend
+from gateway.settings import Settings
+
+
+@dataclass
+class Runtime:
+    settings: Settings
+    backend: SdkBackend | ToolsCoreBackend
+    limiter: anyio.CapacityLimiter
+    # Our own HTTP client for the raw Files API stream and SQL external links.
+    http: httpx.AsyncClient
+    # Cancel callbacks of running SQL statements, called at shutdown.
+    running_statements: dict[str, object] = field(default_factory=dict)
+
+    @classmethod
+    def create(cls, settings: Settings, backend: SdkBackend | ToolsCoreBackend) -> Runtime:
+        timeout = httpx.Timeout(
+            settings.sdk_http_timeout_seconds, connect=min(10, settings.sdk_http_timeout_seconds)
+        )
+        limits = httpx.Limits(max_connections=64, max_keepalive_connections=16)
+        return cls(
+            settings=settings,
+            backend=backend,
+            limiter=anyio.CapacityLimiter(settings.thread_limit),
+            http=httpx.AsyncClient(timeout=timeout, limits=limits, follow_redirects=False),
+        )

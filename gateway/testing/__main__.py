@@ -1,0 +1,40 @@
+"""`python -m gateway.testing --port N`: run the fake workspace with demo data until stopped."""
+
+from __future__ import annotations
+
+import argparse
+import signal
+import sys
+import threading
+
+from gateway.testing import DEMO, FakeWorkspace, seed_demo
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description="Fake Databricks workspace (local only).")
+    parser.add_argument("--port", type=int, default=8766)
+    parser.add_argument("--page-size", type=int, default=100)
+    parser.add_argument("--chunk-rows", type=int, default=1000)
+    parser.add_argument("--trips", type=int, default=5000, help="rows in samples.nyctaxi.trips")
+    args = parser.parse_args(argv)
+    ws = FakeWorkspace(page_size=args.page_size)
+    seed_demo(ws, trips=args.trips)
+    if ws.warehouse is not None:
+        ws.warehouse.chunk_rows = args.chunk_rows
+    ws.start(port=args.port)
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stop.set())
+    print(
+        f"fake workspace on {ws.url} (NOT a real Databricks workspace)\n"
+        f"  service PAT: {DEMO.service_token}   users: {DEMO.alice_token}, {DEMO.bob_token}\n"
+        f"  OAuth M2M: {DEMO.client_id} / {DEMO.client_secret}   warehouse: {DEMO.warehouse_id}",
+        flush=True,
+    )
+    stop.wait()
+    ws.stop()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

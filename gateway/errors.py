@@ -96,14 +96,32 @@ def from_sdk_error(exc: BaseException) -> GatewayError | None:
     if isinstance(exc, TimeoutError):
         # The SDK raises the builtin TimeoutError `from` the last error once its retry
         # budget is spent; a connection failure underneath means "unreachable".
-        if isinstance(exc.__cause__, requests.ConnectionError):
+        cause = exc.__cause__
+        if isinstance(cause, requests.ConnectionError):
             return unreachable()
+        if isinstance(cause, sdk_errors.TooManyRequests | sdk_errors.TemporarilyUnavailable):
+            return _from_databricks_error(cause)  # throttled or unavailable until the end
         return GatewayError(504, "DATABRICKS_TIMEOUT", _GENERIC_MESSAGES[504])
     if isinstance(exc, requests.Timeout):
         return GatewayError(504, "DATABRICKS_TIMEOUT", _GENERIC_MESSAGES[504])
     if isinstance(exc, requests.ConnectionError):
         return unreachable()
+    if isinstance(exc, ValueError) and _raised_in(exc, _SDK_AUTH_MODULES):
+        # A failed OAuth token exchange surfaces as a bare ValueError from the SDK.
+        return GatewayError(401, "DATABRICKS_UNAUTHENTICATED", _GENERIC_MESSAGES[401])
     return None
+
+
+_SDK_AUTH_MODULES = ("databricks.sdk.oauth", "databricks.sdk.credentials_provider")
+
+
+def _raised_in(exc: BaseException, modules: tuple[str, ...]) -> bool:
+    tb = exc.__traceback__
+    while tb is not None:
+        if tb.tb_frame.f_globals.get("__name__", "").startswith(modules):
+            return True
+        tb = tb.tb_next
+    return False
 
 
 def unreachable() -> GatewayError:

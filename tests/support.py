@@ -1,0 +1,82 @@
+"""Run a real gateway (uvicorn on a socket) in a background thread for a test."""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import httpx
+import uvicorn
+
+from gateway.app import create_app
+from gateway.settings import Settings
+from gateway.testing import DEMO, FakeWorkspace
+
+
+class GatewayServer:
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.app = create_app(settings)
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.sock.bind(("127.0.0.1", 0))
+        config = uvicorn.Config(
+            self.app, log_config=None, access_log=False, lifespan="on", timeout_graceful_shutdown=5
+        )
+        self.server = uvicorn.Server(config)
+        self.thread = threading.Thread(target=self.server.run, kwargs={"sockets": [self.sock]})
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.sock.getsockname()[1]}"
+
+    @property
+    def runtime(self) -> Any:
+        return self.app.state.runtime
+
+    def start(self) -> GatewayServer:
+        self.thread.start()
+        deadline = time.monotonic() + 10
+        while not self.server.started:
+            if time.monotonic() > deadline or not self.thread.is_alive():
+                raise RuntimeError("gateway did not start")
+            time.sleep(0.01)
+        return self
+
+    def stop(self) -> None:
+        self.server.should_exit = True
+        self.thread.join(10)
+
+
+def settings_for(ws: FakeWorkspace, **overrides: Any) -> Settings:
+    values: dict[str, Any] = {
+        "databricks_host": ws.url,
+        "databricks_token": DEMO.service_token,
+        "sdk_retry_timeout_seconds": 3,
+        "sdk_http_timeout_seconds": 3,
+        "request_timeout_seconds": 15,
+        "warehouse_id": DEMO.warehouse_id,
+    }
+    values.update(overrides)
+    return Settings(**values)
+
+
+@contextmanager
+def running_gateway(settings: Settings) -> Iterator[tuple[GatewayServer, httpx.Client]]:
+    server = GatewayServer(settings).start()
+    headers = {"X-Gateway-Secret": settings.secret.get_secret_value()} if settings.secret else {}
+    try:
+        with httpx.Client(base_url=server.url, headers=headers, timeout=30) as client:
+            yield server, client
+    finally:
+        server.stop()
+
+
+def run(
+    client: httpx.Client, op: str, headers: dict[str, str] | None = None, **params: Any
+) -> httpx.Response:
+    return client.post("/run", json={"op": op, **params}, headers=headers or {})

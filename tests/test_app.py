@@ -1,0 +1,181 @@
+"""The HTTP contract of /run, /ops, /health, /ready and /openapi.json."""
+
+from __future__ import annotations
+
+from tests.support import run
+
+
+def test_health_is_fast_and_static(gateway, workspace):
+    _, client = gateway()
+    workspace.requests.clear()
+    response = client.get("/health")
+    assert response.status_code == 200
+    assert response.json() == {"status": "ok", "version": "0.1.0"}
+    assert workspace.requests == []  # liveness never calls Databricks
+
+
+def test_ready_and_deep_ready(gateway, workspace):
+    _, client = gateway()
+    assert client.get("/ready").json()["status"] == "ready"
+    workspace.requests.clear()
+    assert client.get("/ready", params={"deep": 1}).status_code == 200
+    assert any(r.path.endswith("/scim/v2/Me") for r in workspace.requests)
+
+
+def test_ready_fails_with_a_reason_when_databricks_rejects_the_service_identity(gateway):
+    _, client = gateway(databricks_token="dapi-unknown")
+    response = client.get("/ready", params={"deep": 1})
+    assert response.status_code == 503
+    assert response.json()["status"] == "not_ready"
+    assert "dapi-unknown" not in response.text
+
+
+def test_ready_without_host_is_503(gateway):
+    _, client = gateway(databricks_host=None)
+    response = client.get("/ready")
+    assert response.status_code == 503
+    assert "DATABRICKS_HOST" in response.json()["reason"]
+
+
+def test_success_envelope(gateway):
+    _, client = gateway()
+    response = run(client, "me")
+    assert response.status_code == 200
+    assert response.json()["result"]["user_name"] == "gateway-service@example.com"
+
+
+def test_malformed_json_is_400(gateway):
+    _, client = gateway()
+    response = client.post("/run", content=b'{"op": ', headers={"content-type": "application/json"})
+    assert response.status_code == 400
+    assert response.json()["error"]["code"] == "INVALID_JSON"
+
+
+def test_non_object_json_is_400(gateway):
+    _, client = gateway()
+    response = client.post("/run", json=["me"])
+    assert response.json()["error"]["code"] == "INVALID_JSON"
+
+
+def test_unknown_op_names_the_known_ones(gateway):
+    _, client = gateway()
+    error = run(client, "drop_everything").json()["error"]
+    assert error["code"] == "UNKNOWN_OP" and error["status"] == 400
+    assert "list_catalogs" in error["message"]
+    assert "me" in error["details"]["known_ops"]
+
+
+def test_missing_op_is_unknown_op(gateway):
+    _, client = gateway()
+    assert client.post("/run", json={"catalog": "main"}).json()["error"]["code"] == "UNKNOWN_OP"
+
+
+def test_invalid_params_name_the_field(gateway):
+    _, client = gateway()
+    error = run(client, "list_schemas", catalog=7).json()["error"]
+    assert error["code"] == "INVALID_PARAMS"
+    assert "'catalog'" in error["message"]
+
+
+def test_unknown_fields_are_rejected(gateway):
+    _, client = gateway()
+    error = run(client, "list_catalogs", limit=3).json()["error"]
+    assert error["code"] == "INVALID_PARAMS" and "'limit'" in error["message"]
+
+
+def test_oversize_json_body_is_413_by_declared_length(gateway):
+    _, client = gateway(max_json_body_bytes=1024)
+    response = run(client, "list_schemas", catalog="x" * 2000)
+    assert response.status_code == 413
+    assert response.json()["error"]["code"] == "BODY_TOO_LARGE"
+
+
+def test_oversize_chunked_json_body_is_413(gateway):
+    _, client = gateway(max_json_body_bytes=1024)
+
+    def chunks():
+        yield b'{"op": "me", "pad": "'
+        for _ in range(100):
+            yield b"x" * 100
+        yield b'"}'
+
+    response = client.post("/run", content=chunks(), headers={"content-type": "application/json"})
+    assert response.status_code == 413
+
+
+def test_wrong_content_type_is_415(gateway):
+    _, client = gateway()
+    response = client.post("/run", content=b"op=me", headers={"content-type": "text/plain"})
+    assert response.status_code == 415
+
+
+def test_unknown_route_uses_the_error_envelope(gateway):
+    _, client = gateway()
+    response = client.get("/nope")
+    assert response.status_code == 404
+    assert response.json()["error"]["code"] == "ROUTE_NOT_FOUND"
+
+
+def test_request_id_is_kept_when_sane(gateway):
+    _, client = gateway()
+    response = run(client, "nope", headers={"X-Request-Id": "req-123"})
+    assert response.headers["x-request-id"] == "req-123"
+    assert response.json()["error"]["request_id"] == "req-123"
+
+
+def test_request_id_is_replaced_when_insane(gateway):
+    _, client = gateway()
+    for bad in ["x" * 500, "has space", "é"]:
+        response = client.get("/health", headers={"X-Request-Id": bad.encode("utf-8")})
+        assert response.headers["x-request-id"] != bad
+        assert len(response.headers["x-request-id"]) == 32
+
+
+def test_ops_lists_every_op_with_schemas(gateway):
+    _, client = gateway()
+    ops = {op["name"]: op for op in client.get("/ops").json()["ops"]}
+    assert {"me", "list_catalogs", "list_schemas", "list_volumes", "ensure_volume"} <= set(ops)
+    schemas = ops["list_schemas"]
+    assert schemas["params"]["required"] == ["catalog"]
+    assert "op" not in schemas["params"]["properties"]
+    assert schemas["result"]["type"] == "array"
+    assert ops["me"]["description"]
+
+
+def test_openapi_documents_run_as_a_union_of_ops(gateway):
+    _, client = gateway()
+    spec = client.get("/openapi.json").json()
+    run_schema = spec["components"]["schemas"]["RunRequest"]
+    assert set(run_schema["discriminator"]["mapping"]) >= {"me", "list_volumes", "ensure_volume"}
+    body = spec["paths"]["/run"]["post"]["requestBody"]["content"]["application/json"]
+    assert body["schema"]["$ref"].endswith("/RunRequest")
+
+
+def test_one_structured_log_line_per_request(gateway, caplog):
+    _, client = gateway()
+    caplog.set_level("INFO", logger="gateway")
+    run(client, "me", headers={"X-Request-Id": "log-me-1"})
+    lines = [
+        r
+        for r in caplog.records
+        if r.getMessage() == "request" and getattr(r, "request_id", "") == "log-me-1"
+    ]
+    assert len(lines) == 1
+    line = lines[0]
+    assert (line.op, line.identity, line.status) == ("me", "service", 200)
+    assert line.duration_ms >= 0
+
+
+def test_unexpected_errors_are_masked(gateway, caplog):
+    server, client = gateway()
+    op = server.app.state.registry.get("me")
+
+    def broken() -> None:
+        raise ValueError("secret internals /etc/passwd")
+
+    object.__setattr__(op, "fn", broken)  # this app's registry only: a bug planted on purpose
+    response = run(client, "me")
+    assert response.status_code == 500
+    assert response.json()["error"]["code"] == "INTERNAL_ERROR"
+    assert "passwd" not in response.text
+    assert any("passwd" in (r.exc_text or "") or r.exc_info for r in caplog.records)

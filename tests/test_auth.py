@@ -1,0 +1,279 @@
+"""Request-scoped identity: modes, the caller secret, service identities, isolation, caching."""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+import textwrap
+
+import httpx
+import pytest
+from pydantic import ValidationError
+
+from gateway import auth
+from gateway.auth import Identity, SdkBackend, ToolsCoreBackend
+from gateway.settings import Settings
+from gateway.testing import DEMO
+from tests.support import run
+
+ALICE = {"X-Databricks-Token": DEMO.alice_token}
+BOB = {"X-Databricks-Token": DEMO.bob_token}
+
+
+def user_name(response: httpx.Response) -> str:
+    assert response.status_code == 200, response.text
+    return response.json()["result"]["user_name"]
+
+
+# --- the caller secret ---------------------------------------------------------------------------
+
+
+def test_secret_is_required_on_every_route_but_health(gateway):
+    server, _ = gateway(secret="s3cret-value")
+    bare = httpx.Client(base_url=server.url)
+    assert bare.get("/health").status_code == 200
+    for method, path in [
+        ("POST", "/run"),
+        ("GET", "/ops"),
+        ("GET", "/ready"),
+        ("GET", "/openapi.json"),
+    ]:
+        response = bare.request(method, path, json={"op": "me"})
+        assert response.status_code == 401, path
+        assert response.json()["error"]["code"] == "GATEWAY_UNAUTHORIZED"
+    wrong = bare.post("/run", json={"op": "me"}, headers={"X-Gateway-Secret": "s3cret-valuf"})
+    assert wrong.status_code == 401
+    assert "s3cret" not in wrong.text
+
+
+def test_secret_accepted(gateway):
+    _, client = gateway(secret="s3cret-value")  # the client sends it
+    assert user_name(run(client, "me")) == "gateway-service@example.com"
+
+
+def test_non_loopback_host_without_secret_refuses_to_start():
+    with pytest.raises(ValidationError, match="GATEWAY_SECRET is required"):
+        Settings(host="0.0.0.0", databricks_host="https://x")
+    assert Settings(host="0.0.0.0", secret="x").host == "0.0.0.0"
+    assert Settings(host="127.0.0.1").secret is None
+
+
+# --- auth modes ------------------------------------------------------------------------------
+
+
+def test_service_mode_rejects_user_tokens(gateway):
+    _, client = gateway(auth_mode="service")
+    error = run(client, "me", headers=ALICE).json()["error"]
+    assert (error["status"], error["code"]) == (400, "USER_TOKEN_NOT_ALLOWED")
+
+
+def test_user_mode_requires_a_token(gateway, workspace):
+    _, client = gateway(auth_mode="user")
+    workspace.requests.clear()
+    error = run(client, "me").json()["error"]
+    assert (error["status"], error["code"]) == (401, "USER_TOKEN_REQUIRED")
+    assert workspace.requests == []
+    assert user_name(run(client, "me", headers=ALICE)) == "alice@example.com"
+
+
+def test_auto_mode_uses_the_token_when_present(gateway):
+    _, client = gateway(auth_mode="auto")
+    assert user_name(run(client, "me", headers=BOB)) == "bob@example.com"
+    assert user_name(run(client, "me")) == "gateway-service@example.com"
+
+
+@pytest.mark.parametrize("mode", ["user", "auto"])
+def test_empty_token_never_falls_back_to_the_service_identity(gateway, workspace, mode):
+    _, client = gateway(auth_mode=mode)
+    workspace.requests.clear()
+    for empty in [""]:  # (HTTP clients refuse whitespace-only header values)
+        response = run(client, "me", headers={"X-Databricks-Token": empty})
+        assert response.status_code == 401
+    assert workspace.requests == []
+
+
+@pytest.mark.parametrize("mode", ["user", "auto"])
+def test_bad_user_token_fails_closed(gateway, workspace, mode):
+    _, client = gateway(auth_mode=mode)
+    response = run(client, "list_catalogs", headers={"X-Databricks-Token": "dapi-forged"})
+    assert response.status_code == 403
+    body = response.json()["error"]
+    assert body["databricks_error_code"] == "403"
+    assert "dapi-forged" not in response.text
+    me_calls = [r for r in workspace.requests if r.path.endswith("/catalogs")]
+    assert me_calls and all(r.authorization == "Bearer dapi-forged" for r in me_calls)
+
+
+def test_request_chosen_host_must_be_allowed(gateway, workspace):
+    _, client = gateway(auth_mode="auto", allowed_hosts=[workspace.url])
+    other = {**ALICE, "X-Databricks-Host": "https://evil.example.com"}
+    assert run(client, "me", headers=other).json()["error"]["code"] == "HOST_NOT_ALLOWED"
+    allowed = {**ALICE, "X-Databricks-Host": workspace.url}
+    assert user_name(run(client, "me", headers=allowed)) == "alice@example.com"
+
+
+def test_service_credentials_never_go_to_a_request_chosen_host(gateway, workspace):
+    _, client = gateway(auth_mode="auto", allowed_hosts=[workspace.url])
+    response = run(client, "me", headers={"X-Databricks-Host": workspace.url})
+    assert response.json()["error"]["code"] == "HOST_NEEDS_USER_TOKEN"
+
+
+# --- service identities ----------------------------------------------------------------------
+
+
+def test_oauth_m2m_service_identity_end_to_end(gateway, workspace):
+    _, client = gateway(
+        databricks_token=None, client_id=DEMO.client_id, client_secret=DEMO.client_secret
+    )
+    assert user_name(run(client, "me")) == DEMO.client_id
+    paths = [r.path for r in workspace.requests]
+    assert "/oidc/v1/token" in paths
+    assert paths.count("/oidc/v1/token") == 1  # token reused across calls
+    run(client, "list_catalogs")
+    assert [r.path for r in workspace.requests].count("/oidc/v1/token") == 1
+
+
+def test_oauth_m2m_with_a_wrong_secret_is_an_auth_error(gateway):
+    _, client = gateway(databricks_token=None, client_id=DEMO.client_id, client_secret="wrong")
+    response = run(client, "me")
+    assert response.status_code == 401
+    assert response.json()["error"]["code"] == "DATABRICKS_UNAUTHENTICATED"
+    assert "wrong" not in response.text
+
+
+def test_no_service_identity_is_a_clear_503(gateway):
+    _, client = gateway(databricks_token=None)
+    error = run(client, "me").json()["error"]
+    assert (error["status"], error["code"]) == (503, "NOT_CONFIGURED")
+
+
+# --- isolation and caching -------------------------------------------------------------------
+
+
+def test_interleaved_identities_see_only_their_own_user_and_catalogs(gateway):
+    server, _ = gateway(auth_mode="auto", thread_limit=16)
+    expected = {
+        "alice": ("alice@example.com", True),
+        "bob": ("bob@example.com", False),
+        "service": ("gateway-service@example.com", False),
+    }
+    headers = {"alice": ALICE, "bob": BOB, "service": {}}
+
+    async def one(http: httpx.AsyncClient, i: int) -> tuple[str, str, httpx.Response]:
+        who = ["alice", "bob", "service"][i % 3]
+        op = "me" if i % 2 else "list_catalogs"
+        return who, op, await http.post("/run", json={"op": op}, headers=headers[who])
+
+    async def main() -> list[tuple[str, str, httpx.Response]]:
+        limits = httpx.Limits(max_connections=64)
+        async with httpx.AsyncClient(base_url=server.url, limits=limits, timeout=60) as http:
+            return await asyncio.gather(*(one(http, i) for i in range(240)))
+
+    results = asyncio.run(main())
+    for who, op, response in results:
+        assert response.status_code == 200, response.text
+        result = response.json()["result"]
+        if op == "me":
+            assert result["user_name"] == expected[who][0]
+        else:
+            assert ("finance" in {c["name"] for c in result}) is expected[who][1]
+    assert server.runtime.backend.cached_user_clients == 2
+
+
+def test_client_cache_is_bounded(gateway, workspace):
+    server, client = gateway(auth_mode="user", client_cache_size=3)
+    tokens = [f"dapi-extra-{i}" for i in range(6)]
+    for i, token in enumerate(tokens):
+        workspace.add_user(token, f"user{i}@example.com")
+        assert (
+            user_name(run(client, "me", headers={"X-Databricks-Token": token}))
+            == f"user{i}@example.com"
+        )
+    assert server.runtime.backend.cached_user_clients == 3
+
+
+def test_known_identity_reuses_its_client(workspace):
+    backend = SdkBackend(Settings(databricks_host=workspace.url, auth_mode="user"))
+    alice = Identity("user", workspace.url, DEMO.alice_token)
+    first = backend.client(alice)
+    assert backend.client(Identity("user", workspace.url, DEMO.alice_token)) is first
+    assert backend.client(Identity("user", workspace.url, DEMO.bob_token)) is not first
+
+
+def test_identity_repr_hides_the_token():
+    assert "secret-token" not in repr(Identity("user", "https://h", "secret-token"))
+
+
+def test_clear_runs_when_the_handler_raises(gateway):
+    server, client = gateway(auth_mode="auto")
+    op = server.app.state.registry.get("me")
+    seen: list[object] = []
+
+    def explode() -> None:
+        seen.append(auth.current_identity())
+        raise RuntimeError("boom")
+
+    object.__setattr__(op, "fn", explode)
+    assert run(client, "me", headers=ALICE).status_code == 500
+    assert seen and seen[0].kind == "user"
+    assert auth._current.get() is None
+
+
+# --- the optional tools-core backend --------------------------------------------------------
+
+STAND_IN = textwrap.dedent(
+    """
+    from contextvars import ContextVar
+    calls = []
+    _token = ContextVar("token", default=None)
+
+    def set_databricks_auth(host, token, *, force_token=False):
+        calls.append(("set", host, token, force_token))
+        _token.set(token)
+
+    def clear_databricks_auth():
+        calls.append(("clear",))
+        _token.set(None)
+
+    def get_workspace_client():
+        from databricks.sdk import WorkspaceClient
+        calls.append(("get", _token.get()))
+        return WorkspaceClient(host=HOST, token=_token.get(), auth_type="pat")
+    """
+)
+
+
+@pytest.fixture
+def tools_core(tmp_path, monkeypatch, workspace):
+    package = tmp_path / "databricks_tools_core"
+    package.mkdir()
+    (package / "__init__.py").write_text("")
+    (package / "auth.py").write_text(f"HOST = {workspace.url!r}\n" + STAND_IN)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    yield
+    for name in [m for m in sys.modules if m.startswith("databricks_tools_core")]:
+        del sys.modules[name]
+
+
+def test_tools_core_backend_contract(tools_core, gateway):
+    _, client = gateway(auth_backend="tools-core", auth_mode="auto")
+    module = sys.modules["databricks_tools_core.auth"]
+    assert user_name(run(client, "me", headers=ALICE)) == "alice@example.com"
+    assert module.calls[0][0] == "set" and module.calls[0][2:] == (DEMO.alice_token, True)
+    assert module.calls[-1] == ("clear",)
+    module.calls.clear()
+    assert user_name(run(client, "me")) == "gateway-service@example.com"
+    assert module.calls == [("clear",)]  # the service identity keeps the gateway's own client
+
+
+def test_tools_core_clear_runs_on_error(tools_core, gateway):
+    server, client = gateway(auth_backend="tools-core", auth_mode="user")
+    module = sys.modules["databricks_tools_core.auth"]
+    object.__setattr__(server.app.state.registry.get("me"), "fn", lambda: 1 / 0)
+    assert run(client, "me", headers=ALICE).status_code == 500
+    assert module.calls[-1] == ("clear",)
+
+
+def test_tools_core_missing_is_a_clear_startup_error():
+    with pytest.raises(RuntimeError, match="databricks-tools-core is not installed"):
+        ToolsCoreBackend(Settings(), module_name="databricks_tools_core_absent.auth")

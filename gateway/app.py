@@ -12,6 +12,7 @@ from fastapi import FastAPI, Request
 from fastapi.openapi.utils import get_openapi
 from pydantic import TypeAdapter
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.requests import ClientDisconnect
 from starlette.responses import Response, StreamingResponse
 
 from gateway import __version__
@@ -118,8 +119,9 @@ async def _run(request: Request, runtime: Runtime, registry: Registry) -> Respon
 async def _call_with_deadline(
     op: Op, params: Any, supplied: dict[type, Any], runtime: Runtime
 ) -> Any:
+    deadline = None if op.streams_input else runtime.settings.request_timeout_seconds
     try:
-        with anyio.fail_after(runtime.settings.request_timeout_seconds):
+        with anyio.fail_after(deadline):
             try:
                 return await op.call(params, supplied, runtime.limiter)
             except GatewayError:
@@ -151,7 +153,7 @@ async def _read_run_body(request: Request, settings: Settings) -> tuple[dict[str
     if content_type == "application/octet-stream":
         # Streaming upload: the op and its params travel in the query string.
         raw: dict[str, Any] = dict(request.query_params)
-        return raw, Upload(request.stream(), declared)
+        return raw, Upload(_client_body(request), declared)
     if content_type not in ("application/json", ""):
         raise GatewayError(
             415,
@@ -165,7 +167,18 @@ async def _read_run_body(request: Request, settings: Settings) -> tuple[dict[str
         raise GatewayError(400, "INVALID_JSON", "The request body is not valid JSON.") from None
     if not isinstance(parsed, dict):
         raise GatewayError(400, "INVALID_JSON", "The request body must be a JSON object.")
-    return parsed, Upload(_empty_stream(), 0)
+    return parsed, Upload(_empty_stream(), None, present=False)
+
+
+async def _client_body(request: Request) -> AsyncIterator[bytes]:
+    try:
+        async for chunk in request.stream():
+            if chunk:
+                yield chunk
+    except ClientDisconnect:
+        raise GatewayError(
+            400, "UPLOAD_INTERRUPTED", "The client went away before the upload finished."
+        ) from None
 
 
 async def _empty_stream() -> AsyncIterator[bytes]:

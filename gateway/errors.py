@@ -14,8 +14,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+import httpx
 import requests
 from databricks.sdk import errors as sdk_errors
+from databricks.sdk.errors import platform
 
 
 @dataclass
@@ -61,6 +63,8 @@ _SDK_TABLE: tuple[tuple[type[sdk_errors.DatabricksError], int, str, bool], ...] 
     (sdk_errors.Unauthenticated, 401, "DATABRICKS_UNAUTHENTICATED", False),
     (sdk_errors.PermissionDenied, 403, "DATABRICKS_PERMISSION_DENIED", True),
     (sdk_errors.NotFound, 404, "NOT_FOUND", True),
+    (sdk_errors.AlreadyExists, 409, "ALREADY_EXISTS", True),
+    (sdk_errors.ResourceAlreadyExists, 409, "ALREADY_EXISTS", True),
     (sdk_errors.ResourceConflict, 409, "CONFLICT", True),
     (sdk_errors.TooManyRequests, 429, "RATE_LIMITED", True),
     (sdk_errors.Cancelled, 409, "CANCELLED", True),
@@ -102,9 +106,9 @@ def from_sdk_error(exc: BaseException) -> GatewayError | None:
         if isinstance(cause, sdk_errors.TooManyRequests | sdk_errors.TemporarilyUnavailable):
             return _from_databricks_error(cause)  # throttled or unavailable until the end
         return GatewayError(504, "DATABRICKS_TIMEOUT", _GENERIC_MESSAGES[504])
-    if isinstance(exc, requests.Timeout):
+    if isinstance(exc, requests.Timeout | httpx.TimeoutException):
         return GatewayError(504, "DATABRICKS_TIMEOUT", _GENERIC_MESSAGES[504])
-    if isinstance(exc, requests.ConnectionError):
+    if isinstance(exc, requests.ConnectionError | httpx.TransportError):
         return unreachable()
     if isinstance(exc, ValueError) and _raised_in(exc, _SDK_AUTH_MODULES):
         # A failed OAuth token exchange surfaces as a bare ValueError from the SDK.
@@ -122,6 +126,29 @@ def _raised_in(exc: BaseException, modules: tuple[str, ...]) -> bool:
             return True
         tb = tb.tb_next
     return False
+
+
+def sdk_error_from_response(
+    status: int, body: bytes, retry_after: str | None = None
+) -> sdk_errors.DatabricksError:
+    """Build the SDK's own error class for a response our raw HTTP calls received.
+
+    Uses the SDK's public code/status tables so raw calls and SDK calls map identically.
+    """
+    try:
+        raw = httpx.Response(status, content=body).json()
+    except ValueError:
+        raw = None
+    if not isinstance(raw, dict):
+        raw = {}
+    code = raw.get("error_code")
+    message = str(raw.get("message") or httpx.codes.get_reason_phrase(status) or "error")
+    cls = platform.ERROR_CODE_MAPPING.get(code) or platform.STATUS_CODE_MAPPING.get(status)
+    cls = cls or sdk_errors.DatabricksError
+    error = cls(message, error_code=str(code) if code is not None else None)
+    if retry_after and retry_after.isdigit():
+        error.retry_after_secs = int(retry_after)
+    return error
 
 
 def unreachable() -> GatewayError:

@@ -41,9 +41,12 @@ class Stream:
 class Upload(Stream):
     """A request body streamed in chunks (injected into ops that accept raw uploads)."""
 
-    def __init__(self, chunks: AsyncIterator[bytes], declared_size: int | None) -> None:
+    def __init__(
+        self, chunks: AsyncIterator[bytes], declared_size: int | None, present: bool = True
+    ) -> None:
         self.chunks = chunks
         self.declared_size = declared_size
+        self.present = present  # False when the request was JSON, not a raw body
 
 
 class ByteStream(Stream):
@@ -81,6 +84,12 @@ class Op:
     is_async: bool
     # model field name -> function parameter name (they differ where a name shadows BaseModel's)
     arguments: dict[str, str]
+
+    @property
+    def streams_input(self) -> bool:
+        """Ops fed a request body stream run without the overall deadline: a large upload
+        legitimately takes long, and each chunk has its own I/O timeouts instead."""
+        return Upload in self.injected.values()
 
     def parse(self, raw: dict[str, Any]) -> BaseModel:
         try:

@@ -9,6 +9,8 @@ from typing import Annotated, Literal
 from pydantic import AliasChoices, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from gateway.paths import normalise_roots
+
 CommaList = Annotated[list[str], NoDecode]
 MiB = 1024 * 1024
 GiB = 1024 * MiB
@@ -91,6 +93,20 @@ class Settings(BaseSettings):
         if isinstance(value, str):
             return [item.strip() for item in value.split(",") if item.strip()]
         return value
+
+    @field_validator("allowed_roots", mode="after")
+    @classmethod
+    def _check_roots(cls, value: list[str]) -> list[str]:
+        return normalise_roots(value)
+
+    @field_validator("default_volume", mode="after")
+    @classmethod
+    def _check_default_volume(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        if len(normalise_roots([value])[0].split("/")) < 5:
+            raise ValueError("GATEWAY_DEFAULT_VOLUME must be /Volumes/<catalog>/<schema>/<volume>")
+        return value.rstrip("/")
 
     @field_validator("databricks_host", mode="after")
     @classmethod

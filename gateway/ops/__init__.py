@@ -1,6 +1,6 @@
 """Every operation the gateway serves, one module per family."""
 
-from gateway.ops import catalog, identity
+from gateway.ops import catalog, files, identity
 
 ALL_OPS = [
     identity.me,
@@ -8,4 +8,10 @@ ALL_OPS = [
     catalog.list_schemas,
     catalog.list_volumes,
     catalog.ensure_volume,
+    files.list_directory,
+    files.create_directory,
+    files.file_info,
+    files.read_file,
+    files.write_file,
+    files.delete_file,
 ]

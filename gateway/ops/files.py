@@ -1,0 +1,400 @@
+"""Files in Unity Catalog volumes.
+
+Bytes move through the raw Files API (`PUT/GET /api/2.0/fs/files{path}`) with the identity's
+own auth headers, chunk by chunk, so memory stays constant whatever the file size: the SDK's
+`files.upload` buffers and switches to multipart, and its download first asks for presigned
+URLs. Metadata and directory calls go through the SDK.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import email.utils
+import mimetypes
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime
+from typing import Annotated, Any, Literal
+from urllib.parse import quote
+
+import anyio.to_thread
+import httpx
+from databricks.sdk.errors import NotFound
+from pydantic import BaseModel, Field
+
+from gateway.auth import get_workspace_client
+from gateway.errors import GatewayError, bad_request, sdk_error_from_response
+from gateway.paths import confine
+from gateway.registry import ByteStream, Upload
+from gateway.runtime import Runtime
+
+CHUNK_BYTES = 256 * 1024
+MAX_LISTED_ENTRIES = 10_000
+MAX_RECURSIVE_DELETE = 10_000
+_RISKY_TYPES = ("text/html", "image/svg+xml", "application/javascript", "text/javascript")
+
+PathParam = Annotated[str, Field(description="/Volumes/<catalog>/<schema>/<volume>/... path")]
+
+
+class Entry(BaseModel):
+    name: str
+    path: str
+    is_directory: bool
+    size: int | None = None
+    modified: str | None = Field(None, description="ISO-8601 UTC")
+
+
+class Listing(BaseModel):
+    entries: list[Entry]
+    next_page_token: str | None = Field(
+        None, description="set when more entries remain (one page asked, or the cap reached)"
+    )
+
+
+class FileInfo(BaseModel):
+    exists: bool
+    path: str
+    is_directory: bool = False
+    size: int | None = None
+    modified: str | None = None
+    content_type: str | None = None
+
+
+class TextContent(BaseModel):
+    content: str
+    size: int
+
+
+class Written(BaseModel):
+    path: str
+    size: int
+
+
+class Deleted(BaseModel):
+    path: str
+    kind: Literal["file", "directory"]
+    removed: int = Field(description="files and directories removed")
+
+
+class DirectoryCreated(BaseModel):
+    path: str
+
+
+# --- ops ---------------------------------------------------------------------------------------
+
+
+def list_directory(
+    runtime: Runtime,
+    path: PathParam,
+    page_size: Annotated[int | None, Field(ge=1, le=1000)] = None,
+    page_token: str | None = None,
+) -> Listing:
+    """Entries of a directory. Follows every page (up to 10,000 entries) unless `page_size` or
+    `page_token` asks for one page; `next_page_token` says where to go on."""
+    path = _confine(runtime, path)
+    api = get_workspace_client().api_client
+    entries: list[Entry] = []
+    one_page = page_size is not None or page_token is not None
+    token = page_token
+    while True:
+        query: dict[str, Any] = {"page_size": page_size or 1000}
+        if token:
+            query["page_token"] = token
+        page = api.do("GET", f"/api/2.0/fs/directories{_quoted(path)}", query=query)
+        entries += [_entry(raw) for raw in page.get("contents", [])]
+        token = page.get("next_page_token") or None
+        if one_page or not token or len(entries) >= MAX_LISTED_ENTRIES:
+            return Listing(entries=entries, next_page_token=token)
+
+
+def create_directory(runtime: Runtime, path: PathParam) -> DirectoryCreated:
+    """Create a directory and its parents (like `mkdir -p`); succeeds if it exists."""
+    path = _confine(runtime, path)
+    get_workspace_client().files.create_directory(path)
+    return DirectoryCreated(path=path)
+
+
+def file_info(runtime: Runtime, path: PathParam) -> FileInfo:
+    """Metadata of a file or directory; a missing path is `exists: false`, other errors stay
+    errors."""
+    path = _confine(runtime, path)
+    files = get_workspace_client().files
+    try:
+        meta = files.get_metadata(path)
+    except NotFound:
+        pass
+    else:
+        return FileInfo(
+            exists=True,
+            path=path,
+            size=meta.content_length,
+            modified=_http_date_to_iso(meta.last_modified),
+            content_type=_content_type(path),
+        )
+    try:
+        files.get_directory_metadata(path)
+    except NotFound:
+        return FileInfo(exists=False, path=path)
+    return FileInfo(exists=True, path=path, is_directory=True)
+
+
+def delete_file(runtime: Runtime, path: PathParam, recursive: bool = False) -> Deleted:
+    """Delete a file, or a directory: an empty one as is, a non-empty one only with
+    `recursive: true` (at most 10,000 entries, checked before anything is deleted)."""
+    path = _confine(runtime, path)
+    files = get_workspace_client().files
+    try:
+        files.delete(path)
+        return Deleted(path=path, kind="file", removed=1)
+    except NotFound:
+        pass
+    children = list_directory(runtime, path, page_size=1).entries
+    if children and not recursive:
+        raise GatewayError(
+            409, "DIRECTORY_NOT_EMPTY", "The directory is not empty; pass recursive: true."
+        )
+    doomed = _tree(runtime, path) if children else []
+    for entry in doomed:  # deepest first: files, then the directories that held them
+        if entry.is_directory:
+            files.delete_directory(entry.path)
+        else:
+            files.delete(entry.path)
+    files.delete_directory(path)
+    return Deleted(path=path, kind="directory", removed=len(doomed) + 1)
+
+
+async def read_file(
+    runtime: Runtime,
+    path: PathParam,
+    encoding: Literal["utf-8"] | None = None,
+    offset: Annotated[int | None, Field(ge=0)] = None,
+    length: Annotated[int | None, Field(ge=1)] = None,
+) -> ByteStream | TextContent:
+    """The file's bytes, streamed (or, with `encoding: "utf-8"`, its text as JSON, up to
+    GATEWAY_MAX_TEXT_READ_BYTES). `offset`/`length` read a byte range."""
+    path = _confine(runtime, path)
+    headers = await _auth_headers()
+    if offset is not None or length is not None:
+        start = offset or 0
+        headers["Range"] = f"bytes={start}-{start + length - 1}" if length else f"bytes={start}-"
+    response = await _send(runtime, "GET", path, headers)
+    if encoding is not None:
+        return await _read_text(response, runtime.settings.max_text_read_bytes)
+    return ByteStream(_relay(response), _content_type(path), _download_headers(response, path))
+
+
+async def write_file(
+    runtime: Runtime,
+    upload: Upload,
+    path: PathParam,
+    overwrite: bool = False,
+    content: str | None = None,
+    content_base64: str | None = None,
+) -> Written:
+    """Write a file. Send raw bytes (`Content-Type: application/octet-stream`, params in the
+    query string) to stream any size, or `content` / `content_base64` in JSON for small ones.
+    An existing file is replaced only with `overwrite: true` (else 409, file untouched)."""
+    path = _confine(runtime, path)
+    limit = runtime.settings.max_upload_bytes
+    body, declared = _upload_body(upload, content, content_base64, limit)
+    counter = _Counter(limit)
+    headers = await _auth_headers()
+    headers["Content-Type"] = "application/octet-stream"
+    if declared is not None:
+        headers["Content-Length"] = str(declared)
+    query = {"overwrite": "true" if overwrite else "false"}
+    response = await _send(runtime, "PUT", path, headers, counter.wrap(body), query)
+    await response.aclose()
+    return Written(path=path, size=counter.total)
+
+
+# --- helpers -----------------------------------------------------------------------------------
+
+
+def _confine(runtime: Runtime, path: str) -> str:
+    settings = runtime.settings
+    return confine(path, settings.allowed_roots, settings.default_volume)
+
+
+def _quoted(path: str) -> str:
+    return quote(path, safe="/")
+
+
+async def _auth_headers() -> dict[str, str]:
+    def authenticate() -> dict[str, str]:
+        return dict(get_workspace_client().config.authenticate())
+
+    return await anyio.to_thread.run_sync(authenticate)
+
+
+async def _host() -> str:
+    return await anyio.to_thread.run_sync(lambda: get_workspace_client().config.host)
+
+
+async def _send(
+    runtime: Runtime,
+    method: str,
+    path: str,
+    headers: dict[str, str],
+    content: AsyncIterator[bytes] | None = None,
+    query: dict[str, str] | None = None,
+) -> httpx.Response:
+    url = f"{(await _host()).rstrip('/')}/api/2.0/fs/files{_quoted(path)}"
+    request = runtime.http.build_request(
+        method, url, headers=headers, content=content, params=query
+    )
+    response = await runtime.http.send(request, stream=True)
+    if response.status_code >= 400:
+        body = await _bounded_read(response, 64 * 1024)
+        await response.aclose()
+        raise sdk_error_from_response(
+            response.status_code, body, response.headers.get("retry-after")
+        )
+    return response
+
+
+async def _bounded_read(response: httpx.Response, limit: int) -> bytes:
+    buffer = bytearray()
+    async for chunk in response.aiter_raw():
+        buffer += chunk
+        if len(buffer) > limit:
+            break
+    return bytes(buffer[:limit])
+
+
+async def _relay(response: httpx.Response) -> AsyncIterator[bytes]:
+    try:
+        async for chunk in response.aiter_raw(CHUNK_BYTES):
+            yield chunk
+    finally:
+        await response.aclose()  # also when the caller disconnects mid-download
+
+
+async def _read_text(response: httpx.Response, limit: int) -> TextContent:
+    try:
+        data = await _bounded_read(response, limit + 1)
+    finally:
+        await response.aclose()
+    if len(data) > limit:
+        raise GatewayError(
+            413, "TEXT_TOO_LARGE", f"The file exceeds {limit} bytes; read it as a stream."
+        )
+    try:
+        return TextContent(content=data.decode("utf-8"), size=len(data))
+    except UnicodeDecodeError:
+        raise GatewayError(
+            422, "INVALID_UTF8", "The file is not valid UTF-8; read it as bytes."
+        ) from None
+
+
+def _download_headers(response: httpx.Response, path: str) -> dict[str, str]:
+    headers = {"X-Content-Type-Options": "nosniff"}
+    for name in ("content-length", "last-modified", "content-range"):
+        if name in response.headers:
+            headers[name.title()] = response.headers[name]
+    if _content_type(path) in _RISKY_TYPES:
+        # Never let a browser render active content straight out of a volume.
+        filename = quote(path.rsplit("/", 1)[-1])
+        headers["Content-Disposition"] = f"attachment; filename*=UTF-8''{filename}"
+        headers["Content-Security-Policy"] = "sandbox"
+    return headers
+
+
+def _content_type(path: str) -> str:
+    return mimetypes.guess_type(path.rsplit("/", 1)[-1])[0] or "application/octet-stream"
+
+
+def _upload_body(
+    upload: Upload, content: str | None, content_base64: str | None, limit: int
+) -> tuple[AsyncIterator[bytes], int | None]:
+    given = [x is not None for x in (content, content_base64)].count(True)
+    streamed = upload.present
+    if given + streamed != 1:
+        raise bad_request(
+            "INVALID_PARAMS",
+            "Give exactly one of: a raw body (application/octet-stream), content, content_base64.",
+        )
+    if streamed:
+        if upload.declared_size is not None and upload.declared_size > limit:
+            raise _too_large(limit)
+        return upload.chunks, upload.declared_size
+    data = content.encode() if content is not None else _b64(content_base64 or "")
+    return _once(data), len(data)
+
+
+def _b64(value: str) -> bytes:
+    try:
+        return base64.b64decode(value, validate=True)
+    except (binascii.Error, ValueError):
+        raise bad_request("INVALID_PARAMS", "content_base64 is not valid base64.") from None
+
+
+async def _once(data: bytes) -> AsyncIterator[bytes]:
+    yield data
+
+
+class _Counter:
+    """Counts bytes as they pass and stops the upload once it crosses the limit."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.total = 0
+
+    async def wrap(self, chunks: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
+        async for chunk in chunks:
+            self.total += len(chunk)
+            if self.total > self.limit:
+                raise _too_large(self.limit)  # aborts the PUT: Databricks keeps nothing
+            yield chunk
+
+
+def _too_large(limit: int) -> GatewayError:
+    return GatewayError(413, "UPLOAD_TOO_LARGE", f"The upload exceeds {limit} bytes.")
+
+
+def _entry(raw: dict[str, Any]) -> Entry:
+    modified = raw.get("last_modified")
+    return Entry(
+        name=raw.get("name", ""),
+        path=raw.get("path", ""),
+        is_directory=bool(raw.get("is_directory")),
+        size=None if raw.get("is_directory") else raw.get("file_size"),
+        modified=_ms_to_iso(modified) if isinstance(modified, int) else None,
+    )
+
+
+def _tree(runtime: Runtime, root: str) -> list[Entry]:
+    """Every entry under `root`, children before parents; refuses trees over the cap."""
+    ordered: list[Entry] = []
+    pending = [root]
+    while pending:
+        listing = list_directory(runtime, pending.pop())
+        for entry in listing.entries:
+            ordered.append(entry)
+            if entry.is_directory:
+                pending.append(entry.path)
+        if len(ordered) > MAX_RECURSIVE_DELETE or listing.next_page_token:
+            raise GatewayError(
+                413,
+                "TOO_MANY_ENTRIES",
+                f"Recursive delete is limited to {MAX_RECURSIVE_DELETE} entries.",
+            )
+    return sorted(ordered, key=lambda e: e.path.count("/"), reverse=True)
+
+
+def _ms_to_iso(ms: int) -> str:
+    return datetime.fromtimestamp(ms / 1000, UTC).isoformat().replace("+00:00", "Z")
+
+
+def _http_date_to_iso(value: str | None) -> str | None:
+    if not value:
+        return None
+    try:
+        return (
+            email.utils.parsedate_to_datetime(value)
+            .astimezone(UTC)
+            .isoformat()
+            .replace("+00:00", "Z")
+        )
+    except (TypeError, ValueError):
+        return None

@@ -1,0 +1,279 @@
+"""Volume files through the gateway: streaming, limits, atomicity, directories, visibility."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import socket
+import time
+
+import pytest
+
+from gateway.testing import DEMO, Fault
+from tests.support import run
+
+VOL = "/Volumes/main/app/files"
+MiB = 1024 * 1024
+
+
+def upload(client, path, data, overwrite=False, headers=None):
+    return client.post(
+        "/run",
+        params={"op": "write_file", "path": path, "overwrite": str(overwrite).lower()},
+        content=data,
+        headers={"content-type": "application/octet-stream", **(headers or {})},
+    )
+
+
+def download(client, path, **params):
+    return client.post("/run", json={"op": "read_file", "path": path, **params})
+
+
+def on_disk(workspace, path):
+    return workspace.files_root.joinpath(*path.split("/")[2:])
+
+
+@pytest.mark.parametrize("data", [b"", b"\x00", bytes(range(256)), b"hello\r\n" * 1000])
+def test_binary_round_trip(gateway, data):
+    _, client = gateway()
+    written = upload(client, f"{VOL}/rt.bin", data)
+    assert written.status_code == 200, written.text
+    assert written.json()["result"] == {"path": f"{VOL}/rt.bin", "size": len(data)}
+    response = download(client, f"{VOL}/rt.bin")
+    assert response.status_code == 200
+    assert response.content == data
+    assert response.headers["content-length"] == str(len(data))
+    assert response.headers["content-type"] == "application/octet-stream"
+    assert "last-modified" in response.headers
+
+
+def test_a_100_mib_file_streams_both_ways(gateway):
+    _, client = gateway()
+    block = hashlib.sha256(b"seed").digest() * (MiB // 32)
+    sent = hashlib.sha256()
+
+    def body():
+        for i in range(100):
+            chunk = block[i:] + block[:i]
+            sent.update(chunk)
+            yield chunk
+
+    assert upload(client, f"{VOL}/big.bin", body()).json()["result"]["size"] == 100 * MiB
+    received, size = hashlib.sha256(), 0
+    with client.stream(
+        "POST", "/run", json={"op": "read_file", "path": f"{VOL}/big.bin"}
+    ) as response:
+        for chunk in response.iter_bytes():
+            received.update(chunk)
+            size += len(chunk)
+    assert size == 100 * MiB and received.hexdigest() == sent.hexdigest()
+
+
+def test_json_forms_of_write_file(gateway):
+    _, client = gateway()
+    assert (
+        run(client, "write_file", path=f"{VOL}/t.txt", content="héllo").json()["result"]["size"]
+        == 6
+    )
+    payload = base64.b64encode(b"\xff\x00\xfe").decode()
+    assert run(client, "write_file", path=f"{VOL}/b.bin", content_base64=payload).status_code == 200
+    assert download(client, f"{VOL}/b.bin").content == b"\xff\x00\xfe"
+    bad = run(client, "write_file", path=f"{VOL}/c.bin", content_base64="not base64!")
+    assert bad.json()["error"]["code"] == "INVALID_PARAMS"
+    both = run(client, "write_file", path=f"{VOL}/c.bin", content="a", content_base64="YQ==")
+    assert both.status_code == 400
+
+
+def test_overwrite_false_keeps_the_existing_file(gateway, workspace):
+    _, client = gateway()
+    upload(client, f"{VOL}/keep.txt", b"original")
+    response = upload(client, f"{VOL}/keep.txt", b"replacement")
+    assert response.status_code == 409
+    assert response.json()["error"]["code"] == "ALREADY_EXISTS"
+    assert on_disk(workspace, f"{VOL}/keep.txt").read_bytes() == b"original"
+    assert upload(client, f"{VOL}/keep.txt", b"replacement", overwrite=True).status_code == 200
+    assert on_disk(workspace, f"{VOL}/keep.txt").read_bytes() == b"replacement"
+
+
+def test_declared_oversize_upload_is_413_before_reading(gateway, workspace):
+    _, client = gateway(max_upload_bytes=1000)
+    response = upload(client, f"{VOL}/big.txt", b"x" * 5000)
+    assert response.status_code == 413
+    assert response.json()["error"]["code"] == "UPLOAD_TOO_LARGE"
+    assert not any(r.method == "PUT" for r in workspace.requests)
+
+
+def test_chunked_upload_crossing_the_limit_is_413_and_writes_nothing(gateway, workspace):
+    _, client = gateway(max_upload_bytes=10_000)
+    response = upload(client, f"{VOL}/big.txt", (b"x" * 1000 for _ in range(50)))
+    assert response.status_code == 413
+    time.sleep(0.2)
+    assert not on_disk(workspace, f"{VOL}/big.txt").exists()
+    assert not list(workspace.files_root.glob(".upload-*"))
+
+
+def test_client_disconnect_mid_upload_leaves_nothing(gateway, workspace):
+    server, client = gateway()
+    port = int(server.url.rsplit(":", 1)[1])
+    with socket.create_connection(("127.0.0.1", port)) as sock:
+        sock.sendall(
+            f"POST /run?op=write_file&path={VOL}/cut.bin HTTP/1.1\r\nHost: x\r\n"
+            f"Content-Type: application/octet-stream\r\nContent-Length: {10 * MiB}\r\n\r\n".encode()
+        )
+        sock.sendall(b"y" * MiB)
+        time.sleep(0.3)
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline and list(workspace.files_root.glob(".upload-*")):
+        time.sleep(0.05)
+    time.sleep(0.2)
+    assert not on_disk(workspace, f"{VOL}/cut.bin").exists()
+    assert not list(workspace.files_root.glob(".upload-*"))
+    assert run(client, "file_info", path=f"{VOL}/cut.bin").json()["result"]["exists"] is False
+
+
+def test_client_disconnect_mid_download_releases_the_upstream(gateway):
+    server, client = gateway()
+    upload(client, f"{VOL}/dl.bin", b"z" * (20 * MiB))
+    for _ in range(3):
+        with client.stream(
+            "POST", "/run", json={"op": "read_file", "path": f"{VOL}/dl.bin"}
+        ) as response:
+            next(response.iter_raw(65536))
+    time.sleep(0.5)
+    pool = server.runtime.http._transport._pool
+    assert all(c.is_idle() or c.is_closed() for c in pool.connections)  # none left mid-response
+    assert download(client, f"{VOL}/README.txt").status_code == 200
+
+
+def test_text_reads(gateway):
+    _, client = gateway(max_text_read_bytes=100)
+    upload(client, f"{VOL}/t.txt", "naïve ✓".encode())
+    assert download(client, f"{VOL}/t.txt", encoding="utf-8").json()["result"] == {
+        "content": "naïve ✓",
+        "size": len("naïve ✓".encode()),
+    }
+    upload(client, f"{VOL}/big.txt", b"a" * 101)
+    assert download(client, f"{VOL}/big.txt", encoding="utf-8").status_code == 413
+    upload(client, f"{VOL}/bad.txt", b"\xff\xfe")
+    error = download(client, f"{VOL}/bad.txt", encoding="utf-8").json()["error"]
+    assert (error["status"], error["code"]) == (422, "INVALID_UTF8")
+
+
+def test_byte_ranges(gateway):
+    _, client = gateway()
+    upload(client, f"{VOL}/r.bin", bytes(range(100)))
+    assert download(client, f"{VOL}/r.bin", offset=10, length=5).content == bytes(range(10, 15))
+    assert download(client, f"{VOL}/r.bin", offset=95).content == bytes(range(95, 100))
+
+
+def test_missing_file_read_is_404_in_the_envelope(gateway):
+    _, client = gateway()
+    error = download(client, f"{VOL}/absent.txt").json()["error"]
+    assert (error["status"], error["code"]) == (404, "NOT_FOUND")
+
+
+def test_unicode_space_and_reserved_characters_round_trip(gateway, workspace):
+    _, client = gateway()
+    path = f"{VOL}/dir with space/naïve #1?&=%.txt"
+    assert upload(client, path, b"odd").status_code == 200
+    assert download(client, path).content == b"odd"
+    assert on_disk(workspace, path).read_bytes() == b"odd"
+    listing = run(client, "list_directory", path=f"{VOL}/dir with space").json()["result"]
+    assert [e["name"] for e in listing["entries"]] == ["naïve #1?&=%.txt"]
+    assert listing["entries"][0]["path"] == path
+
+
+def test_html_is_served_as_an_attachment(gateway):
+    _, client = gateway()
+    upload(client, f"{VOL}/x.html", b"<script>alert(1)</script>")
+    response = download(client, f"{VOL}/x.html")
+    assert response.headers["content-disposition"].startswith("attachment")
+    assert response.headers["x-content-type-options"] == "nosniff"
+
+
+def test_list_directory_follows_pages_or_returns_one(gateway):
+    _, client = gateway()
+    for i in range(5):
+        upload(client, f"{VOL}/many/f{i}.txt", b"1")
+    full = run(client, "list_directory", path=f"{VOL}/many").json()["result"]
+    assert [e["name"] for e in full["entries"]] == [f"f{i}.txt" for i in range(5)]
+    assert full["next_page_token"] is None
+    entry = full["entries"][0]
+    assert entry["size"] == 1 and entry["is_directory"] is False and entry["modified"].endswith("Z")
+    page = run(client, "list_directory", path=f"{VOL}/many", page_size=2).json()["result"]
+    assert len(page["entries"]) == 2 and page["next_page_token"]
+    rest = run(
+        client,
+        "list_directory",
+        path=f"{VOL}/many",
+        page_token=page["next_page_token"],
+        page_size=10,
+    ).json()["result"]
+    assert [e["name"] for e in rest["entries"]] == ["f2.txt", "f3.txt", "f4.txt"]
+
+
+def test_directories_and_file_info(gateway):
+    _, client = gateway()
+    assert run(client, "create_directory", path=f"{VOL}/a/b/c").status_code == 200
+    assert run(client, "create_directory", path=f"{VOL}/a/b/c").status_code == 200  # idempotent
+    info = run(client, "file_info", path=f"{VOL}/a/b").json()["result"]
+    assert info["exists"] and info["is_directory"]
+    upload(client, f"{VOL}/a/data.csv", b"x,y\n")
+    info = run(client, "file_info", path=f"{VOL}/a/data.csv").json()["result"]
+    assert (info["exists"], info["size"], info["content_type"]) == (True, 4, "text/csv")
+    assert run(client, "file_info", path=f"{VOL}/nope").json()["result"] == {
+        "exists": False,
+        "path": f"{VOL}/nope",
+        "is_directory": False,
+        "size": None,
+        "modified": None,
+        "content_type": None,
+    }
+
+
+def test_file_info_does_not_swallow_other_errors(gateway, workspace):
+    _, client = gateway()
+    workspace.inject(Fault(path="/fs/files", method="HEAD", status=503, times=None))
+    response = run(client, "file_info", path=f"{VOL}/README.txt")
+    assert response.status_code == 503
+
+
+def test_delete_file_and_directories(gateway, workspace):
+    _, client = gateway()
+    upload(client, f"{VOL}/d/x/1.txt", b"1")
+    upload(client, f"{VOL}/d/2.txt", b"2")
+    assert run(client, "delete_file", path=f"{VOL}/d/2.txt").json()["result"]["kind"] == "file"
+    error = run(client, "delete_file", path=f"{VOL}/d").json()["error"]
+    assert (error["status"], error["code"]) == (409, "DIRECTORY_NOT_EMPTY")
+    assert on_disk(workspace, f"{VOL}/d/x/1.txt").exists()
+    result = run(client, "delete_file", path=f"{VOL}/d", recursive=True).json()["result"]
+    assert result == {"path": f"{VOL}/d", "kind": "directory", "removed": 3}
+    assert not on_disk(workspace, f"{VOL}/d").exists()
+    run(client, "create_directory", path=f"{VOL}/empty")
+    assert run(client, "delete_file", path=f"{VOL}/empty").json()["result"]["kind"] == "directory"
+    assert run(client, "delete_file", path=f"{VOL}/ghost").status_code == 404
+
+
+def test_per_user_visibility_is_passed_on(gateway):
+    _, client = gateway(auth_mode="user")
+    bob = {"X-Databricks-Token": DEMO.bob_token}
+    alice = {"X-Databricks-Token": DEMO.alice_token}
+    target = "/Volumes/finance/reports/exports/r.txt"
+    denied = upload(client, target, b"x", headers=bob)
+    assert denied.status_code == 403
+    assert denied.json()["error"]["code"] == "DATABRICKS_PERMISSION_DENIED"
+    assert upload(client, target, b"x", headers=alice).status_code == 200
+    assert download(client, target, **{}).status_code == 401  # no token in user mode
+    assert (
+        client.post("/run", json={"op": "read_file", "path": target}, headers=bob).status_code
+        == 403
+    )
+
+
+def test_default_volume_resolves_relative_paths(gateway, workspace):
+    _, client = gateway(default_volume=VOL, allowed_roots=[VOL])
+    assert (
+        run(client, "write_file", path="rel/x.txt", content="r").json()["result"]["path"]
+        == f"{VOL}/rel/x.txt"
+    )
+    assert on_disk(workspace, f"{VOL}/rel/x.txt").read_bytes() == b"r"

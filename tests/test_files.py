@@ -209,7 +209,9 @@ def test_list_directory_follows_pages_or_returns_one(gateway):
         page_token=page["next_page_token"],
         page_size=10,
     ).json()["result"]
-    assert [e["name"] for e in rest["entries"]] == ["f2.txt", "f3.txt", "f4.txt"]
+    # One page only: the server may return fewer than asked (the fake pages by 2).
+    assert [e["name"] for e in rest["entries"]] == ["f2.txt", "f3.txt"]
+    assert rest["next_page_token"]
 
 
 def test_directories_and_file_info(gateway):

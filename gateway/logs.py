@@ -5,11 +5,26 @@ from __future__ import annotations
 import logging
 import sys
 import time
+from contextvars import ContextVar, Token
 from typing import Any
 
 import orjson
 
 logger = logging.getLogger("gateway")
+_request_id: ContextVar[str] = ContextVar("request_id", default="")
+
+
+def current_request_id() -> str:
+    return _request_id.get()
+
+
+def bind_request_id(request_id: str) -> Token[str]:
+    return _request_id.set(request_id)
+
+
+def unbind_request_id(token: Token[str]) -> None:
+    _request_id.reset(token)
+
 
 _RESERVED = set(vars(logging.makeLogRecord({}))) | {"message", "asctime"}
 

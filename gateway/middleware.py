@@ -12,7 +12,7 @@ import orjson
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from gateway.errors import GatewayError, masked_internal_error
-from gateway.logs import logger
+from gateway.logs import bind_request_id, logger, unbind_request_id
 
 _SANE_REQUEST_ID = re.compile(r"^[\x21-\x7e]{1,128}$")
 SECRET_HEADER = b"x-gateway-secret"
@@ -47,6 +47,7 @@ class RequestContext:
         log: dict[str, Any] = {"op": None, "identity": None}
         scope.setdefault("state", {}).update(request_id=request_id, log=log)
         started = time.perf_counter()
+        bound = bind_request_id(request_id)
         status, started_response = 500, False
 
         async def send_with_id(message: Message) -> None:
@@ -74,6 +75,7 @@ class RequestContext:
                 raise
             await send_error(send_with_id, masked_internal_error(), request_id)
         finally:
+            unbind_request_id(bound)
             logger.info(
                 "request",
                 extra={

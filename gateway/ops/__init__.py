@@ -1,6 +1,6 @@
 """Every operation the gateway serves, one module per family."""
 
-from gateway.ops import catalog, files, identity
+from gateway.ops import catalog, files, identity, sql
 
 ALL_OPS = [
     identity.me,
@@ -14,4 +14,5 @@ ALL_OPS = [
     files.read_file,
     files.write_file,
     files.delete_file,
+    sql.run_query,
 ]

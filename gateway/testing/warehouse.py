@@ -204,15 +204,17 @@ class Warehouse:
             if statements[0].type != self._duckdb.StatementType.SELECT:
                 cursor.execute(sql, params)
                 return None, [], 0, False
-            described = cursor.execute(f"SELECT * FROM ({sql}) LIMIT 0", params).description or []
-            columns = [
-                _column(i, name, str(dtype)) for i, (name, dtype, *_rest) in enumerate(described)
+            # DESCRIBE keeps duplicate column names as Databricks does (a subquery renames them).
+            described = [
+                (name, dtype)
+                for name, dtype, *_ in cursor.execute(f"DESCRIBE {sql}", params).fetchall()
             ]
+            columns = [_column(i, name, dtype) for i, (name, dtype) in enumerate(described)]
             row_limit = int(body.get("row_limit") or 0)
             limit = f" LIMIT {row_limit + 1}" if row_limit else ""
             aliases = ", ".join(f"c{i}" for i in range(len(columns)))
             exprs = ", ".join(
-                _as_string(f"c{i}", str(d[1])) + f" AS c{i}" for i, d in enumerate(described)
+                _as_string(f"c{i}", dtype) + f" AS c{i}" for i, (_, dtype) in enumerate(described)
             )
             table = f"r_{statement_id.replace('-', '_')}"
             cursor.execute(

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import contextlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable
 from typing import Any
 
 import anyio
@@ -110,10 +110,37 @@ async def _run(request: Request, runtime: Runtime, registry: Registry) -> Respon
     }
     reset = set_databricks_auth(identity, runtime.backend)
     try:
-        result = await _call_with_deadline(op, params, supplied, runtime)
+        call = _call_with_deadline(op, params, supplied, runtime)
+        result = call if op.streams_input else _until_disconnect(request, call)
+        result = await result
     finally:
         clear_databricks_auth(reset)
     return _render(op, result)
+
+
+async def _until_disconnect(request: Request, call: Awaitable[Any]) -> Any:
+    """Run the op, cancelling it if the client goes away (so e.g. a query is cancelled on the
+    warehouse instead of running on for nobody)."""
+    outcome: list[Any] = []
+    failure: Exception | None = None
+    async with anyio.create_task_group() as group:
+
+        async def watch() -> None:
+            while (await request.receive())["type"] != "http.disconnect":
+                pass
+            group.cancel_scope.cancel()
+
+        group.start_soon(watch)
+        try:
+            outcome.append(await call)
+        except Exception as exc:  # raised outside the group, not wrapped in an ExceptionGroup
+            failure = exc
+        group.cancel_scope.cancel()
+    if failure is not None:
+        raise failure
+    if not outcome:
+        raise GatewayError(499, "CLIENT_DISCONNECTED", "The client went away.")
+    return outcome[0]
 
 
 async def _call_with_deadline(

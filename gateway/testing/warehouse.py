@@ -23,7 +23,10 @@ if TYPE_CHECKING:
     from gateway.testing.workspace import FakeWorkspace
 
 WAREHOUSE_ID = "fakewarehouse0001"
-_MARKER = re.compile(r"(?<![:\w]):([A-Za-z_]\w*)")
+# Literals and comments first, so a `:name` inside them is left alone, as Databricks does.
+_MARKER = re.compile(
+    r"'(?:[^'\\]|\\.)*'|\"(?:[^\"\\]|\\.)*\"|--[^\n]*|/\*.*?\*/|(?<![:\w]):([A-Za-z_]\w*)", re.S
+)
 _PARAM_TYPES = {
     "STRING": "VARCHAR",
     "BIGINT": "BIGINT",
@@ -69,6 +72,7 @@ class Warehouse:
         self.lock = threading.RLock()
         self.chunk_rows = 1000
         self.delay_seconds = 0.0  # time a statement spends RUNNING
+        self.external_base: str | None = None  # where EXTERNAL_LINKS point (default: this server)
         self.statements: dict[str, Statement] = {}
         self.canceled: list[str] = []
         self.submitted: list[dict[str, Any]] = []  # request bodies, for tests
@@ -306,7 +310,7 @@ class Warehouse:
                 **meta,
                 **links,
                 "byte_count": 0,
-                "external_link": f"{self.workspace.url}/external/{statement.id}/{n}?X-Amz-Signature=fake",
+                "external_link": f"{self.external_base or self.workspace.url}/external/{statement.id}/{n}?X-Amz-Signature=fake",
                 "expiration": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(time.time() + 900)),
             }
             return {"external_links": [link]}
@@ -315,10 +319,11 @@ class Warehouse:
     def _rows(self, statement: Statement, n: int) -> list[list[str | None]]:
         if statement.table is None:
             return []
+        meta = self._chunk_meta(statement, n)  # row_count stops at total_rows (row_limit)
         cursor = self.db.cursor()
         try:
             rows = cursor.execute(
-                f"SELECT * FROM {statement.table} LIMIT {self.chunk_rows} OFFSET {n * self.chunk_rows}"
+                f"SELECT * FROM {statement.table} LIMIT {max(meta['row_count'], 0)} OFFSET {meta['row_offset']}"
             ).fetchall()
         finally:
             cursor.close()
@@ -332,6 +337,8 @@ def _bind(sql: str, parameters: list[dict[str, Any]]) -> tuple[str, dict[str, An
 
     def replace(match: re.Match[str]) -> str:
         name = match[1]
+        if name is None:
+            return match[0]  # a literal or a comment
         if name not in given:
             raise _UnboundParameter(name)
         spec = given[name]

@@ -1,0 +1,333 @@
+"""run_query through the gateway, the real SDK and the fake DuckDB warehouse."""
+
+from __future__ import annotations
+
+import time
+
+import httpx
+import orjson
+import pytest
+import respx
+
+from tests.support import run
+
+SALES = "demo.shop.sales"
+
+
+def result(response: httpx.Response) -> dict:
+    assert response.status_code == 200, response.text
+    return response.json()["result"]
+
+
+def query(client, statement, **params):
+    return run(client, "run_query", statement=statement, **params)
+
+
+def stream_lines(client, **params) -> list:
+    response = client.post(
+        "/run", json={"op": "run_query", **params}, headers={"Accept": "application/x-ndjson"}
+    )
+    assert response.status_code == 200, response.text
+    assert response.headers["content-type"].startswith("application/x-ndjson")
+    return [orjson.loads(line) for line in response.content.splitlines()]
+
+
+@pytest.mark.parametrize(
+    ("value", "expected", "sql_type"),
+    [
+        (True, True, "BOOLEAN"),
+        (42, 42, "LONG"),
+        (2.5, 2.5, "DOUBLE"),
+        ("text", "text", "STRING"),
+        (None, None, "STRING"),
+        ("'; DROP TABLE demo.shop.sales; --", "'; DROP TABLE demo.shop.sales; --", "STRING"),
+    ],
+)
+def test_object_parameters_are_bound_with_inferred_types(
+    gateway, workspace, value, expected, sql_type
+):
+    _, client = gateway()
+    out = result(query(client, "SELECT :v AS v", parameters={"v": value}))
+    assert out["rows"] == [[expected]]
+    assert out["columns"][0]["type"] == sql_type
+    sent = workspace.warehouse.submitted[-1]
+    assert sent["statement"] == "SELECT :v AS v"  # never interpolated
+    assert result(query(client, f"SELECT count(*) AS n FROM {SALES}"))["rows"] == [[5]]
+
+
+def test_explicit_parameter_types(gateway):
+    _, client = gateway()
+    params = [
+        {"name": "d", "value": "2024-02-29", "type": "DATE"},
+        {"name": "t", "value": "2024-01-02 03:04:05", "type": "TIMESTAMP"},
+        {"name": "m", "value": "12.345", "type": "DECIMAL(10,3)"},
+        {"name": "n", "value": None, "type": "INT"},
+    ]
+    out = result(query(client, "SELECT :d AS d, :t AS t, :m AS m, :n AS n", parameters=params))
+    assert out["rows"] == [["2024-02-29", "2024-01-02T03:04:05.000Z", "12.345", None]]
+    assert [c["type"] for c in out["columns"]] == ["DATE", "TIMESTAMP", "DECIMAL", "INT"]
+
+
+def test_filtering_with_a_parameter(gateway):
+    _, client = gateway()
+    out = result(
+        query(
+            client,
+            f"SELECT id FROM {SALES} WHERE region = :r ORDER BY id",
+            parameters={"r": "north"},
+        )
+    )
+    assert out["rows"] == [[1], [3]]
+
+
+def test_values_are_typed_for_every_type(gateway):
+    _, client = gateway()
+    statement = """SELECT 1::TINYINT AS b, 2::SMALLINT AS s, 3::INTEGER AS i,
+        9007199254740991::BIGINT AS safe, 9007199254740993::BIGINT AS big, 1.5::FLOAT AS f,
+        2.25::DOUBLE AS d, 'NaN'::DOUBLE AS nan, true AS flag, 1.25::DECIMAL(5,2) AS dec,
+        DATE '2024-01-02' AS day, TIMESTAMP '2024-01-02 03:04:05.678' AS ts, 'ab'::BLOB AS bin,
+        [1, 2] AS arr, {'a': 1, 'b': 'x'} AS st, MAP {'k': 1} AS mp, NULL::INTEGER AS nul, 'x' AS str"""
+    out = result(query(client, statement))
+    assert out["rows"] == [
+        [
+            1,
+            2,
+            3,
+            9007199254740991,
+            "9007199254740993",
+            1.5,
+            2.25,
+            "nan",
+            True,
+            "1.25",
+            "2024-01-02",
+            "2024-01-02T03:04:05.678Z",
+            "YWI=",
+            [1, 2],
+            {"a": 1, "b": "x"},
+            {"k": 1},
+            None,
+            "x",
+        ]
+    ]
+    types = [c["type"] for c in out["columns"]]
+    assert types == [
+        "BYTE",
+        "SHORT",
+        "INT",
+        "LONG",
+        "LONG",
+        "FLOAT",
+        "DOUBLE",
+        "DOUBLE",
+        "BOOLEAN",
+        "DECIMAL",
+        "DATE",
+        "TIMESTAMP",
+        "BINARY",
+        "ARRAY",
+        "STRUCT",
+        "MAP",
+        "INT",
+        "STRING",
+    ]
+
+
+def test_every_chunk_is_read(gateway, workspace):
+    workspace.warehouse.chunk_rows = 7
+    _, client = gateway()
+    out = result(
+        query(client, "SELECT tpep_pickup_datetime FROM samples.nyctaxi.trips ORDER BY 1 LIMIT 40")
+    )
+    assert out["row_count"] == 40 and not out["truncated"]
+    statement = workspace.warehouse.statements[out["statement_id"]]
+    assert sorted(statement.fetched_chunks) == [0, 1, 2, 3, 4, 5]
+
+
+def test_streamed_result_shape_and_every_chunk(gateway, workspace):
+    workspace.warehouse.chunk_rows = 3
+    _, client = gateway()
+    lines = stream_lines(client, statement=f"SELECT id, paid FROM {SALES} ORDER BY id")
+    assert lines[0]["columns"] == [
+        {"name": "id", "type": "LONG", "type_text": "BIGINT"},
+        {"name": "paid", "type": "BOOLEAN", "type_text": "BOOLEAN"},
+    ]
+    assert lines[0]["statement_id"]
+    assert lines[1:-1] == [[1, True], [2, False], [3, True], [4, None], [5, True]]
+    assert lines[-1] == {"row_count": 5, "truncated": False}
+
+
+def test_inline_cap_says_truncated(gateway, workspace):
+    workspace.warehouse.chunk_rows = 10
+    _, client = gateway(max_inline_rows=25)
+    out = result(query(client, "SELECT * FROM samples.nyctaxi.trips"))
+    assert (out["row_count"], out["truncated"]) == (25, True)
+
+
+def test_row_limit_truncation_is_reported(gateway):
+    _, client = gateway()
+    out = result(query(client, f"SELECT id FROM {SALES}", row_limit=2))
+    assert (out["row_count"], out["truncated"]) == (2, True)
+
+
+def test_objects_never_collapse_duplicate_columns(gateway):
+    _, client = gateway()
+    out = result(query(client, "SELECT 1 AS a, 2 AS a, 3 AS a_2", rows_as="objects"))
+    assert out["rows"] == [{"a": 1, "a_2": 2, "a_2_2": 3}]
+    assert [c["key"] for c in out["columns"]] == ["a", "a_2", "a_2_2"]
+
+
+def test_failed_statement_maps_to_sql_error(gateway):
+    _, client = gateway()
+    error = query(client, "SELECT * FROM missing_table").json()["error"]
+    assert (error["status"], error["code"]) == (400, "SQL_ERROR")
+    assert error["details"]["sql_state"] == "42P01"
+    assert "TABLE_OR_VIEW_NOT_FOUND" in error["message"]
+
+
+def test_multiple_statements_fail(gateway):
+    _, client = gateway()
+    assert query(client, "SELECT 1; SELECT 2").json()["error"]["code"] == "SQL_ERROR"
+
+
+def test_deadline_cancels_the_statement_on_the_warehouse(gateway, workspace):
+    workspace.warehouse.delay_seconds = 30
+    _, client = gateway()
+    started = time.monotonic()
+    error = query(client, "SELECT 1", timeout_seconds=1).json()["error"]
+    assert time.monotonic() - started < 15
+    assert (error["status"], error["code"]) == (504, "QUERY_TIMEOUT")
+    assert error["details"]["statement_id"] in workspace.warehouse.canceled
+
+
+def test_client_disconnect_while_waiting_cancels(gateway, workspace):
+    workspace.warehouse.delay_seconds = 30
+    server, _ = gateway()
+    with pytest.raises(httpx.ReadTimeout):
+        httpx.post(
+            f"{server.url}/run", json={"op": "run_query", "statement": "SELECT 1"}, timeout=1.5
+        )
+    deadline = time.monotonic() + 10
+    while not workspace.warehouse.canceled and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert len(workspace.warehouse.canceled) == 1
+    assert server.runtime.running_statements == {}
+
+
+def test_client_disconnect_mid_stream_cancels(gateway, workspace):
+    workspace.warehouse.chunk_rows = 1
+    _, client = gateway()
+    body = {"op": "run_query", "statement": "SELECT * FROM samples.nyctaxi.trips"}
+    with client.stream(
+        "POST", "/run", json=body, headers={"Accept": "application/x-ndjson"}
+    ) as response:
+        lines = response.iter_lines()
+        assert "columns" in orjson.loads(next(lines))
+        next(lines)
+    deadline = time.monotonic() + 10
+    while not workspace.warehouse.canceled and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert len(workspace.warehouse.canceled) == 1
+    fetched = workspace.warehouse.statements[workspace.warehouse.canceled[0]].fetched_chunks
+    assert len(fetched) < 200  # chunks are fetched as the client reads, not all up front
+
+
+def test_error_after_the_first_byte_ends_the_stream_with_an_error_line(gateway, workspace):
+    workspace.warehouse.chunk_rows = 2
+    _, client = gateway()
+    from gateway.testing import Fault
+
+    workspace.inject(Fault(path="/result/chunks/1", status=500, times=None))
+    lines = stream_lines(client, statement=f"SELECT id FROM {SALES} ORDER BY id")
+    assert lines[1:3] == [[1], [2]]
+    assert lines[-1]["error"]["code"] == "DATABRICKS_ERROR"
+    assert "row_count" not in lines[-1]
+
+
+def test_warehouse_is_required(gateway):
+    _, client = gateway(warehouse_id=None)
+    error = query(client, "SELECT 1").json()["error"]
+    assert error["code"] == "WAREHOUSE_REQUIRED" and "DATABRICKS_WAREHOUSE_ID" in error["message"]
+
+
+def test_statement_xor_query(gateway):
+    _, client = gateway()
+    assert run(client, "run_query").json()["error"]["code"] == "INVALID_PARAMS"
+    assert run(client, "run_query", statement="SELECT 1", query="x").status_code == 400
+
+
+@pytest.fixture
+def queries(tmp_path):
+    (tmp_path / "sales_by_region.sql").write_text(
+        "-- @param region STRING\n-- @param min_amount DECIMAL(10,2)\n"
+        f"SELECT id, amount FROM {SALES}\nWHERE region = :region AND amount >= :min_amount -- ':ignored'\nORDER BY id\n"
+    )
+    return tmp_path
+
+
+def test_named_queries(gateway, workspace, queries):
+    _, client = gateway(queries_dir=queries, allow_raw_sql=False)
+    out = result(
+        run(
+            client,
+            "run_query",
+            query="sales_by_region",
+            parameters={"region": "north", "min_amount": 125},
+        )
+    )
+    assert out["rows"] == [[3, "130.00"]]
+    sent = workspace.warehouse.submitted[-1]["parameters"]
+    assert {"name": "min_amount", "value": "125", "type": "DECIMAL(10,2)"} in sent
+    missing = run(
+        client, "run_query", query="sales_by_region", parameters={"region": "north"}
+    ).json()["error"]
+    assert missing["code"] == "PARAMETER_MISMATCH" and missing["details"]["missing"] == [
+        "min_amount"
+    ]
+    extra = run(
+        client,
+        "run_query",
+        query="sales_by_region",
+        parameters={"region": "n", "min_amount": 1, "x": 1},
+    ).json()["error"]
+    assert extra["details"]["unexpected"] == ["x"]
+    assert run(client, "run_query", query="nope").json()["error"]["code"] == "QUERY_NOT_FOUND"
+    assert run(client, "run_query", query="../etc").json()["error"]["code"] == "INVALID_PARAMS"
+
+
+def test_raw_sql_can_be_disabled(gateway, queries):
+    _, client = gateway(queries_dir=queries, allow_raw_sql=False)
+    error = query(client, "SELECT 1").json()["error"]
+    assert (error["status"], error["code"]) == (403, "RAW_SQL_DISABLED")
+
+
+def test_external_links_are_fetched_without_authorization(gateway, workspace):
+    workspace.warehouse.chunk_rows = 2
+    _, client = gateway()
+    out = result(query(client, f"SELECT id FROM {SALES} ORDER BY id", disposition="EXTERNAL_LINKS"))
+    assert out["rows"] == [[1], [2], [3], [4], [5]]
+    link_calls = [r for r in workspace.requests if r.path.startswith("/external/")]
+    assert len(link_calls) == 3 and all(r.authorization is None for r in link_calls)
+
+
+def test_external_link_host_never_sees_the_token(gateway, workspace):
+    workspace.warehouse.chunk_rows = 2
+    workspace.warehouse.external_base = "https://links.storage.test"
+    _, client = gateway()
+    seen: list[httpx.Request] = []
+
+    def serve(request: httpx.Request) -> httpx.Response:
+        seen.append(request)
+        statement_id, chunk = request.url.path.split("/")[2:4]
+        rows = workspace.warehouse._rows(workspace.warehouse.statements[statement_id], int(chunk))
+        return httpx.Response(200, json=rows)
+
+    with respx.mock(assert_all_called=True) as mock:
+        mock.route(host="links.storage.test").mock(side_effect=serve)
+        mock.route(host="127.0.0.1").pass_through()
+        out = result(
+            query(client, f"SELECT id FROM {SALES} ORDER BY id", disposition="EXTERNAL_LINKS")
+        )
+    assert out["row_count"] == 5
+    assert len(seen) == 3
+    assert all("authorization" not in r.headers for r in seen)

@@ -16,11 +16,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--page-size", type=int, default=100)
     parser.add_argument("--chunk-rows", type=int, default=1000)
     parser.add_argument("--trips", type=int, default=5000, help="rows in samples.nyctaxi.trips")
+    parser.add_argument("--sql-delay", type=float, default=0.0, help="seconds a statement runs")
     args = parser.parse_args(argv)
     ws = FakeWorkspace(page_size=args.page_size)
     seed_demo(ws, trips=args.trips)
     if ws.warehouse is not None:
         ws.warehouse.chunk_rows = args.chunk_rows
+        ws.warehouse.delay_seconds = args.sql_delay
     ws.start(port=args.port)
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):

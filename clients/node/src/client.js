@@ -1,0 +1,184 @@
+import { Readable } from 'node:stream';
+import { Pool } from 'undici';
+import { GatewayError, fromEnvelope, fromTransport } from './errors.js';
+import { ndjsonValues } from './ndjson.js';
+
+const DEFAULT_URL = 'http://127.0.0.1:8765';
+// Below the gateway's 30 s keep-alive, so this side closes idle sockets first and never
+// writes a request onto a socket the gateway is closing.
+const KEEP_ALIVE_MS = 20_000;
+const SANE_REQUEST_ID = /^[\x21-\x7e]{1,128}$/;
+
+/**
+ * Create a client for a Databricks Gateway.
+ * @param {import('../index.d.ts').GatewayClientOptions} [options]
+ */
+export function createGatewayClient(options = {}) {
+  const {
+    url = process.env.GATEWAY_URL ?? `http://127.0.0.1:${process.env.GATEWAY_PORT ?? 8765}`,
+    socketPath,
+    secret = process.env.GATEWAY_SECRET,
+    timeoutMs = 60_000,
+    connections = 16,
+    dispatcher,
+  } = options;
+  const origin = socketPath ? 'http://localhost' : new URL(url ?? DEFAULT_URL).origin;
+  const pool = dispatcher ?? new Pool(origin, {
+    connections,
+    keepAliveTimeout: KEEP_ALIVE_MS,
+    keepAliveMaxTimeout: KEEP_ALIVE_MS,
+    headersTimeout: timeoutMs,
+    bodyTimeout: timeoutMs,
+    connect: { timeout: Math.min(timeoutMs, 10_000), ...(socketPath ? { socketPath } : {}) },
+  });
+
+  function headersFor(call = {}, extra = {}) {
+    const headers = { ...extra };
+    if (secret) headers['x-gateway-secret'] = secret;
+    if (call.userToken !== undefined && call.userToken !== null) headers['x-databricks-token'] = call.userToken;
+    if (call.requestId && SANE_REQUEST_ID.test(call.requestId)) headers['x-request-id'] = call.requestId;
+    return headers;
+  }
+
+  async function send(request, call = {}) {
+    let response;
+    try {
+      response = await pool.request({
+        origin,
+        headersTimeout: call.timeoutMs ?? timeoutMs,
+        bodyTimeout: call.timeoutMs ?? timeoutMs,
+        signal: call.signal,
+        ...request,
+      });
+    } catch (err) {
+      throw fromTransport(err, call.requestId);
+    }
+    const requestId = response.headers['x-request-id'] ?? call.requestId;
+    if (response.statusCode >= 400) {
+      // Always drain the error body, so the socket goes back to the pool.
+      const body = await response.body.json().catch(() => null);
+      throw fromEnvelope(body, response.statusCode, requestId);
+    }
+    return { ...response, requestId };
+  }
+
+  async function json(request, call) {
+    const response = await send(request, call);
+    try {
+      return await response.body.json();
+    } catch (err) {
+      throw fromTransport(err, response.requestId);
+    }
+  }
+
+  /** Run any op: `run('list_schemas', { catalog: 'main' })` → the op's result. */
+  async function run(op, params = {}, call = {}) {
+    const body = JSON.stringify({ ...params, op });
+    const headers = headersFor(call, { 'content-type': 'application/json' });
+    const reply = await json({ method: 'POST', path: '/run', headers, body }, call);
+    return reply.result;
+  }
+
+  async function openStream(params, call, accept) {
+    const body = JSON.stringify(params);
+    const headers = headersFor(call, { 'content-type': 'application/json', accept });
+    return send({ method: 'POST', path: '/run', headers, body }, call);
+  }
+
+  /** A file's bytes as a Node Readable (with `size`, `contentType`, `lastModified`). */
+  async function readFile(path, opts = {}, call = {}) {
+    const response = await openStream({ op: 'read_file', path, ...opts }, call, 'application/octet-stream');
+    const stream = response.body;
+    stream.size = Number(response.headers['content-length'] ?? NaN);
+    stream.contentType = response.headers['content-type'];
+    stream.lastModified = response.headers['last-modified'];
+    stream.requestId = response.requestId;
+    return stream;
+  }
+
+  /** Upload a Buffer, string, Readable or async iterable of chunks; streamed, never buffered. */
+  async function writeFile(path, data, { overwrite = false } = {}, call = {}) {
+    const query = new URLSearchParams({ op: 'write_file', path, overwrite: String(overwrite) });
+    const body = typeof data === 'string' || data instanceof Uint8Array || data instanceof Readable
+      ? data
+      : Readable.from(data);
+    const headers = headersFor(call, { 'content-type': 'application/octet-stream' });
+    const reply = await json({ method: 'POST', path: `/run?${query}`, headers, body }, call);
+    return reply.result;
+  }
+
+  /**
+   * Rows of a query as an async iterator, fetched as you read. Breaking out of the loop
+   * closes the connection, and the gateway cancels the statement.
+   */
+  function queryStream(params, call = {}) {
+    const state = { columns: undefined, statementId: undefined, rowCount: undefined, truncated: undefined };
+    async function* rows() {
+      const response = await openStream({ ...params, op: 'run_query' }, call, 'application/x-ndjson');
+      try {
+        let first = true;
+        for await (const value of ndjsonValues(response.body)) {
+          if (first) {
+            first = false;
+            state.columns = value.columns;
+            state.statementId = value.statement_id;
+          } else if (Array.isArray(value)) {
+            yield value;
+          } else if (value.error) {
+            throw fromEnvelope(value, value.error.status ?? 502, response.requestId);
+          } else {
+            state.rowCount = value.row_count;
+            state.truncated = value.truncated;
+          }
+        }
+      } catch (err) {
+        throw err instanceof GatewayError || err instanceof SyntaxError ? err : fromTransport(err, response.requestId);
+      } finally {
+        if (!response.body.destroyed) response.body.destroy();
+      }
+    }
+    const iterator = rows();
+    return Object.assign(iterator, { meta: state });
+  }
+
+  /** Readiness as data: `{ ready: true|false, status, reason? }`; throws only if unreachable. */
+  async function readiness(deep, call = {}) {
+    let response;
+    try {
+      response = await pool.request({
+        origin, method: 'GET', path: deep ? '/ready?deep=1' : '/ready', headers: headersFor(call), signal: call.signal,
+      });
+    } catch (err) {
+      throw fromTransport(err, call.requestId);
+    }
+    const body = await response.body.json().catch(() => ({}));
+    if (response.statusCode === 401) throw fromEnvelope(body, 401, response.headers['x-request-id']);
+    return { ready: response.statusCode === 200, ...body };
+  }
+
+  const ops = {
+    me: (call) => run('me', {}, call),
+    listCatalogs: (call) => run('list_catalogs', {}, call),
+    listSchemas: (catalog, call) => run('list_schemas', { catalog }, call),
+    listVolumes: (catalog, schema, call) => run('list_volumes', { catalog, schema }, call),
+    ensureVolume: (params, call) => run('ensure_volume', params, call),
+    createDirectory: (path, call) => run('create_directory', { path }, call),
+    listDirectory: (path, opts = {}, call) => run('list_directory', { path, ...opts }, call),
+    fileInfo: (path, call) => run('file_info', { path }, call),
+    deleteFile: (path, opts = {}, call) => run('delete_file', { path, ...opts }, call),
+    readText: (path, opts = {}, call) => run('read_file', { path, encoding: 'utf-8', ...opts }, call),
+    query: (params, call) => run('run_query', params, call),
+  };
+
+  return {
+    run,
+    ...ops,
+    readFile,
+    writeFile,
+    queryStream,
+    health: (call) => json({ method: 'GET', path: '/health', headers: headersFor(call) }, call),
+    ready: ({ deep = false } = {}, call) => readiness(deep, call),
+    listOps: (call) => json({ method: 'GET', path: '/ops', headers: headersFor(call) }, call),
+    close: () => (dispatcher ? Promise.resolve() : pool.close()),
+  };
+}

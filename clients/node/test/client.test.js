@@ -1,0 +1,102 @@
+// Unit tests of the client's HTTP contract and error mapping, on undici's MockAgent.
+import assert from 'node:assert/strict';
+import { createServer } from 'node:http';
+import { after, test } from 'node:test';
+import { MockAgent } from 'undici';
+import { createGatewayClient, GatewayError } from '../src/index.js';
+import { freePort } from './harness.js';
+
+const URL = 'http://127.0.0.1:8765';
+
+function mocked() {
+  const agent = new MockAgent();
+  agent.disableNetConnect();
+  const pool = agent.get(URL);
+  const client = createGatewayClient({ url: URL, secret: 's3cret', dispatcher: pool });
+  return { agent, pool, client };
+}
+
+test('run posts the op with the secret, user token and request id, and returns the result', async () => {
+  const { agent, pool, client } = mocked();
+  pool.intercept({
+    path: '/run',
+    method: 'POST',
+    headers: { 'x-gateway-secret': 's3cret', 'x-databricks-token': 'user-tok', 'x-request-id': 'r-1' },
+    body: (body) => JSON.parse(body).op === 'list_schemas' && JSON.parse(body).catalog === 'main',
+  }).reply(200, { result: [{ name: 'default' }] });
+  const schemas = await client.listSchemas('main', { userToken: 'user-tok', requestId: 'r-1' });
+  assert.deepEqual(schemas, [{ name: 'default' }]);
+  agent.assertNoPendingInterceptors();
+});
+
+test('an error envelope becomes a GatewayError with code, status and request id', async () => {
+  const { agent, pool, client } = mocked();
+  pool.intercept({ path: '/run', method: 'POST' }).reply(404, {
+    error: { code: 'NOT_FOUND', message: "Catalog 'x' does not exist.", status: 404, request_id: 'abc' },
+  });
+  await assert.rejects(client.listSchemas('x'), (err) => {
+    assert.ok(err instanceof GatewayError);
+    assert.equal(err.code, 'NOT_FOUND');
+    assert.equal(err.status, 404);
+    assert.equal(err.requestId, 'abc');
+    assert.equal(err.message, "Catalog 'x' does not exist.");
+    return true;
+  });
+  agent.assertNoPendingInterceptors();
+});
+
+test('a refused connection is GATEWAY_UNAVAILABLE / 503', async () => {
+  const { agent, pool, client } = mocked();
+  pool.intercept({ path: '/run', method: 'POST' })
+    .replyWithError(Object.assign(new Error('connect ECONNREFUSED 127.0.0.1:8765'), { code: 'ECONNREFUSED' }));
+  await assert.rejects(client.me(), { code: 'GATEWAY_UNAVAILABLE', status: 503 });
+  agent.assertNoPendingInterceptors();
+});
+
+test('a non-envelope error body is still a GatewayError', async () => {
+  const { agent, pool, client } = mocked();
+  pool.intercept({ path: '/run', method: 'POST' }).reply(502, '<html>bad gateway</html>');
+  await assert.rejects(client.me(), { code: 'GATEWAY_BAD_RESPONSE', status: 502 });
+  agent.assertNoPendingInterceptors();
+});
+
+test('insane request ids are not sent', async () => {
+  const { agent, pool, client } = mocked();
+  pool.intercept({
+    path: '/run',
+    method: 'POST',
+    headers: (headers) => !('x-request-id' in headers),
+  }).reply(200, { result: {} });
+  await client.me({ requestId: 'bad id\r\nx: y' });
+  agent.assertNoPendingInterceptors();
+});
+
+test('nothing listens: GATEWAY_UNAVAILABLE from a real refused connection', async () => {
+  const port = await freePort();
+  const client = createGatewayClient({ url: `http://127.0.0.1:${port}`, timeoutMs: 2000 });
+  await assert.rejects(client.health(), { code: 'GATEWAY_UNAVAILABLE', status: 503 });
+  await client.close();
+});
+
+test('a gateway that never answers: GATEWAY_TIMEOUT / 504 after timeoutMs', async () => {
+  const server = createServer(() => {}); // accepts, never responds
+  await new Promise((r) => server.listen(0, '127.0.0.1', r));
+  after(() => server.closeAllConnections?.() || server.close());
+  const client = createGatewayClient({ url: `http://127.0.0.1:${server.address().port}`, timeoutMs: 300 });
+  await assert.rejects(client.me(), { code: 'GATEWAY_TIMEOUT', status: 504 });
+  await client.close();
+  server.closeAllConnections();
+  server.close();
+});
+
+test('an aborted call is ABORTED', async () => {
+  const server = createServer(() => {});
+  await new Promise((r) => server.listen(0, '127.0.0.1', r));
+  const client = createGatewayClient({ url: `http://127.0.0.1:${server.address().port}` });
+  const controller = new AbortController();
+  setTimeout(() => controller.abort(), 100);
+  await assert.rejects(client.me({ signal: controller.signal }), { code: 'ABORTED' });
+  await client.close();
+  server.closeAllConnections();
+  server.close();
+});

@@ -1,0 +1,85 @@
+// Starts the real fake workspace and a real gateway (Python processes) for live tests.
+import { spawn } from 'node:child_process';
+import { createServer } from 'node:net';
+import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+const root = join(dirname(fileURLToPath(import.meta.url)), '..', '..', '..');
+export const python = process.env.GATEWAY_PYTHON ?? join(root, '.venv', 'bin', 'python');
+
+export async function freePort() {
+  return new Promise((resolve, reject) => {
+    const server = createServer();
+    server.unref();
+    server.on('error', reject);
+    server.listen(0, '127.0.0.1', () => {
+      const { port } = server.address();
+      server.close(() => resolve(port));
+    });
+  });
+}
+
+async function waitFor(url, child, logs, timeoutMs = 20_000) {
+  const deadline = Date.now() + timeoutMs;
+  while (Date.now() < deadline) {
+    if (child.exitCode !== null) throw new Error(`process exited early:\n${logs.join('')}`);
+    try {
+      const response = await fetch(url);
+      await response.arrayBuffer();
+      return;
+    } catch {
+      await new Promise((r) => setTimeout(r, 100));
+    }
+  }
+  throw new Error(`${url} did not answer:\n${logs.join('')}`);
+}
+
+function start(args, env) {
+  const logs = [];
+  const child = spawn(python, args, { cwd: root, env: { ...cleanEnv(), ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
+  child.stdout.on('data', (d) => logs.push(d.toString()));
+  child.stderr.on('data', (d) => logs.push(d.toString()));
+  return { child, logs };
+}
+
+function cleanEnv() {
+  const env = {};
+  for (const [k, v] of Object.entries(process.env)) {
+    if (!k.startsWith('DATABRICKS_') && !k.startsWith('GATEWAY_')) env[k] = v;
+  }
+  env.DATABRICKS_CONFIG_FILE = join(root, '.no-databrickscfg');
+  return env;
+}
+
+/** Start fake + gateway; returns { url, secret, logs(), stop() }. */
+export async function startStack({ gatewayEnv = {}, fakeArgs = [] } = {}) {
+  const fakePort = await freePort();
+  const fake = start(['-m', 'gateway.testing', '--port', String(fakePort), '--trips', '300', ...fakeArgs], {});
+  await waitFor(`http://127.0.0.1:${fakePort}/.well-known/databricks-config`, fake.child, fake.logs);
+  const port = await freePort();
+  const secret = 'node-test-secret';
+  const gateway = start(['-m', 'gateway'], {
+    GATEWAY_PORT: String(port),
+    GATEWAY_SECRET: secret,
+    DATABRICKS_HOST: `http://127.0.0.1:${fakePort}`,
+    DATABRICKS_TOKEN: 'dapi-local-service',
+    DATABRICKS_WAREHOUSE_ID: 'fakewarehouse0001',
+    GATEWAY_SDK_RETRY_TIMEOUT_SECONDS: '5',
+    ...gatewayEnv,
+  });
+  await waitFor(`http://127.0.0.1:${port}/health`, gateway.child, gateway.logs);
+  return {
+    url: `http://127.0.0.1:${port}`,
+    fakeUrl: `http://127.0.0.1:${fakePort}`,
+    secret,
+    logs: () => gateway.logs.join(''),
+    async stop() {
+      for (const { child } of [gateway, fake]) {
+        if (child.exitCode === null) {
+          child.kill('SIGTERM');
+          await new Promise((r) => child.once('exit', r));
+        }
+      }
+    },
+  };
+}

@@ -39,7 +39,7 @@ def main() -> int:
         port=settings.port,
         log_config=None,
         access_log=False,
-        timeout_graceful_shutdown=10,
+        timeout_graceful_shutdown=5,  # then in-flight work is cancelled (queries too)
         # Below the Node client's keep-alive so the client, not us, closes idle sockets first.
         timeout_keep_alive=30,
         h11_max_incomplete_event_size=64 * 1024,

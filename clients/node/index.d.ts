@@ -107,7 +107,11 @@ export interface Ops {
 
 export type OpName = keyof Ops;
 
-export interface FileStream extends Readable { size: number; contentType?: string; lastModified?: string; requestId?: string }
+export interface FileStream extends Readable {
+  size: number; contentType?: string; lastModified?: string; requestId?: string;
+  /** The gateway's response headers (content-disposition, nosniff, CSP for risky types). */
+  gatewayHeaders: Record<string, string | string[] | undefined>;
+}
 export interface RowStream extends AsyncGenerator<unknown[], void, undefined> {
   meta: { columns?: Column[]; statementId?: string; rowCount?: number; truncated?: boolean };
 }
@@ -131,6 +135,8 @@ export interface GatewayClient {
   ): Promise<{ path: string; size: number }>;
   query(params: Ops['run_query']['params'], call?: CallOptions): Promise<QueryResult>;
   queryStream(params: Ops['run_query']['params'], call?: CallOptions): RowStream;
+  /** The raw NDJSON bytes of a streamed query, to relay without re-serialising. */
+  queryNdjson(params: Ops['run_query']['params'], call?: CallOptions): Promise<Readable & { requestId?: string }>;
   health(call?: CallOptions): Promise<{ status: 'ok'; version: string }>;
   ready(opts?: { deep?: boolean }, call?: CallOptions): Promise<{ ready: boolean; status: string; reason?: string }>;
   listOps(call?: CallOptions): Promise<{ ops: Array<{ name: string; description: string; params: unknown; result: unknown }> }>;

@@ -93,6 +93,7 @@ export function createGatewayClient(options = {}) {
     stream.contentType = response.headers['content-type'];
     stream.lastModified = response.headers['last-modified'];
     stream.requestId = response.requestId;
+    stream.gatewayHeaders = response.headers;
     return stream;
   }
 
@@ -156,6 +157,13 @@ export function createGatewayClient(options = {}) {
     return { ready: response.statusCode === 200, ...body };
   }
 
+  /** The raw NDJSON byte stream of a query, for relaying as is (e.g. to a browser). */
+  async function queryNdjson(params, call = {}) {
+    const response = await openStream({ ...params, op: 'run_query' }, call, 'application/x-ndjson');
+    response.body.requestId = response.requestId;
+    return response.body;
+  }
+
   const ops = {
     me: (call) => run('me', {}, call),
     listCatalogs: (call) => run('list_catalogs', {}, call),
@@ -176,6 +184,7 @@ export function createGatewayClient(options = {}) {
     readFile,
     writeFile,
     queryStream,
+    queryNdjson,
     health: (call) => json({ method: 'GET', path: '/health', headers: headersFor(call) }, call),
     ready: ({ deep = false } = {}, call) => readiness(deep, call),
     listOps: (call) => json({ method: 'GET', path: '/ops', headers: headersFor(call) }, call),

@@ -53,6 +53,7 @@ stop_all() {
     wait "$pid" 2>/dev/null || true
   done
 }
+# shellcheck disable=SC2329  # invoked by the traps below
 on_signal() {
   log info "stopping"
   stop_all

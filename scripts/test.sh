@@ -7,9 +7,13 @@ cd "$root"
 scripts/bootstrap.sh dev
 py="${GATEWAY_VENV:-$root/.venv}/bin/python"
 
+bin="$(dirname "$py")"
 echo "== ruff"
 "$py" -m ruff check .
 "$py" -m ruff format --check .
+echo "== hadolint, shellcheck"
+"$bin/hadolint" Dockerfile
+"$bin/shellcheck" scripts/*.sh .ci/run
 
 echo "== pytest"
 "$py" -m pytest "$@"

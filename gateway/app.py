@@ -68,8 +68,10 @@ def create_app(settings: Settings | None = None, runtime: Runtime | None = None)
     async def run(request: Request) -> Response:
         return await _run(request, runtime, registry)
 
+    ops_body = orjson.dumps({"ops": [op.describe() for op in registry]})  # schemas built once
+
     async def ops() -> Response:
-        return _json({"ops": [op.describe() for op in registry]})
+        return Response(ops_body, media_type="application/json")
 
     async def health() -> Response:
         return _json({"status": "ok", "version": __version__})

@@ -17,8 +17,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--chunk-rows", type=int, default=1000)
     parser.add_argument("--trips", type=int, default=5000, help="rows in samples.nyctaxi.trips")
     parser.add_argument("--sql-delay", type=float, default=0.0, help="seconds a statement runs")
+    parser.add_argument("--latency-ms", type=float, default=0.0, help="added to every API call")
     args = parser.parse_args(argv)
     ws = FakeWorkspace(page_size=args.page_size)
+    ws.latency = args.latency_ms / 1000
     seed_demo(ws, trips=args.trips)
     if ws.warehouse is not None:
         ws.warehouse.chunk_rows = args.chunk_rows

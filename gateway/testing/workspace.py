@@ -80,6 +80,7 @@ class FakeWorkspace:
         self.page_size = page_size
         self.empty_first_page = empty_first_page
         self.create_volume_delay = 0.0
+        self.latency = 0.0  # seconds added to every /api/ request (benchmarks)
         self.lock = threading.RLock()
         self.users: dict[str, FakeUser] = {}
         self.service_principals: dict[str, tuple[str, FakeUser]] = {}
@@ -202,6 +203,8 @@ class FakeWorkspace:
                     rq.headers.get("Authorization"),
                 )
             )
+        if self.latency and path.startswith("/api/"):
+            time.sleep(self.latency)
         if self._apply_fault(rq, path):
             return
         for method, pattern, fn in self._routes:

@@ -1,0 +1,375 @@
+"""Benchmarks: the gateway against the direct SDK / direct Node client, side by side, one run.
+
+    bench/run.sh [--quick] [--file-mib N] [--rows N]
+
+Every comparison runs both sides in the same process run against the same fake workspace, and
+reports medians and ratios. Results go to stdout, bench/out/results.json and bench/RESULTS.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import httpx
+import orjson
+import urllib3
+from databricks.sdk import WorkspaceClient
+from databricks.sdk.config import Config
+from stack import ALICE, ROOT, SECRET, SERVICE_TOKEN, PeakRss, Proc, start_fake, start_gateway
+
+from gateway.sqltypes import RowTyper
+
+OUT = ROOT / "bench" / "out"
+HEADERS = {"X-Gateway-Secret": SECRET}
+MiB = 1024 * 1024
+
+
+def sdk_client(fake: Proc, token: str = SERVICE_TOKEN) -> WorkspaceClient:
+    return WorkspaceClient(
+        config=Config(
+            host=fake.url,
+            token=token,
+            auth_type="pat",
+            retry_timeout_seconds=60,
+            http_timeout_seconds=60,
+        )
+    )
+
+
+def pct(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+def timed(fn: Callable[[], Any], n: int) -> list[float]:
+    for _ in range(min(20, n)):  # warm-up: connections, caches
+        fn()
+    samples = []
+    for _ in range(n):
+        start = time.perf_counter()
+        fn()
+        samples.append(time.perf_counter() - start)
+    return samples
+
+
+def summary(samples: list[float], wall: float | None = None) -> dict[str, float]:
+    return {
+        "p50_ms": round(statistics.median(samples) * 1000, 3),
+        "p99_ms": round(pct(samples, 0.99) * 1000, 3),
+        "rps": round(len(samples) / (wall if wall else sum(samples)), 1),
+    }
+
+
+def concurrent_threads(fn: Callable[[], Any], total: int, concurrency: int) -> dict[str, float]:
+    def one(_: int) -> float:
+        start = time.perf_counter()
+        fn()
+        return time.perf_counter() - start
+
+    with ThreadPoolExecutor(concurrency) as pool:
+        list(pool.map(one, range(concurrency * 2)))
+        start = time.perf_counter()
+        samples = list(pool.map(one, range(total)))
+        wall = time.perf_counter() - start
+    return summary(samples, wall)
+
+
+def concurrent_gateway(
+    url: str,
+    body: dict[str, Any],
+    total: int,
+    concurrency: int,
+    headers: dict[str, str] | None = None,
+) -> dict[str, float]:
+    return concurrent_threads(gateway_caller(url, body, headers, concurrency), total, concurrency)
+
+
+def gateway_caller(
+    url: str, body: dict[str, Any], headers: dict[str, str] | None = None, connections: int = 1
+) -> Callable[[], None]:
+    """A keep-alive urllib3 pool: the same HTTP machinery the SDK uses on the direct side."""
+    parsed = urllib3.util.parse_url(url)
+    pool = urllib3.HTTPConnectionPool(parsed.host, parsed.port, maxsize=connections, block=True)
+    payload = orjson.dumps(body)
+    all_headers = {**HEADERS, **(headers or {}), "Content-Type": "application/json"}
+
+    def call() -> None:
+        response = pool.request("POST", "/run", body=payload, headers=all_headers)
+        if response.status != 200:
+            raise RuntimeError(f"{response.status}: {response.data[:200]!r}")
+
+    return call
+
+
+# --- sections -------------------------------------------------------------------------------
+
+
+def per_op(quick: bool) -> list[dict[str, Any]]:
+    rows = []
+    for latency in (0, 20):
+        fake = start_fake(latency_ms=latency)
+        gateway = start_gateway(fake)
+        try:
+            direct = sdk_client(fake)
+            n = (100 if quick else 400) if latency == 0 else (40 if quick else 100)
+            total = 32 * (8 if quick else 30) if latency == 0 else 32 * (4 if quick else 10)
+            for op, sdk_call in (
+                ("me", direct.current_user.me),
+                ("list_catalogs", lambda d=direct: list(d.catalogs.list())),
+            ):
+                via = gateway_caller(gateway.url, {"op": op})
+                rows.append(
+                    {
+                        "section": "per-op",
+                        "op": op,
+                        "latency_ms": latency,
+                        "c1_gateway": summary(timed(via, n)),
+                        "c1_direct_sdk": summary(timed(sdk_call, n)),
+                        "c32_gateway": concurrent_gateway(gateway.url, {"op": op}, total, 32),
+                        "c32_direct_sdk": concurrent_threads(sdk_call, total, 32),
+                    }
+                )
+        finally:
+            gateway.stop()
+            fake.stop()
+    return rows
+
+
+def client_reuse(quick: bool) -> dict[str, Any]:
+    fake = start_fake()
+    cached = start_gateway(fake, GATEWAY_AUTH_MODE="auto")
+    per_request = start_gateway(fake, GATEWAY_AUTH_MODE="auto", GATEWAY_AUTH_BACKEND="tools-core")
+    user = {"X-Databricks-Token": ALICE}
+    n = 100 if quick else 300
+    try:
+        return {
+            "section": "client-reuse",
+            "op": "me (user token)",
+            "c1_cached": summary(timed(gateway_caller(cached.url, {"op": "me"}, user), n)),
+            "c1_per_request": summary(
+                timed(gateway_caller(per_request.url, {"op": "me"}, user), n)
+            ),
+            "c8_cached": concurrent_gateway(cached.url, {"op": "me"}, 8 * n // 4, 8, user),
+            "c8_per_request": concurrent_gateway(
+                per_request.url, {"op": "me"}, 8 * n // 4, 8, user
+            ),
+        }
+    finally:
+        for proc in (cached, per_request, fake):
+            proc.stop()
+
+
+def express_path(quick: bool) -> list[dict[str, Any]]:
+    results = []
+    for latency in (0, 20):
+        fake = start_fake(latency_ms=latency)
+        gateway = start_gateway(fake)
+        try:
+            n = (150 if quick else 400) if latency == 0 else (40 if quick else 100)
+            output = subprocess.run(
+                [
+                    "node",
+                    str(ROOT / "bench" / "express.mjs"),
+                    gateway.url,
+                    fake.url,
+                    SECRET,
+                    SERVICE_TOKEN,
+                    str(n),
+                ],
+                cwd=ROOT,
+                check=True,
+                capture_output=True,
+                text=True,
+                timeout=600,
+            ).stdout
+            results.append({"section": "express", "latency_ms": latency, **json.loads(output)})
+        finally:
+            gateway.stop()
+            fake.stop()
+    return results
+
+
+def files(file_mib: int) -> dict[str, Any]:
+    fake = start_fake()
+    gateway = start_gateway(fake)
+    direct = sdk_client(fake)
+    size = file_mib * MiB
+    source = Path(tempfile.mkdtemp()) / "source.bin"
+    block = os.urandom(MiB)
+    with source.open("wb") as out:
+        for _ in range(file_mib):
+            out.write(block)
+    path_gw, path_sdk = (
+        "/Volumes/main/app/files/bench-gw.bin",
+        "/Volumes/main/app/files/bench-sdk.bin",
+    )
+    http = httpx.Client(base_url=gateway.url, headers=HEADERS, timeout=600)
+    try:
+
+        def upload_gateway() -> None:
+            def chunks():
+                with source.open("rb") as f:
+                    while data := f.read(MiB):
+                        yield data
+
+            http.post(
+                "/run",
+                params={"op": "write_file", "path": path_gw, "overwrite": "true"},
+                content=chunks(),
+                headers={"content-type": "application/octet-stream", "content-length": str(size)},
+            ).raise_for_status()
+
+        def upload_sdk() -> None:
+            with source.open("rb") as f:
+                direct.files.upload(path_sdk, f, overwrite=True)
+
+        def download_gateway() -> None:
+            got = 0
+            with http.stream("POST", "/run", json={"op": "read_file", "path": path_gw}) as response:
+                for chunk in response.iter_raw(MiB):
+                    got += len(chunk)
+            assert got == size
+
+        def download_sdk() -> None:
+            got = 0
+            stream = direct.files.download(path_sdk).contents
+            while data := stream.read(MiB):
+                got += len(data)
+            assert got == size
+
+        result: dict[str, Any] = {"section": "files", "file_mib": file_mib}
+        for name, gw, sdk in (
+            ("upload", upload_gateway, upload_sdk),
+            ("download", download_gateway, download_sdk),
+        ):
+            with PeakRss(gateway.process.pid) as rss:
+                gw_seconds = min(timed(gw, 2)) if file_mib <= 256 else _once(gw)
+            sdk_seconds = min(timed(sdk, 2)) if file_mib <= 256 else _once(sdk)
+            result[name] = {
+                "gateway_mib_s": round(file_mib / gw_seconds, 1),
+                "direct_sdk_mib_s": round(file_mib / sdk_seconds, 1),
+                "ratio": round(sdk_seconds / gw_seconds, 3),
+                "gateway_rss_growth_mib": round(rss.growth_mib, 1),
+            }
+        return result
+    finally:
+        source.unlink(missing_ok=True)
+        gateway.stop()
+        fake.stop()
+
+
+def _once(fn: Callable[[], Any]) -> float:
+    start = time.perf_counter()
+    fn()
+    return time.perf_counter() - start
+
+
+QUERY = (
+    "SELECT range AS id, range * 0.5 AS x, 'row-' || range AS label, range % 2 = 0 AS even, "
+    "DATE '2024-01-01' + CAST(range % 365 AS INTEGER) AS day FROM range({rows})"
+)
+
+
+def query(rows: int) -> dict[str, Any]:
+    fake = start_fake(chunk_rows=10_000)
+    gateway = start_gateway(fake)
+    direct = sdk_client(fake)
+    statement = QUERY.format(rows=rows)
+    try:
+
+        def via_sdk() -> int:
+            api = direct.statement_execution
+            response = api.execute_statement(
+                statement=statement, warehouse_id="fakewarehouse0001", wait_timeout="50s"
+            )
+            typer = RowTyper([c.type_name.value for c in response.manifest.schema.columns])
+            count, result = 0, response.result
+            while result is not None:
+                count += len([typer(r) for r in result.data_array or []])
+                if result.next_chunk_index is None:
+                    break
+                result = api.get_statement_result_chunk_n(
+                    response.statement_id, result.next_chunk_index
+                )
+            return count
+
+        def via_gateway() -> int:
+            count = 0
+            with (
+                httpx.Client(base_url=gateway.url, headers=HEADERS, timeout=600) as http,
+                http.stream(
+                    "POST",
+                    "/run",
+                    json={"op": "run_query", "statement": statement},
+                    headers={"Accept": "application/x-ndjson"},
+                ) as response,
+            ):
+                for line in response.iter_lines():
+                    if isinstance(orjson.loads(line), list):
+                        count += 1
+            return count
+
+        with PeakRss(gateway.process.pid) as rss:
+            gw_seconds = _once(via_gateway)
+        sdk_seconds = _once(via_sdk)
+        gw_seconds = min(gw_seconds, _once(via_gateway))
+        sdk_seconds = min(sdk_seconds, _once(via_sdk))
+        assert via_gateway() == rows
+        return {
+            "section": "query",
+            "rows": rows,
+            "chunks": -(-rows // 10_000),
+            "gateway_rows_s": round(rows / gw_seconds),
+            "direct_sdk_rows_s": round(rows / sdk_seconds),
+            "ratio": round(sdk_seconds / gw_seconds, 3),
+            "gateway_rss_growth_mib": round(rss.growth_mib, 1),
+        }
+    finally:
+        gateway.stop()
+        fake.stop()
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser()
+    parser.add_argument(
+        "--quick", action="store_true", help="fewer samples, 64 MiB file, 100k rows"
+    )
+    parser.add_argument("--file-mib", type=int, default=None)
+    parser.add_argument("--rows", type=int, default=None)
+    parser.add_argument("--only", default="per-op,reuse,express,files,query")
+    args = parser.parse_args()
+    only = set(args.only.split(","))
+    results: dict[str, Any] = {
+        "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+        "machine": f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}",
+    }
+    if "per-op" in only:
+        results["per_op"] = per_op(args.quick)
+    if "reuse" in only:
+        results["client_reuse"] = client_reuse(args.quick)
+    if "express" in only:
+        results["express"] = express_path(args.quick)
+    if "files" in only:
+        results["files"] = files(args.file_mib or (64 if args.quick else 1024))
+    if "query" in only:
+        results["query"] = query(args.rows or (100_000 if args.quick else 1_000_000))
+    OUT.mkdir(exist_ok=True)
+    (OUT / "results.json").write_text(json.dumps(results, indent=2))
+    print(json.dumps(results, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,161 @@
+"""Processes for the benchmarks: fake workspaces and gateways, each its own OS process."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import tempfile
+import textwrap
+import threading
+import time
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import psutil
+
+ROOT = Path(__file__).resolve().parent.parent
+SECRET = "bench-secret"
+SERVICE_TOKEN = "dapi-local-service"
+ALICE = "dapi-local-alice"
+
+# The databricks-tools-core pattern (a new WorkspaceClient on every get_workspace_client call),
+# as a stand-in module, so "client per request" is measured through the gateway's own backend.
+TOOLS_CORE_STAND_IN = textwrap.dedent(
+    """
+    from contextvars import ContextVar
+    from databricks.sdk import WorkspaceClient
+    _auth = ContextVar("auth", default=(None, None))
+
+    def set_databricks_auth(host, token, *, force_token=False):
+        _auth.set((host, token))
+
+    def clear_databricks_auth():
+        _auth.set((None, None))
+
+    def get_workspace_client():
+        host, token = _auth.get()
+        return WorkspaceClient(host=host, token=token, auth_type="pat")
+    """
+)
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def clean_env() -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("DATABRICKS_", "GATEWAY_"))}
+    env["DATABRICKS_CONFIG_FILE"] = str(ROOT / ".no-databrickscfg")
+    return env
+
+
+def wait_for(url: str, process: subprocess.Popen[bytes], seconds: float = 30) -> None:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"{process.args} exited with {process.returncode}")
+        try:
+            urllib.request.urlopen(url, timeout=1).read()  # noqa: S310 - loopback URL we built
+            return
+        except OSError:
+            time.sleep(0.1)
+    raise RuntimeError(f"{url} did not answer")
+
+
+@dataclass
+class Proc:
+    process: subprocess.Popen[bytes]
+    url: str
+
+    def stop(self) -> None:
+        self.process.terminate()
+        try:
+            self.process.wait(10)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+
+
+def start_fake(latency_ms: float = 0, chunk_rows: int = 10_000, trips: int = 1000) -> Proc:
+    port = free_port()
+    args = [
+        sys.executable,
+        "-m",
+        "gateway.testing",
+        "--port",
+        str(port),
+        "--latency-ms",
+        str(latency_ms),
+        "--chunk-rows",
+        str(chunk_rows),
+        "--trips",
+        str(trips),
+    ]
+    process = subprocess.Popen(args, cwd=ROOT, env=clean_env(), stdout=subprocess.DEVNULL)
+    url = f"http://127.0.0.1:{port}"
+    wait_for(f"{url}/.well-known/databricks-config", process)
+    return Proc(process, url)
+
+
+def start_gateway(fake: Proc, **env: str) -> Proc:
+    port = free_port()
+    variables = clean_env()
+    variables.update(
+        GATEWAY_PORT=str(port),
+        GATEWAY_SECRET=SECRET,
+        DATABRICKS_HOST=fake.url,
+        DATABRICKS_TOKEN=SERVICE_TOKEN,
+        DATABRICKS_WAREHOUSE_ID="fakewarehouse0001",
+        GATEWAY_LOG_LEVEL="WARNING",
+        GATEWAY_REQUEST_TIMEOUT_SECONDS="300",
+        GATEWAY_QUERY_TIMEOUT_SECONDS="110",
+        GATEWAY_MAX_UPLOAD_BYTES=str(8 * 1024**3),
+        **env,
+    )
+    if variables.get("GATEWAY_AUTH_BACKEND") == "tools-core":
+        folder = Path(tempfile.mkdtemp(prefix="tools-core-stand-in-"))
+        (folder / "databricks_tools_core").mkdir()
+        (folder / "databricks_tools_core" / "__init__.py").write_text("")
+        (folder / "databricks_tools_core" / "auth.py").write_text(TOOLS_CORE_STAND_IN)
+        variables["PYTHONPATH"] = str(folder)
+    process = subprocess.Popen(
+        [sys.executable, "-m", "gateway"], cwd=ROOT, env=variables, stderr=subprocess.DEVNULL
+    )
+    url = f"http://127.0.0.1:{port}"
+    wait_for(f"{url}/health", process)
+    return Proc(process, url)
+
+
+@dataclass
+class PeakRss:
+    """Samples a process's resident memory every 20 ms while active."""
+
+    pid: int
+    baseline: int = 0
+    peak: int = 0
+    _stop: threading.Event = field(default_factory=threading.Event)
+    _thread: threading.Thread | None = None
+
+    def __enter__(self) -> PeakRss:
+        process = psutil.Process(self.pid)
+        self.baseline = self.peak = process.memory_info().rss
+        self._thread = threading.Thread(target=self._sample, args=(process,), daemon=True)
+        self._thread.start()
+        return self
+
+    def _sample(self, process: psutil.Process) -> None:
+        while not self._stop.wait(0.02):
+            self.peak = max(self.peak, process.memory_info().rss)
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        if self._thread:
+            self._thread.join()
+
+    @property
+    def growth_mib(self) -> float:
+        return (self.peak - self.baseline) / 1024**2

@@ -237,9 +237,18 @@ def files(file_mib: int) -> dict[str, Any]:
 
         def download_gateway() -> None:
             got = 0
-            with http.stream("POST", "/run", json={"op": "read_file", "path": path_gw}) as response:
-                for chunk in response.iter_raw(MiB):
-                    got += len(chunk)
+            parsed = urllib3.util.parse_url(gateway.url)
+            pool = urllib3.HTTPConnectionPool(parsed.host, parsed.port)
+            body = orjson.dumps({"op": "read_file", "path": path_gw})
+            response = pool.request(
+                "POST",
+                "/run",
+                body=body,
+                preload_content=False,
+                headers={**HEADERS, "Content-Type": "application/json"},
+            )
+            while data := response.read(MiB):
+                got += len(data)
             assert got == size
 
         def download_sdk() -> None:

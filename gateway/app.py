@@ -46,6 +46,7 @@ def create_app(settings: Settings | None = None, runtime: Runtime | None = None)
         finally:
             await _cancel_running_statements(runtime)
             await runtime.http.aclose()
+            runtime.blocking_http.clear()
 
     app = FastAPI(
         title="Databricks Gateway",

@@ -16,6 +16,7 @@ from typing import Any
 
 import httpx
 import requests
+import urllib3
 from databricks.sdk import errors as sdk_errors
 from databricks.sdk.errors import platform
 
@@ -106,9 +107,11 @@ def from_sdk_error(exc: BaseException) -> GatewayError | None:
         if isinstance(cause, sdk_errors.TooManyRequests | sdk_errors.TemporarilyUnavailable):
             return _from_databricks_error(cause)  # throttled or unavailable until the end
         return GatewayError(504, "DATABRICKS_TIMEOUT", _GENERIC_MESSAGES[504])
-    if isinstance(exc, requests.Timeout | httpx.TimeoutException):
+    if isinstance(exc, requests.Timeout | httpx.TimeoutException | urllib3.exceptions.TimeoutError):
         return GatewayError(504, "DATABRICKS_TIMEOUT", _GENERIC_MESSAGES[504])
-    if isinstance(exc, requests.ConnectionError | httpx.TransportError):
+    if isinstance(
+        exc, requests.ConnectionError | httpx.TransportError | urllib3.exceptions.HTTPError
+    ):
         return unreachable()
     if isinstance(exc, ValueError) and _raised_in(exc, _SDK_AUTH_MODULES):
         # A failed OAuth token exchange surfaces as a bare ValueError from the SDK.

@@ -16,6 +16,7 @@ from gateway.logs import bind_request_id, logger, unbind_request_id
 
 _SANE_REQUEST_ID = re.compile(r"^[\x21-\x7e]{1,128}$")
 SECRET_HEADER = b"x-gateway-secret"
+MAX_HEADER_BYTES = 32 * 1024  # more than any real caller sends; uvicorn's httptools sets none
 OPEN_PATHS = frozenset({"/health"})
 
 
@@ -61,7 +62,10 @@ class RequestContext:
             await send(message)
 
         try:
-            if self._authorised(scope["path"], headers.get(SECRET_HEADER)):
+            if sum(len(k) + len(v) for k, v in scope["headers"]) > MAX_HEADER_BYTES:
+                error = GatewayError(431, "HEADERS_TOO_LARGE", "The request headers are too large.")
+                await send_error(send_with_id, error, request_id)
+            elif self._authorised(scope["path"], headers.get(SECRET_HEADER)):
                 await self.app(scope, receive, send_with_id)
             else:
                 error = GatewayError(

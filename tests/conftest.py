@@ -1,6 +1,8 @@
 from __future__ import annotations
 
 import os
+import sys
+import textwrap
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -32,6 +34,41 @@ def workspace() -> Iterator[FakeWorkspace]:
         yield ws
     finally:
         ws.stop()
+
+
+TOOLS_CORE_STAND_IN = textwrap.dedent(
+    """
+    from contextvars import ContextVar
+    calls = []
+    _token = ContextVar("token", default=None)
+
+    def set_databricks_auth(host, token, *, force_token=False):
+        calls.append(("set", host, token, force_token))
+        _token.set(token)
+
+    def clear_databricks_auth():
+        calls.append(("clear",))
+        _token.set(None)
+
+    def get_workspace_client():
+        from databricks.sdk import WorkspaceClient
+        calls.append(("get", _token.get()))
+        return WorkspaceClient(host=HOST, token=_token.get(), auth_type="pat")
+    """
+)
+
+
+@pytest.fixture
+def tools_core(tmp_path, monkeypatch, workspace):
+    """A stand-in databricks_tools_core.auth with its contract (and its new-client-per-call)."""
+    package = tmp_path / "databricks_tools_core"
+    package.mkdir()
+    (package / "__init__.py").write_text("")
+    (package / "auth.py").write_text(f"HOST = {workspace.url!r}\n" + TOOLS_CORE_STAND_IN)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    yield
+    for name in [m for m in sys.modules if m.startswith("databricks_tools_core")]:
+        del sys.modules[name]
 
 
 GatewayFactory = Callable[..., tuple[GatewayServer, httpx.Client]]

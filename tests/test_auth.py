@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import sys
-import textwrap
 
 import httpx
 import pytest
@@ -220,39 +219,6 @@ def test_clear_runs_when_the_handler_raises(gateway):
 
 
 # --- the optional tools-core backend --------------------------------------------------------
-
-STAND_IN = textwrap.dedent(
-    """
-    from contextvars import ContextVar
-    calls = []
-    _token = ContextVar("token", default=None)
-
-    def set_databricks_auth(host, token, *, force_token=False):
-        calls.append(("set", host, token, force_token))
-        _token.set(token)
-
-    def clear_databricks_auth():
-        calls.append(("clear",))
-        _token.set(None)
-
-    def get_workspace_client():
-        from databricks.sdk import WorkspaceClient
-        calls.append(("get", _token.get()))
-        return WorkspaceClient(host=HOST, token=_token.get(), auth_type="pat")
-    """
-)
-
-
-@pytest.fixture
-def tools_core(tmp_path, monkeypatch, workspace):
-    package = tmp_path / "databricks_tools_core"
-    package.mkdir()
-    (package / "__init__.py").write_text("")
-    (package / "auth.py").write_text(f"HOST = {workspace.url!r}\n" + STAND_IN)
-    monkeypatch.syspath_prepend(str(tmp_path))
-    yield
-    for name in [m for m in sys.modules if m.startswith("databricks_tools_core")]:
-        del sys.modules[name]
 
 
 def test_tools_core_backend_contract(tools_core, gateway):

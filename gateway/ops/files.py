@@ -19,6 +19,7 @@ from urllib.parse import quote
 
 import anyio.to_thread
 import httpx
+import urllib3
 from databricks.sdk.errors import NotFound
 from pydantic import BaseModel, Field
 
@@ -28,7 +29,7 @@ from gateway.paths import confine
 from gateway.registry import ByteStream, Upload
 from gateway.runtime import Runtime
 
-CHUNK_BYTES = 256 * 1024
+DOWNLOAD_CHUNK_BYTES = 4 * 1024 * 1024
 MAX_LISTED_ENTRIES = 10_000
 MAX_RECURSIVE_DELETE = 10_000
 _RISKY_TYPES = ("text/html", "image/svg+xml", "application/javascript", "text/javascript")
@@ -177,10 +178,11 @@ async def read_file(
     if offset is not None or length is not None:
         start = offset or 0
         headers["Range"] = f"bytes={start}-{start + length - 1}" if length else f"bytes={start}-"
-    response = await _send(runtime, "GET", path, headers)
+    response = await _open_download(runtime, path, headers)
     if encoding is not None:
         return await _read_text(response, runtime.settings.max_text_read_bytes)
-    return ByteStream(_relay(response), _content_type(path), _download_headers(response, path))
+    headers_out = _download_headers(response, path)
+    return ByteStream(_relay(response, runtime), _content_type(path), headers_out)
 
 
 async def write_file(
@@ -262,19 +264,44 @@ async def _bounded_read(response: httpx.Response, limit: int) -> bytes:
     return bytes(buffer[:limit])
 
 
-async def _relay(response: httpx.Response) -> AsyncIterator[bytes]:
+async def _open_download(
+    runtime: Runtime, path: str, headers: dict[str, str]
+) -> urllib3.BaseHTTPResponse:
+    url = f"{(await _host()).rstrip('/')}/api/2.0/fs/files{_quoted(path)}"
+
+    def open_() -> urllib3.BaseHTTPResponse:
+        return runtime.blocking_http.request("GET", url, headers=headers, preload_content=False)
+
+    response = await anyio.to_thread.run_sync(open_, limiter=runtime.limiter)
+    if response.status >= 400:
+        body = await anyio.to_thread.run_sync(response.read, 64 * 1024)
+        response.close()
+        raise sdk_error_from_response(response.status, body, response.headers.get("retry-after"))
+    return response
+
+
+async def _relay(response: urllib3.BaseHTTPResponse, runtime: Runtime) -> AsyncIterator[bytes]:
+    finished = False
     try:
-        async for chunk in response.aiter_raw(CHUNK_BYTES):
+        while chunk := await anyio.to_thread.run_sync(
+            response.read, DOWNLOAD_CHUNK_BYTES, limiter=runtime.limiter
+        ):
             yield chunk
+        finished = True
     finally:
-        await response.aclose()  # also when the caller disconnects mid-download
+        # Complete: the connection goes back to the pool. Cut short (the caller went away):
+        # close it rather than drain what may be gigabytes.
+        if finished:
+            response.release_conn()
+        else:
+            response.close()
 
 
-async def _read_text(response: httpx.Response, limit: int) -> TextContent:
+async def _read_text(response: urllib3.BaseHTTPResponse, limit: int) -> TextContent:
     try:
-        data = await _bounded_read(response, limit + 1)
+        data = await anyio.to_thread.run_sync(response.read, limit + 1)
     finally:
-        await response.aclose()
+        response.close()
     if len(data) > limit:
         raise GatewayError(
             413, "TEXT_TOO_LARGE", f"The file exceeds {limit} bytes; read it as a stream."
@@ -287,7 +314,7 @@ async def _read_text(response: httpx.Response, limit: int) -> TextContent:
         ) from None
 
 
-def _download_headers(response: httpx.Response, path: str) -> dict[str, str]:
+def _download_headers(response: urllib3.BaseHTTPResponse, path: str) -> dict[str, str]:
     headers = {"X-Content-Type-Options": "nosniff"}
     for name in ("content-length", "last-modified", "content-range"):
         if name in response.headers:

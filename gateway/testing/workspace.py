@@ -239,6 +239,7 @@ class FakeWorkspace:
             ("DELETE", r"/api/2\.0/fs/directories(?P<p>/.*)", self._rmdir),
             ("POST", r"/api/2\.0/fs/create-download-url", self._presigned_disabled),
             ("POST", r"/api/2\.0/fs/create-upload-part-urls", self._presigned_disabled),
+            ("POST", r"/api/2\.0/fs/create-abort-upload-url", self._presigned_disabled),
         ]
         if self.warehouse is not None:
             table += self.warehouse.routes()

@@ -1,0 +1,149 @@
+"""The gateway as a real process (`python -m gateway`): start-up checks and SIGTERM."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+from gateway.testing import DEMO
+
+ROOT = Path(__file__).resolve().parent.parent
+SECRET = "process-test-secret"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def start_gateway(workspace, **env: str) -> tuple[subprocess.Popen[bytes], str]:
+    port = free_port()
+    variables = {
+        k: v for k, v in os.environ.items() if not k.startswith(("DATABRICKS_", "GATEWAY_"))
+    }
+    variables.update(
+        GATEWAY_PORT=str(port),
+        GATEWAY_SECRET=SECRET,
+        DATABRICKS_HOST=workspace.url,
+        DATABRICKS_TOKEN=DEMO.service_token,
+        DATABRICKS_WAREHOUSE_ID=DEMO.warehouse_id,
+        DATABRICKS_CONFIG_FILE=os.environ["DATABRICKS_CONFIG_FILE"],
+        **env,
+    )
+    process = subprocess.Popen(
+        [sys.executable, "-m", "gateway"],
+        cwd=ROOT,
+        env=variables,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            return process, url
+        try:
+            if httpx.get(f"{url}/health").status_code == 200:
+                return process, url
+        except httpx.HTTPError:
+            time.sleep(0.1)
+    process.kill()
+    raise RuntimeError("gateway did not start")
+
+
+def test_refuses_to_start_off_loopback_without_a_secret(workspace):
+    process, _ = start_gateway(workspace, GATEWAY_HOST="0.0.0.0", GATEWAY_SECRET="")
+    output = process.communicate(timeout=30)[0].decode()
+    assert process.returncode == 2
+    assert "GATEWAY_SECRET is required" in output
+
+
+def test_refuses_the_front_server_port(workspace):
+    port = str(free_port())
+    process, _ = start_gateway(workspace, GATEWAY_PORT=port, DATABRICKS_APP_PORT=port)
+    assert process.wait(30) == 2
+
+
+def test_refuses_a_missing_tools_core_backend(workspace):
+    process, _ = start_gateway(workspace, GATEWAY_AUTH_BACKEND="tools-core")
+    output = process.communicate(timeout=30)[0].decode()
+    assert process.returncode == 2 and "databricks-tools-core is not installed" in output
+
+
+def test_sigterm_cancels_the_query_drops_the_upload_and_exits_within_15s(workspace):
+    workspace.warehouse.delay_seconds = 60
+    process, url = start_gateway(workspace)
+    headers = {"X-Gateway-Secret": SECRET}
+    target = "/Volumes/main/app/files/in-flight.bin"
+    outcomes: list[object] = []
+
+    def long_query() -> None:
+        try:
+            outcomes.append(
+                httpx.post(
+                    f"{url}/run",
+                    json={"op": "run_query", "statement": "SELECT 1"},
+                    headers=headers,
+                    timeout=30,
+                ).status_code
+            )
+        except httpx.HTTPError as exc:
+            outcomes.append(type(exc).__name__)
+
+    def endless_upload() -> None:
+        def body():
+            for _ in range(600):
+                yield b"z" * 65536
+                time.sleep(0.05)
+
+        try:
+            outcomes.append(
+                httpx.post(
+                    f"{url}/run",
+                    params={"op": "write_file", "path": target},
+                    content=body(),
+                    headers={**headers, "content-type": "application/octet-stream"},
+                    timeout=30,
+                ).status_code
+            )
+        except httpx.HTTPError as exc:
+            outcomes.append(type(exc).__name__)
+
+    threads = [threading.Thread(target=long_query), threading.Thread(target=endless_upload)]
+    for thread in threads:
+        thread.start()
+    deadline = time.monotonic() + 10
+    while not (
+        workspace.warehouse.statements and any(r.method == "PUT" for r in workspace.requests)
+    ):
+        assert time.monotonic() < deadline, "the query and the upload never reached the workspace"
+        time.sleep(0.05)
+    started = time.monotonic()
+    process.send_signal(signal.SIGTERM)
+    process.wait(15)
+    assert time.monotonic() - started < 15
+    for thread in threads:
+        thread.join(30)
+    statement_id = next(iter(workspace.warehouse.statements))
+    assert statement_id in workspace.warehouse.canceled
+    time.sleep(0.5)
+    assert not workspace.files_root.joinpath("main", "app", "files", "in-flight.bin").exists()
+    assert not list(workspace.files_root.glob(".upload-*"))
+    assert len(outcomes) == 2
+
+
+@pytest.mark.parametrize("roots", ["/etc", "/Volumes/main/../x"])
+def test_bad_allowed_roots_stop_the_start(workspace, roots):
+    process, _ = start_gateway(workspace, GATEWAY_ALLOWED_ROOTS=roots)
+    output = process.communicate(timeout=30)[0].decode()
+    assert process.returncode == 2 and "GATEWAY_ALLOWED_ROOTS" in output

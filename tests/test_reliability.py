@@ -1,0 +1,178 @@
+"""Reliability under load and faults: identities never mix, resources stay bounded."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import threading
+import time
+
+import httpx
+import psutil
+import pytest
+
+from gateway.testing import DEMO, Fault
+from tests.support import run
+
+IDENTITIES = {
+    "alice": ({"X-Databricks-Token": DEMO.alice_token}, "alice@example.com", True),
+    "bob": ({"X-Databricks-Token": DEMO.bob_token}, "bob@example.com", False),
+    "carol": ({"X-Databricks-Token": "dapi-carol"}, "carol@example.com", False),
+    "service": ({}, "gateway-service@example.com", False),
+}
+
+
+def mixed_load(url: str, total: int, concurrency: int) -> list[tuple[str, str, httpx.Response]]:
+    names = list(IDENTITIES)
+
+    async def main() -> list[tuple[str, str, httpx.Response]]:
+        limits = httpx.Limits(max_connections=concurrency)
+        semaphore = asyncio.Semaphore(concurrency)
+        async with httpx.AsyncClient(base_url=url, limits=limits, timeout=120) as http:
+
+            async def one(i: int) -> tuple[str, str, httpx.Response]:
+                who, op = names[i % len(names)], ("me", "list_catalogs")[(i // len(names)) % 2]
+                async with semaphore:
+                    return (
+                        who,
+                        op,
+                        await http.post("/run", json={"op": op}, headers=IDENTITIES[who][0]),
+                    )
+
+            return await asyncio.gather(*(one(i) for i in range(total)))
+
+    return asyncio.run(main())
+
+
+def assert_isolated(results: list[tuple[str, str, httpx.Response]]) -> None:
+    for who, op, response in results:
+        assert response.status_code == 200, response.text
+        result = response.json()["result"]
+        _, user_name, sees_finance = IDENTITIES[who]
+        if op == "me":
+            assert result["user_name"] == user_name
+        else:
+            assert ("finance" in {c["name"] for c in result}) is sees_finance
+
+
+def test_2000_mixed_identity_requests_at_concurrency_32(gateway, workspace):
+    workspace.add_user("dapi-carol", "carol@example.com")
+    server, _ = gateway(auth_mode="auto", client_cache_size=2)
+    results = mixed_load(server.url, total=2000, concurrency=32)
+    assert len(results) == 2000
+    assert_isolated(results)
+    assert server.runtime.backend.cached_user_clients <= 2  # three user identities, bound 2
+
+
+def test_mixed_identities_through_the_tools_core_backend(tools_core, gateway, workspace):
+    workspace.add_user("dapi-carol", "carol@example.com")
+    server, _ = gateway(auth_mode="auto", auth_backend="tools-core")
+    results = mixed_load(server.url, total=600, concurrency=32)
+    assert_isolated(results)
+
+
+def connections_to(port: int) -> int:
+    return sum(
+        1
+        for c in psutil.Process(os.getpid()).net_connections(kind="tcp")
+        if c.raddr and c.raddr.port == port and c.status == psutil.CONN_ESTABLISHED
+    )
+
+
+def test_faults_leave_threads_and_sockets_bounded_and_the_gateway_healthy(gateway, workspace):
+    _, client = gateway(sdk_retry_timeout_seconds=2, request_timeout_seconds=3, thread_limit=4)
+    fake_port = int(workspace.url.rsplit(":", 1)[1])
+    for _ in range(20):
+        assert run(client, "list_catalogs").status_code == 200
+    threads, sockets = threading.active_count(), connections_to(fake_port)
+    faults = [
+        Fault(path="/catalogs", status=429, times=3),
+        Fault(path="/catalogs", status=503, times=3),
+        Fault(path="/catalogs", status=500, times=3),
+        Fault(path="/catalogs", drop=True, times=3),
+        Fault(path="/catalogs", delay=4, times=2),
+    ]
+    for fault in faults:
+        workspace.inject(fault)
+        for _ in range(fault.times or 1):
+            response = run(client, "list_catalogs")
+            assert response.status_code in (200, 429, 502, 503, 504)
+            assert response.json().get("error", {}).get("code") != "INTERNAL_ERROR"
+    workspace.clear_faults()
+    time.sleep(5)  # slow calls the deadline abandoned finish within the SDK's own timeouts
+    for _ in range(20):
+        assert run(client, "list_catalogs").status_code == 200
+    assert client.get("/health").status_code == 200
+    assert threading.active_count() <= threads + 4  # the worker threads are capped at 4
+    assert connections_to(fake_port) <= sockets + 10  # the SDK's pool bound
+
+
+def test_a_slow_body_and_an_oversize_body_do_not_block_other_requests(gateway):
+    server, client = gateway(max_upload_bytes=1024 * 1024)
+    stop = threading.Event()
+
+    def slow_upload() -> None:
+        def trickle():
+            while not stop.is_set():
+                yield b"x"
+                time.sleep(0.05)
+
+        with pytest.raises(httpx.HTTPError):
+            httpx.post(
+                f"{server.url}/run",
+                params={"op": "write_file", "path": "/Volumes/main/app/files/slow.bin"},
+                content=trickle(),
+                headers={"content-type": "application/octet-stream"},
+                timeout=3,
+            )
+
+    def oversize() -> int:
+        body = (b"y" * 65536 for _ in range(100))
+        return httpx.post(
+            f"{server.url}/run",
+            params={"op": "write_file", "path": "/Volumes/main/app/files/big.bin"},
+            content=body,
+            headers={"content-type": "application/octet-stream"},
+            timeout=30,
+        ).status_code
+
+    slow = threading.Thread(target=slow_upload)
+    slow.start()
+    statuses: list[int] = []
+    big = threading.Thread(target=lambda: statuses.append(oversize()))
+    big.start()
+    try:
+        for _ in range(20):
+            assert run(client, "me").status_code == 200
+    finally:
+        stop.set()
+        slow.join(10)
+        big.join(30)
+    assert statuses == [413]
+
+
+def test_malformed_requests_get_clear_4xx(gateway):
+    _, client = gateway()
+    cases = [
+        ({"content": b"\xff\xfe", "headers": {"content-type": "application/json"}}, 400),
+        ({"content": b"null", "headers": {"content-type": "application/json"}}, 400),
+        ({"content": b"[1]", "headers": {"content-type": "application/json"}}, 400),
+        ({"content": b"{}", "headers": {"content-type": "application/xml"}}, 415),
+        (
+            {
+                "content": b'{"op": "me"}',
+                "headers": {"content-type": "application/json", "content-length": "x"},
+            },
+            400,
+        ),
+    ]
+    for kwargs, status in cases:
+        try:
+            response = client.post("/run", **kwargs)
+        except httpx.LocalProtocolError:
+            continue  # the client refuses to send it at all
+        assert response.status_code == status, (kwargs, response.text)
+        assert response.json()["error"]["code"]
+    huge = client.post("/run", json={"op": "me"}, headers={"X-Padding": "p" * 200_000})
+    assert (huge.status_code, huge.json()["error"]["code"]) == (431, "HEADERS_TOO_LARGE")
+    assert client.get("/health").status_code == 200

@@ -1,0 +1,163 @@
+"""Secret hygiene and fuzzing: no token or secret anywhere; no input makes a 500 or a hang."""
+
+from __future__ import annotations
+
+import logging
+
+import httpx
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from gateway.testing import DEMO, Fault
+from tests.support import run
+
+SECRET = "gw-secret-5f1c9a7e"
+USER_TOKEN = "dapi-user-token-7d3b2e"
+BAD_TOKEN = "dapi-forged-token-9a8b7c"
+
+
+def test_no_token_or_secret_reaches_a_log_line_or_a_response(gateway, workspace, caplog):
+    workspace.add_user(USER_TOKEN, "dana@example.com")
+    caplog.set_level(logging.DEBUG)  # every logger, the SDK's and uvicorn's included
+    server, client = gateway(
+        auth_mode="auto",
+        secret=SECRET,
+        databricks_token=DEMO.service_token,
+        sdk_retry_timeout_seconds=1,
+    )
+    user = {"X-Databricks-Token": USER_TOKEN}
+    bad = {"X-Databricks-Token": BAD_TOKEN}
+    responses = [
+        run(client, "me", headers=user),
+        run(client, "list_catalogs"),
+        run(client, "list_schemas", headers=user, catalog="finance"),
+        run(client, "list_schemas", headers=user, catalog="ghost"),
+        run(client, "me", headers=bad),
+        run(client, "list_catalogs", headers=bad),
+        run(client, "me", headers={"X-Databricks-Token": ""}),
+        run(client, "nope", headers=user),
+        run(client, "run_query", headers=user, statement="SELECT :t AS t", parameters={"t": "x"}),
+        run(client, "run_query", headers=user, statement="SELECT * FROM missing"),
+        run(client, "read_file", headers=user, path="/Volumes/main/app/files/none.txt"),
+        run(client, "write_file", headers=user, path="/Volumes/main/app/files/../x", content="x"),
+        httpx.post(
+            f"{server.url}/run", json={"op": "me"}, headers={"X-Gateway-Secret": SECRET + "x"}
+        ),
+        httpx.post(f"{server.url}/run", json={"op": "me"}),
+        client.get("/ready", params={"deep": 1}),
+        client.get("/ops"),
+    ]
+    for status in (429, 500, 503):
+        workspace.inject(Fault(path="/Me", status=status, times=None))
+        responses.append(run(client, "me", headers=user))
+        workspace.clear_faults()
+    workspace.inject(Fault(path="/Me", drop=True, times=None))
+    responses.append(run(client, "me", headers=user))
+    workspace.clear_faults()
+    statuses = {r.status_code for r in responses}
+    assert {200, 400, 401, 403, 404, 429, 502, 503} <= statuses
+    visible = "\n".join(
+        [r.text + str(dict(r.headers)) for r in responses]
+        + [r.getMessage() + str(vars(r)) for r in caplog.records]
+    )
+    for secret in (SECRET, USER_TOKEN, BAD_TOKEN, DEMO.service_token):
+        assert secret not in visible, f"{secret} leaked"
+
+
+op_names = st.sampled_from(
+    [
+        "me",
+        "list_catalogs",
+        "list_schemas",
+        "list_volumes",
+        "ensure_volume",
+        "list_directory",
+        "create_directory",
+        "file_info",
+        "read_file",
+        "write_file",
+        "delete_file",
+        "run_query",
+    ]
+)
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=20),
+    lambda children: (
+        st.lists(children, max_size=3) | st.dictionaries(st.text(max_size=5), children, max_size=3)
+    ),
+    max_leaves=6,
+)
+param_names = st.sampled_from(
+    [
+        "catalog",
+        "schema",
+        "name",
+        "path",
+        "content",
+        "content_base64",
+        "overwrite",
+        "recursive",
+        "statement",
+        "query",
+        "parameters",
+        "page_size",
+        "page_token",
+        "encoding",
+        "offset",
+        "length",
+        "rows_as",
+        "timeout_seconds",
+        "volume_type",
+        "unexpected",
+    ]
+)
+bodies = st.one_of(
+    st.fixed_dictionaries({"op": op_names}, optional={}).flatmap(
+        lambda base: st.dictionaries(param_names, json_values, max_size=4).map(
+            lambda p: {**p, **base}
+        )
+    ),
+    st.dictionaries(st.text(max_size=8), json_values, max_size=4),
+    json_values,
+)
+
+
+def test_fuzzed_run_bodies_never_500_and_never_escape_the_roots(gateway, workspace):
+    _, client = gateway(allowed_roots=["/Volumes/main/app/files"], request_timeout_seconds=10)
+
+    @settings(max_examples=250, deadline=None, suppress_health_check=list(HealthCheck))
+    @given(body=bodies)
+    def check(body: object) -> None:
+        response = client.post("/run", json=body)
+        if response.status_code >= 400:
+            assert response.json()["error"]["code"] != "INTERNAL_ERROR", response.text
+        for path in workspace.paths_seen():
+            assert (
+                path.split("/api/2.0/fs/", 1)[1]
+                .split("/", 1)[1]
+                .startswith("Volumes/main/app/files/")
+            )
+
+    check()
+
+
+def test_fuzzed_routes_never_500(gateway):
+    _, client = gateway(allowed_roots=["/Volumes/main/app/files"], request_timeout_seconds=10)
+
+    @settings(max_examples=60, deadline=None, suppress_health_check=list(HealthCheck))
+    @given(
+        method=st.sampled_from(["GET", "POST", "PUT", "DELETE", "PATCH"]),
+        path=st.sampled_from(["/run", "/ops", "/health", "/ready", "/openapi.json", "/x"]),
+        query=st.dictionaries(st.text(min_size=1, max_size=5), st.text(max_size=10), max_size=3),
+        content_type=st.sampled_from(
+            ["application/json", "application/octet-stream", "text/plain", ""]
+        ),
+        payload=st.binary(max_size=64),
+    )
+    def check(method: str, path: str, query: dict, content_type: str, payload: bytes) -> None:
+        headers = {"content-type": content_type} if content_type else {}
+        response = client.request(method, path, params=query, content=payload, headers=headers)
+        if response.status_code >= 500:
+            assert response.json()["error"]["code"] != "INTERNAL_ERROR", response.text
+
+    check()

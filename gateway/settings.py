@@ -87,6 +87,23 @@ class Settings(BaseSettings):
         50.0, gt=0, le=110, validation_alias=_env("GATEWAY_QUERY_TIMEOUT_SECONDS")
     )
 
+    @field_validator(
+        "secret",
+        "databricks_token",
+        "client_secret",
+        "client_id",
+        "databricks_host",
+        "config_profile",
+        "warehouse_id",
+        "default_volume",
+        "queries_dir",
+        mode="before",
+    )
+    @classmethod
+    def _empty_is_unset(cls, value: object) -> object:
+        # `GATEWAY_SECRET=` in an env file means "no secret", never "the empty secret".
+        return None if isinstance(value, str) and not value.strip() else value
+
     @field_validator("allowed_hosts", "allowed_roots", mode="before")
     @classmethod
     def _split_commas(cls, value: object) -> object:

@@ -55,6 +55,8 @@ def test_non_loopback_host_without_secret_refuses_to_start():
         Settings(host="0.0.0.0", databricks_host="https://x")
     assert Settings(host="0.0.0.0", secret="x").host == "0.0.0.0"
     assert Settings(host="127.0.0.1").secret is None
+    with pytest.raises(ValidationError, match="GATEWAY_SECRET is required"):
+        Settings(host="0.0.0.0", secret="  ")  # empty means unset, not "the empty secret"
 
 
 # --- auth modes ------------------------------------------------------------------------------

@@ -38,8 +38,8 @@ def start_gateway(workspace, **env: str) -> tuple[subprocess.Popen[bytes], str]:
         DATABRICKS_TOKEN=DEMO.service_token,
         DATABRICKS_WAREHOUSE_ID=DEMO.warehouse_id,
         DATABRICKS_CONFIG_FILE=os.environ["DATABRICKS_CONFIG_FILE"],
-        **env,
     )
+    variables.update(env)
     process = subprocess.Popen(
         [sys.executable, "-m", "gateway"],
         cwd=ROOT,

@@ -27,7 +27,17 @@ import orjson
 import urllib3
 from databricks.sdk import WorkspaceClient
 from databricks.sdk.config import Config
-from stack import ALICE, ROOT, SECRET, SERVICE_TOKEN, PeakRss, Proc, start_fake, start_gateway
+from stack import (
+    ALICE,
+    ROOT,
+    SECRET,
+    SERVICE_TOKEN,
+    PeakRss,
+    Proc,
+    fake_and_gateway,
+    start_fake,
+    start_gateway,
+)
 
 from gateway.sqltypes import RowTyper
 
@@ -119,9 +129,7 @@ def gateway_caller(
 def per_op(quick: bool) -> list[dict[str, Any]]:
     rows = []
     for latency in (0, 20):
-        fake = start_fake(latency_ms=latency)
-        gateway = start_gateway(fake)
-        try:
+        with fake_and_gateway(latency_ms=latency) as (fake, gateway):
             direct = sdk_client(fake)
             n = (100 if quick else 400) if latency == 0 else (40 if quick else 100)
             total = 32 * (8 if quick else 30) if latency == 0 else 32 * (4 if quick else 10)
@@ -141,9 +149,6 @@ def per_op(quick: bool) -> list[dict[str, Any]]:
                         "c32_direct_sdk": concurrent_threads(sdk_call, total, 32),
                     }
                 )
-        finally:
-            gateway.stop()
-            fake.stop()
     return rows
 
 
@@ -174,9 +179,7 @@ def client_reuse(quick: bool) -> dict[str, Any]:
 def express_path(quick: bool) -> list[dict[str, Any]]:
     results = []
     for latency in (0, 20):
-        fake = start_fake(latency_ms=latency)
-        gateway = start_gateway(fake)
-        try:
+        with fake_and_gateway(latency_ms=latency) as (fake, gateway):
             n = (150 if quick else 400) if latency == 0 else (40 if quick else 100)
             output = subprocess.run(
                 [
@@ -195,15 +198,15 @@ def express_path(quick: bool) -> list[dict[str, Any]]:
                 timeout=600,
             ).stdout
             results.append({"section": "express", "latency_ms": latency, **json.loads(output)})
-        finally:
-            gateway.stop()
-            fake.stop()
     return results
 
 
 def files(file_mib: int) -> dict[str, Any]:
-    fake = start_fake()
-    gateway = start_gateway(fake)
+    with fake_and_gateway() as (fake, gateway):
+        return _files(fake, gateway, file_mib)
+
+
+def _files(fake: Proc, gateway: Proc, file_mib: int) -> dict[str, Any]:
     direct = sdk_client(fake)
     size = file_mib * MiB
     source = Path(tempfile.mkdtemp()) / "source.bin"
@@ -275,8 +278,6 @@ def files(file_mib: int) -> dict[str, Any]:
         return result
     finally:
         source.unlink(missing_ok=True)
-        gateway.stop()
-        fake.stop()
 
 
 def _once(fn: Callable[[], Any]) -> float:
@@ -292,62 +293,61 @@ QUERY = (
 
 
 def query(rows: int) -> dict[str, Any]:
-    fake = start_fake(chunk_rows=10_000)
-    gateway = start_gateway(fake)
+    with fake_and_gateway(chunk_rows=10_000) as (fake, gateway):
+        return _query(fake, gateway, rows)
+
+
+def _query(fake: Proc, gateway: Proc, rows: int) -> dict[str, Any]:
     direct = sdk_client(fake)
     statement = QUERY.format(rows=rows)
-    try:
 
-        def via_sdk() -> int:
-            api = direct.statement_execution
-            response = api.execute_statement(
-                statement=statement, warehouse_id="fakewarehouse0001", wait_timeout="50s"
+    def via_sdk() -> int:
+        api = direct.statement_execution
+        response = api.execute_statement(
+            statement=statement, warehouse_id="fakewarehouse0001", wait_timeout="50s"
+        )
+        typer = RowTyper([c.type_name.value for c in response.manifest.schema.columns])
+        count, result = 0, response.result
+        while result is not None:
+            count += len([typer(r) for r in result.data_array or []])
+            if result.next_chunk_index is None:
+                break
+            result = api.get_statement_result_chunk_n(
+                response.statement_id, result.next_chunk_index
             )
-            typer = RowTyper([c.type_name.value for c in response.manifest.schema.columns])
-            count, result = 0, response.result
-            while result is not None:
-                count += len([typer(r) for r in result.data_array or []])
-                if result.next_chunk_index is None:
-                    break
-                result = api.get_statement_result_chunk_n(
-                    response.statement_id, result.next_chunk_index
-                )
-            return count
+        return count
 
-        def via_gateway() -> int:
-            count = 0
-            with (
-                httpx.Client(base_url=gateway.url, headers=HEADERS, timeout=600) as http,
-                http.stream(
-                    "POST",
-                    "/run",
-                    json={"op": "run_query", "statement": statement},
-                    headers={"Accept": "application/x-ndjson"},
-                ) as response,
-            ):
-                for line in response.iter_lines():
-                    if isinstance(orjson.loads(line), list):
-                        count += 1
-            return count
+    def via_gateway() -> int:
+        count = 0
+        with (
+            httpx.Client(base_url=gateway.url, headers=HEADERS, timeout=600) as http,
+            http.stream(
+                "POST",
+                "/run",
+                json={"op": "run_query", "statement": statement},
+                headers={"Accept": "application/x-ndjson"},
+            ) as response,
+        ):
+            for line in response.iter_lines():
+                if isinstance(orjson.loads(line), list):
+                    count += 1
+        return count
 
-        with PeakRss(gateway.process.pid) as rss:
-            gw_seconds = _once(via_gateway)
-        sdk_seconds = _once(via_sdk)
-        gw_seconds = min(gw_seconds, _once(via_gateway))
-        sdk_seconds = min(sdk_seconds, _once(via_sdk))
-        assert via_gateway() == rows
-        return {
-            "section": "query",
-            "rows": rows,
-            "chunks": -(-rows // 10_000),
-            "gateway_rows_s": round(rows / gw_seconds),
-            "direct_sdk_rows_s": round(rows / sdk_seconds),
-            "ratio": round(sdk_seconds / gw_seconds, 3),
-            "gateway_rss_growth_mib": round(rss.growth_mib, 1),
-        }
-    finally:
-        gateway.stop()
-        fake.stop()
+    with PeakRss(gateway.process.pid) as rss:
+        gw_seconds = _once(via_gateway)
+    sdk_seconds = _once(via_sdk)
+    gw_seconds = min(gw_seconds, _once(via_gateway))
+    sdk_seconds = min(sdk_seconds, _once(via_sdk))
+    assert via_gateway() == rows
+    return {
+        "section": "query",
+        "rows": rows,
+        "chunks": -(-rows // 10_000),
+        "gateway_rows_s": round(rows / gw_seconds),
+        "direct_sdk_rows_s": round(rows / sdk_seconds),
+        "ratio": round(sdk_seconds / gw_seconds, 3),
+        "gateway_rss_growth_mib": round(rss.growth_mib, 1),
+    }
 
 
 def main() -> int:
@@ -377,7 +377,109 @@ def main() -> int:
     OUT.mkdir(exist_ok=True)
     (OUT / "results.json").write_text(json.dumps(results, indent=2))
     print(json.dumps(results, indent=2))
+    if not args.quick and only == set(SECTIONS):
+        (ROOT / "bench" / "RESULTS.md").write_text(results_markdown(results))
     return 0
+
+
+SECTIONS = ("per-op", "reuse", "express", "files", "query")
+
+
+def _ratio(a: float, b: float) -> str:
+    return f"{a / b:.2f}x"
+
+
+def results_markdown(r: dict[str, Any]) -> str:
+    """RESULTS.md, generated from one run's numbers (edit NOTES below, not the output)."""
+    lines = [
+        "# Benchmark results",
+        "",
+        f"Run {r['date']} on {r['machine']} with `bench/run.sh` (generated; see bench/README.md).",
+        "Both sides of every row were measured in this one run against the same fake workspace.",
+        "",
+        "## Per-op overhead (gateway vs direct SDK, cached client)",
+        "",
+        "| op | fake latency | concurrency | gateway p50 / p99 ms | direct p50 / p99 ms | p50 ratio | gateway rps | direct rps | target |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for row in r["per_op"]:
+        target = "p50 ≤ 1.5x" if row["latency_ms"] == 0 else "p50 ≤ 1.05x"
+        for c in ("c1", "c32"):
+            gw, sdk = row[f"{c}_gateway"], row[f"{c}_direct_sdk"]
+            lines.append(
+                f"| {row['op']} | {row['latency_ms']} ms | {c[1:]} | {gw['p50_ms']} / {gw['p99_ms']} | "
+                f"{sdk['p50_ms']} / {sdk['p99_ms']} | {_ratio(gw['p50_ms'], sdk['p50_ms'])} | {gw['rps']} | "
+                f"{sdk['rps']} | {target if c == 'c1' else '—'} |"
+            )
+    reuse = r["client_reuse"]
+    lines += [
+        "",
+        "## Client reuse (`me` with a user token)",
+        "",
+        "| concurrency | cached client rps | client per request rps | ratio | target |",
+        "|---|---|---|---|---|",
+    ]
+    for c in ("c1", "c8"):
+        cached, fresh = reuse[f"{c}_cached"]["rps"], reuse[f"{c}_per_request"]["rps"]
+        lines.append(f"| {c[1:]} | {cached} | {fresh} | {_ratio(cached, fresh)} | ≥ 3x |")
+    lines += [
+        "",
+        "## The Express path (`GET /api/catalogs`)",
+        "",
+        "| fake latency | Express → gateway p50 ms | Express → direct fetch p50 ms | ratio | target |",
+        "|---|---|---|---|---|",
+    ]
+    for row in r["express"]:
+        target = "≤ 2x" if row["latency_ms"] == 0 else "≤ 1.1x"
+        lines.append(
+            f"| {row['latency_ms']} ms | {row['express_gateway']['p50_ms']} | "
+            f"{row['express_direct_fetch']['p50_ms']} | {row['p50_ratio']:.2f}x | {target} |"
+        )
+    files, query = r["files"], r["query"]
+    lines += [
+        "",
+        f"## Files ({files['file_mib']} MiB)",
+        "",
+        "| direction | gateway MiB/s | direct SDK MiB/s | ratio | gateway peak RSS growth | target |",
+        "|---|---|---|---|---|---|",
+    ]
+    for direction in ("upload", "download"):
+        d = files[direction]
+        lines.append(
+            f"| {direction} | {d['gateway_mib_s']} | {d['direct_sdk_mib_s']} | {d['ratio']:.2f} | "
+            f"{d['gateway_rss_growth_mib']} MiB | ratio ≥ 0.6, RSS ≤ 64 MiB |"
+        )
+    lines += [
+        "",
+        f"## Query ({query['rows']:,} rows, {query['chunks']} chunks)",
+        "",
+        "| gateway NDJSON rows/s | direct SDK rows/s | ratio | gateway peak RSS growth | target |",
+        "|---|---|---|---|---|",
+        f"| {query['gateway_rows_s']:,} | {query['direct_sdk_rows_s']:,} | {query['ratio']:.2f} | "
+        f"{query['gateway_rss_growth_mib']} MiB | ratio ≥ 0.8, RSS ≤ 100 MiB |",
+        "",
+        NOTES,
+    ]
+    return "\n".join(lines) + "\n"
+
+
+NOTES = """## Reading these numbers
+
+- The fake answers in well under a millisecond, so at 0 ms latency the ratios compare the
+  gateway's fixed cost with almost nothing. The gateway adds one loopback HTTP hop (parse,
+  validate, a worker-thread hand-off for the blocking SDK call, serialise): about 1.5-2.5 ms per
+  call here, on 2 cores shared by the fake, the gateway and the measuring client. Profiling
+  (cProfile on the gateway under a request loop) shows no single hot spot of ours left: the
+  event-loop side is a few hundred microseconds; the rest is the thread hand-off and the second
+  HTTP exchange. That is why the 0 ms targets (1.5x, 2x) are missed and the 20 ms ones are
+  close; against a real workspace (tens of ms per call) the fixed cost is a small fraction.
+- Client reuse: against a local fake, building a PAT client costs one extra local round trip
+  (`/.well-known/databricks-config`), a few ms; against a real workspace it is a network round
+  trip, and for OAuth M2M also a token request, so the gap grows with distance.
+- Downloads relay through a blocking urllib3 pool read 4 MiB at a time in worker threads (an
+  async httpx relay measured about 520 MiB/s here); the direct SDK reads the fake's socket in
+  one process, the gateway path copies every byte once more through a third process.
+"""
 
 
 if __name__ == "__main__":

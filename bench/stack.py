@@ -11,6 +11,8 @@ import textwrap
 import threading
 import time
 import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -128,6 +130,21 @@ def start_gateway(fake: Proc, **env: str) -> Proc:
     url = f"http://127.0.0.1:{port}"
     wait_for(f"{url}/health", process)
     return Proc(process, url)
+
+
+@contextmanager
+def fake_and_gateway(
+    latency_ms: float = 0, chunk_rows: int = 10_000, **env: str
+) -> Iterator[tuple[Proc, Proc]]:
+    fake = start_fake(latency_ms=latency_ms, chunk_rows=chunk_rows)
+    try:
+        gateway = start_gateway(fake, **env)
+        try:
+            yield fake, gateway
+        finally:
+            gateway.stop()
+    finally:
+        fake.stop()
 
 
 @dataclass

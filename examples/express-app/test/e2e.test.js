@@ -1,9 +1,10 @@
 // End to end: the very scripts/start.sh the container runs, in local mode, driven through
 // every Express route, then stopped with SIGTERM.
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
+import { execFile, spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { readdirSync, readFileSync } from 'node:fs';
+import { existsSync, mkdtempSync, readdirSync, readFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { after, before, test } from 'node:test';
 import { fileURLToPath } from 'node:url';
@@ -120,6 +121,22 @@ test('query as JSON and as a relayed NDJSON stream', async () => {
   const bad = await post('/api/query', { statement: 'SELECT * FROM nowhere' });
   assert.equal(bad.status, 400);
   assert.equal(bad.body.error.code, 'SQL_ERROR');
+});
+
+test('the static page renders the user and the catalogs in headless Chromium', async () => {
+  const chromium = ['/usr/bin/chromium', '/usr/bin/chromium-browser'].find((p) => existsSync(p));
+  assert.ok(chromium, 'Debian chromium is required (.ci/run installs it)');
+  const profile = mkdtempSync(join(tmpdir(), 'chromium-'));
+  const dom = await new Promise((resolve, reject) => {
+    execFile(chromium, [
+      '--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
+      '--disable-background-networking', '--disable-component-update', '--disable-sync',
+      `--user-data-dir=${profile}`, '--virtual-time-budget=10000', '--dump-dom', `${base}/`,
+    ], { timeout: 60_000 }, (err, stdout) => (err ? reject(err) : resolve(stdout)));
+  });
+  assert.match(dom, /Signed in as Gateway Service \(gateway-service@example.com\)/);
+  for (const name of ['main', 'samples', 'demo']) assert.match(dom, new RegExp(`<li>${name}</li>`));
+  assert.doesNotMatch(dom, /<li>finance<\/li>/);
 });
 
 test('SIGTERM stops everything within 15 s and leaves no process behind', async () => {

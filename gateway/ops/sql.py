@@ -95,7 +95,9 @@ async def run_query(
         raise bad_request("WAREHOUSE_REQUIRED", "Give warehouse_id or set DATABRICKS_WAREHOUSE_ID.")
     client = await anyio.to_thread.run_sync(get_workspace_client)
     execution = Execution(client, runtime)
-    limit = min(timeout_seconds or settings.query_timeout_seconds, settings.query_timeout_seconds)
+    # Inside the request deadline, so the query's own 504 (naming the cancelled statement) wins.
+    ceiling = min(settings.query_timeout_seconds, settings.request_timeout_seconds * 0.95)
+    limit = min(timeout_seconds or ceiling, ceiling)
     submit = {
         "statement": sql,
         "warehouse_id": warehouse,

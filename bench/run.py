@@ -392,6 +392,10 @@ def _ratio(a: float, b: float) -> str:
     return f"{a / b:.2f}x"
 
 
+def _table(title: str, *columns: str) -> list[str]:
+    return ["", f"## {title}", "", f"| {' | '.join(columns)} |", "|" + "---|" * len(columns)]
+
+
 def results_markdown(r: dict[str, Any]) -> str:
     """RESULTS.md, generated from one run's numbers (edit notes() below, not the output)."""
     lines = [
@@ -399,11 +403,18 @@ def results_markdown(r: dict[str, Any]) -> str:
         "",
         f"Run {r['date']} on {r['machine']} with `bench/run.sh` (generated; see bench/README.md).",
         "Both sides of every row were measured in this one run against the same fake workspace.",
-        "",
-        "## Per-op overhead (gateway vs direct SDK, cached client)",
-        "",
-        "| op | fake latency | concurrency | gateway p50 / p99 ms | direct p50 / p99 ms | p50 ratio | gateway rps | direct rps | target |",
-        "|---|---|---|---|---|---|---|---|---|",
+        *_table(
+            "Per-op overhead (gateway vs direct SDK, cached client)",
+            "op",
+            "fake latency",
+            "concurrency",
+            "gateway p50 / p99 ms",
+            "direct p50 / p99 ms",
+            "p50 ratio",
+            "gateway rps",
+            "direct rps",
+            "target",
+        ),
     ]
     for row in r["per_op"]:
         target = "p50 ≤ 1.5x" if row["latency_ms"] == 0 else "p50 ≤ 1.05x"
@@ -415,23 +426,25 @@ def results_markdown(r: dict[str, Any]) -> str:
                 f"{sdk['rps']} | {target if c == 'c1' else '—'} |"
             )
     reuse = r["client_reuse"]
-    lines += [
-        "",
-        "## Client reuse (`me` with a user token)",
-        "",
-        "| concurrency | cached client rps | client per request rps | ratio | target |",
-        "|---|---|---|---|---|",
-    ]
+    lines += _table(
+        "Client reuse (`me` with a user token)",
+        "concurrency",
+        "cached client rps",
+        "client per request rps",
+        "ratio",
+        "target",
+    )
     for c in ("c1", "c8"):
         cached, fresh = reuse[f"{c}_cached"]["rps"], reuse[f"{c}_per_request"]["rps"]
         lines.append(f"| {c[1:]} | {cached} | {fresh} | {_ratio(cached, fresh)} | ≥ 3x |")
-    lines += [
-        "",
-        "## The Express path (`GET /api/catalogs`)",
-        "",
-        "| fake latency | Express → gateway p50 ms | Express → direct fetch p50 ms | ratio | target |",
-        "|---|---|---|---|---|",
-    ]
+    lines += _table(
+        "The Express path (`GET /api/catalogs`)",
+        "fake latency",
+        "Express → gateway p50 ms",
+        "Express → direct fetch p50 ms",
+        "ratio",
+        "target",
+    )
     for row in r["express"]:
         target = "≤ 2x" if row["latency_ms"] == 0 else "≤ 1.1x"
         lines.append(
@@ -439,13 +452,15 @@ def results_markdown(r: dict[str, Any]) -> str:
             f"{row['express_direct_fetch']['p50_ms']} | {row['p50_ratio']:.2f}x | {target} |"
         )
     files, query = r["files"], r["query"]
-    lines += [
-        "",
-        f"## Files ({files['file_mib']} MiB)",
-        "",
-        "| direction | gateway MiB/s | direct SDK MiB/s | ratio | gateway peak RSS growth | target |",
-        "|---|---|---|---|---|---|",
-    ]
+    lines += _table(
+        f"Files ({files['file_mib']} MiB)",
+        "direction",
+        "gateway MiB/s",
+        "direct SDK MiB/s",
+        "ratio",
+        "gateway peak RSS growth",
+        "target",
+    )
     for direction in ("upload", "download"):
         d = files[direction]
         lines.append(
@@ -453,11 +468,14 @@ def results_markdown(r: dict[str, Any]) -> str:
             f"{d['gateway_rss_growth_mib']} MiB | ratio ≥ 0.6, RSS ≤ 64 MiB |"
         )
     lines += [
-        "",
-        f"## Query ({query['rows']:,} rows, {query['chunks']} chunks)",
-        "",
-        "| gateway NDJSON rows/s | direct SDK rows/s | ratio | gateway peak RSS growth | target |",
-        "|---|---|---|---|---|",
+        *_table(
+            f"Query ({query['rows']:,} rows, {query['chunks']} chunks)",
+            "gateway NDJSON rows/s",
+            "direct SDK rows/s",
+            "ratio",
+            "gateway peak RSS growth",
+            "target",
+        ),
         f"| {query['gateway_rows_s']:,} | {query['direct_sdk_rows_s']:,} | {query['ratio']:.2f} | "
         f"{query['gateway_rss_growth_mib']} MiB | ratio ≥ 0.8, RSS ≤ 100 MiB |",
         "",

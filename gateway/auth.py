@@ -24,6 +24,7 @@ from gateway import __version__
 from gateway.errors import GatewayError
 from gateway.settings import Settings
 
+METADATA_PROBE_SECONDS = 5
 USER_TOKEN_HEADER = "x-databricks-token"  # noqa: S105 - a header name
 HOST_HEADER = "x-databricks-host"
 
@@ -210,14 +211,20 @@ class SdkBackend:
         )
 
     def _config(self, *, auth_type: str | None = "pat", **kwargs: object) -> Config:
-        return Config(
+        budget = self._settings.sdk_retry_timeout_seconds
+        config = Config(
             **{k: v for k, v in kwargs.items() if v is not None},
             auth_type=auth_type,
-            retry_timeout_seconds=self._settings.sdk_retry_timeout_seconds,
+            # Config() probes /.well-known/databricks-config with this budget. The probe only
+            # informs, so against an unreachable host it must not spend the whole budget before
+            # the first real call spends it again (and the request dies at its deadline).
+            retry_timeout_seconds=min(METADATA_PROBE_SECONDS, budget),
             http_timeout_seconds=self._settings.sdk_http_timeout_seconds,
             product="databricks-gateway",
             product_version=__version__,
         )
+        config.retry_timeout_seconds = budget  # what the client's API calls then get
+        return config
 
 
 # --- the optional databricks-tools-core backend -------------------------------------------

@@ -66,7 +66,7 @@ def test_2000_mixed_identity_requests_at_concurrency_32(gateway, workspace):
 def test_mixed_identities_through_the_tools_core_backend(tools_core, gateway, workspace):
     workspace.add_user("dapi-carol", "carol@example.com")
     server, _ = gateway(auth_mode="auto", auth_backend="tools-core")
-    results = mixed_load(server.url, total=600, concurrency=32)
+    results = mixed_load(server.url, total=2000, concurrency=32)
     assert_isolated(results)
 
 

@@ -11,7 +11,6 @@ from __future__ import annotations
 import base64
 import contextlib
 import email.utils
-import mimetypes
 import os
 import re
 import secrets
@@ -713,10 +712,6 @@ def _copy_range(path: Path, start: int, end: int, out: Any) -> None:
 
 def _now_ms() -> int:
     return int(time.time() * 1000)
-
-
-def guess_type(name: str) -> str:
-    return mimetypes.guess_type(name)[0] or "application/octet-stream"
 
 
 def iter_demo_files() -> Iterator[tuple[str, bytes]]:

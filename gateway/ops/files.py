@@ -174,11 +174,11 @@ async def read_file(
     """The file's bytes, streamed (or, with `encoding: "utf-8"`, its text as JSON, up to
     GATEWAY_MAX_TEXT_READ_BYTES). `offset`/`length` read a byte range."""
     path = _confine(runtime, path)
-    headers = await _auth_headers()
+    url, headers = await _file_endpoint(path)
     if offset is not None or length is not None:
         start = offset or 0
         headers["Range"] = f"bytes={start}-{start + length - 1}" if length else f"bytes={start}-"
-    response = await _open_download(runtime, path, headers)
+    response = await _open_download(runtime, url, headers)
     if encoding is not None:
         return await _read_text(response, runtime.settings.max_text_read_bytes)
     headers_out = _download_headers(response, path)
@@ -200,12 +200,12 @@ async def write_file(
     limit = runtime.settings.max_upload_bytes
     body, declared = _upload_body(upload, content, content_base64, limit)
     counter = _Counter(limit)
-    headers = await _auth_headers()
+    url, headers = await _file_endpoint(path)
     headers["Content-Type"] = "application/octet-stream"
     if declared is not None:
         headers["Content-Length"] = str(declared)
     query = {"overwrite": "true" if overwrite else "false"}
-    response = await _send(runtime, "PUT", path, headers, counter.wrap(body), query)
+    response = await _send(runtime, "PUT", url, headers, counter.wrap(body), query)
     await response.aclose()
     return Written(path=path, size=counter.total)
 
@@ -222,26 +222,26 @@ def _quoted(path: str) -> str:
     return quote(path, safe="/")
 
 
-async def _auth_headers() -> dict[str, str]:
-    def authenticate() -> dict[str, str]:
-        return dict(get_workspace_client().config.authenticate())
+async def _file_endpoint(path: str) -> tuple[str, dict[str, str]]:
+    """The raw Files API URL of `path` and the identity's auth headers (one worker hop: the
+    client may need building, and an OAuth token refreshing)."""
 
-    return await anyio.to_thread.run_sync(authenticate)
+    def resolve() -> tuple[str, dict[str, str]]:
+        config = get_workspace_client().config
+        url = f"{config.host.rstrip('/')}/api/2.0/fs/files{_quoted(path)}"
+        return url, dict(config.authenticate())
 
-
-async def _host() -> str:
-    return await anyio.to_thread.run_sync(lambda: get_workspace_client().config.host)
+    return await anyio.to_thread.run_sync(resolve)
 
 
 async def _send(
     runtime: Runtime,
     method: str,
-    path: str,
+    url: str,
     headers: dict[str, str],
     content: AsyncIterator[bytes] | None = None,
     query: dict[str, str] | None = None,
 ) -> httpx.Response:
-    url = f"{(await _host()).rstrip('/')}/api/2.0/fs/files{_quoted(path)}"
     request = runtime.http.build_request(
         method, url, headers=headers, content=content, params=query
     )
@@ -265,10 +265,8 @@ async def _bounded_read(response: httpx.Response, limit: int) -> bytes:
 
 
 async def _open_download(
-    runtime: Runtime, path: str, headers: dict[str, str]
+    runtime: Runtime, url: str, headers: dict[str, str]
 ) -> urllib3.BaseHTTPResponse:
-    url = f"{(await _host()).rstrip('/')}/api/2.0/fs/files{_quoted(path)}"
-
     def open_() -> urllib3.BaseHTTPResponse:
         return runtime.blocking_http.request("GET", url, headers=headers, preload_content=False)
 

@@ -214,15 +214,7 @@ class Execution:
     ) -> StatementResponse:
         with anyio.move_on_after(seconds) as scope:
             try:
-                response = await self._submit(
-                    {
-                        **submit,
-                        "wait_timeout": _wait_timeout(
-                            seconds, self.runtime.settings.sdk_http_timeout_seconds
-                        ),
-                    },
-                    disposition,
-                )
+                response = await self._submit(submit, disposition)
                 response = await self._wait(response)
             except BaseException:
                 await self.cancel()
@@ -252,6 +244,10 @@ class Execution:
                 **submit,
                 disposition=disposition,
                 format=Format.JSON_ARRAY,
+                # No server-side wait: the statement id must be ours at once, so a deadline, a
+                # client leaving or a shutdown can cancel it immediately; waiting (even 5 s)
+                # left a window where none of them could. Costs one poll on fast queries.
+                wait_timeout="0s",
                 on_wait_timeout=ExecuteStatementRequestOnWaitTimeout.CONTINUE,
             )
             with self._lock:  # a caller that gave up meanwhile still gets its statement cancelled
@@ -325,13 +321,6 @@ class Execution:
     def forget(self) -> None:
         if self.statement_id:
             self.runtime.running_statements.pop(self.statement_id, None)
-
-
-def _wait_timeout(seconds: float, http_timeout: float) -> str:
-    """The submit's server-side wait (the API allows 0 or 5-50 s). Short, because until the
-    submit returns we have no statement id to cancel; and well under the SDK's per-attempt HTTP
-    timeout, or the SDK would time out and retry the POST, starting the statement twice."""
-    return "5s" if seconds >= 10 and http_timeout >= 10 else "0s"
 
 
 # --- results ---------------------------------------------------------------------------------

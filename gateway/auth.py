@@ -22,7 +22,7 @@ from databricks.sdk.config import Config
 
 from gateway import __version__
 from gateway.errors import GatewayError
-from gateway.settings import Settings
+from gateway.settings import Settings, normalise_host
 
 METADATA_PROBE_SECONDS = 5
 USER_TOKEN_HEADER = "x-databricks-token"  # noqa: S105 - a header name
@@ -125,8 +125,7 @@ def resolve_identity(settings: Settings, headers: Mapping[str, str]) -> Identity
 def _request_host(settings: Settings, requested: str | None) -> str | None:
     if requested is None:
         return settings.databricks_host
-    normalised = requested.rstrip("/")
-    normalised = normalised if "://" in normalised else f"https://{normalised}"
+    normalised = normalise_host(requested)
     if normalised not in settings.allowed_hosts:
         raise GatewayError(
             403, "HOST_NOT_ALLOWED", "X-Databricks-Host is not listed in GATEWAY_ALLOWED_HOSTS."

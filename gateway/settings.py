@@ -16,6 +16,12 @@ MiB = 1024 * 1024
 GiB = 1024 * MiB
 
 
+def normalise_host(url: str) -> str:
+    """One spelling per workspace URL, so configured and requested hosts compare equal."""
+    url = url.rstrip("/")
+    return url if "://" in url else f"https://{url}"
+
+
 def _env(name: str) -> AliasChoices:
     return AliasChoices(name)
 
@@ -128,15 +134,12 @@ class Settings(BaseSettings):
     @field_validator("databricks_host", mode="after")
     @classmethod
     def _normalise_host(cls, value: str | None) -> str | None:
-        if not value:
-            return None
-        value = value.rstrip("/")
-        return value if "://" in value else f"https://{value}"
+        return normalise_host(value) if value else None
 
     @field_validator("allowed_hosts", mode="after")
     @classmethod
     def _normalise_hosts(cls, value: list[str]) -> list[str]:
-        return [h.rstrip("/") if "://" in h else f"https://{h.rstrip('/')}" for h in value]
+        return [normalise_host(h) for h in value]
 
     @model_validator(mode="after")
     def _secret_required_off_loopback(self) -> Settings:

@@ -103,7 +103,6 @@ async def _run(request: Request, runtime: Runtime, registry: Registry) -> Respon
     identity = resolve_identity(runtime.settings, request.headers)
     log["identity"] = identity.kind
     supplied = {
-        Settings: runtime.settings,
         Runtime: runtime,
         Upload: upload,
         Delivery: Delivery(stream=NDJSON in request.headers.get("accept", "")),

@@ -3,7 +3,7 @@
 An op is a plain function (sync ones run in a worker thread, async ones on the loop). Its
 parameters become a pydantic model (unknown fields forbidden), its docstring the description,
 its return annotation the result schema. Parameters annotated with one of the *injected* types
-(`Settings`, `Runtime`, `Upload`, `Delivery`) are supplied by the gateway, not by the caller.
+(`Runtime`, `Upload`, `Delivery`) are supplied by the gateway, not by the caller.
 """
 
 from __future__ import annotations
@@ -21,7 +21,6 @@ from pydantic_core import core_schema
 
 from gateway.errors import GatewayError, bad_request
 from gateway.runtime import Runtime
-from gateway.settings import Settings
 
 
 class Stream:
@@ -70,7 +69,7 @@ class Delivery:
     stream: bool = False
 
 
-INJECTED: tuple[type, ...] = (Settings, Runtime, Upload, Delivery)
+INJECTED: tuple[type, ...] = (Runtime, Upload, Delivery)
 
 
 @dataclass(frozen=True)

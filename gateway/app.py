@@ -306,17 +306,16 @@ async def _http_exception_response(request: Request, exc: Exception) -> Response
 # --- OpenAPI --------------------------------------------------------------------------------
 
 
-def _run_request_body(registry: Registry) -> dict[str, Any]:
-    return {
-        "required": True,
-        "content": {
-            "application/json": {"schema": {"$ref": "#/components/schemas/RunRequest"}},
-            "application/octet-stream": {
-                "schema": {"type": "string", "format": "binary"},
-                "description": "write_file upload; op and params in the query string.",
-            },
+_RUN_REQUEST_BODY = {
+    "required": True,
+    "content": {
+        "application/json": {"schema": {"$ref": "#/components/schemas/RunRequest"}},
+        "application/octet-stream": {
+            "schema": {"type": "string", "format": "binary"},
+            "description": "write_file upload; op and params in the query string.",
         },
-    }
+    },
+}
 
 
 def _openapi(app: FastAPI, registry: Registry) -> dict[str, Any]:
@@ -327,7 +326,7 @@ def _openapi(app: FastAPI, registry: Registry) -> dict[str, Any]:
         "post": {
             "summary": "Run one operation",
             "operationId": "run",
-            "requestBody": _run_request_body(registry),
+            "requestBody": _RUN_REQUEST_BODY,
             "responses": {
                 "200": {"description": '{"result": ...}, raw bytes (read_file) or NDJSON'},
                 "4XX": {"description": '{"error": {"code", "message", "status", "request_id"}}'},

@@ -149,12 +149,14 @@ def delete_file(runtime: Runtime, path: PathParam, recursive: bool = False) -> D
         return Deleted(path=path, kind="file", removed=1)
     except NotFound:
         pass
-    children = list_directory(runtime, path, page_size=1).entries
-    if children and not recursive:
+    if recursive:
+        doomed = _tree(runtime, path)  # also raises 404 for a missing path
+    elif list_directory(runtime, path, page_size=1).entries:
         raise GatewayError(
             409, "DIRECTORY_NOT_EMPTY", "The directory is not empty; pass recursive: true."
         )
-    doomed = _tree(runtime, path) if children else []
+    else:
+        doomed = []
     for entry in doomed:  # deepest first: files, then the directories that held them
         if entry.is_directory:
             files.delete_directory(entry.path)

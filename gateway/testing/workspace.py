@@ -487,12 +487,12 @@ class FakeWorkspace:
         """Map a /Volumes path to disk, sending the real error and returning None if refused."""
         path = unquote(raw)
         parts = path.split("/")
-        if len(parts) < 5 or parts[1] != "Volumes" or any(p in ("", ".", "..") for p in parts[2:5]):
-            rq.send_error_body(
-                400, "BAD_REQUEST", f"Invalid path: {path}", "FILES_API_INVALID_PATH"
-            )
-            return None
-        if any(p in (".", "..") for p in parts[5:]) or "\x00" in path:
+        malformed = len(parts) < 5 or parts[1] != "Volumes" or "\x00" in path
+        if (
+            malformed
+            or any(p in ("", ".", "..") for p in parts[2:5])
+            or any(p in (".", "..") for p in parts[5:])
+        ):
             rq.send_error_body(
                 400, "BAD_REQUEST", f"Invalid path: {path}", "FILES_API_INVALID_PATH"
             )

@@ -306,7 +306,9 @@ def _query(fake: Proc, gateway: Proc, rows: int) -> dict[str, Any]:
         response = api.execute_statement(
             statement=statement, warehouse_id="fakewarehouse0001", wait_timeout="50s"
         )
-        typer = RowTyper([c.type_name.value for c in response.manifest.schema.columns])
+        typer = RowTyper(
+            [(c.type_name.value, c.type_text) for c in response.manifest.schema.columns]
+        )
         count, result = 0, response.result
         while result is not None:
             count += len([typer(r) for r in result.data_array or []])

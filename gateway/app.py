@@ -23,7 +23,7 @@ from gateway.auth import (
     resolve_identity,
     set_databricks_auth,
 )
-from gateway.errors import GatewayError, from_sdk_error
+from gateway.errors import GatewayError, translate
 from gateway.logs import logger
 from gateway.middleware import RequestContext
 from gateway.ops import ALL_OPS
@@ -155,10 +155,10 @@ async def _call_with_deadline(
             except GatewayError:
                 raise
             except Exception as exc:
-                mapped = from_sdk_error(exc)
+                mapped = translate(exc)
                 if mapped is None:
                     raise
-                logger.warning("databricks error", extra=_sdk_log_fields(exc, mapped))
+                _log_upstream_failure(exc, mapped)
                 raise mapped from exc
     except TimeoutError:
         raise GatewayError(
@@ -166,17 +166,21 @@ async def _call_with_deadline(
         ) from None
 
 
-def _sdk_log_fields(exc: BaseException, mapped: GatewayError) -> dict[str, Any]:
-    return {
+def _log_upstream_failure(exc: BaseException, mapped: GatewayError) -> None:
+    fields = {
         "code": mapped.code,
         "status": mapped.status,
         "sdk_error": type(exc).__name__,
         "databricks_error_code": mapped.databricks_error_code,
     }
+    # A response the API never sends deserves its traceback: it is how we learn what it was.
+    detail = exc if mapped.code == "DATABRICKS_BAD_RESPONSE" else None
+    logger.warning("databricks error", exc_info=detail, extra=fields)
 
 
 async def _read_run_body(request: Request, settings: Settings) -> tuple[dict[str, Any], Upload]:
-    content_type = request.headers.get("content-type", "application/json").split(";")[0].strip()
+    raw_type = request.headers.get("content-type", "application/json")
+    content_type = raw_type.split(";")[0].strip().lower()  # media types are case-insensitive
     declared = _declared_length(request)
     if content_type == "application/octet-stream":
         # Streaming upload: the op and its params travel in the query string.
@@ -268,7 +272,7 @@ async def _ready(runtime: Runtime, deep: bool) -> Response:
     except GatewayError as exc:
         return _not_ready(exc.message)
     except Exception as exc:
-        mapped = from_sdk_error(exc)
+        mapped = translate(exc)
         logger.warning("not ready", extra={"error": type(exc).__name__})
         return _not_ready(mapped.message if mapped else "The service identity is unusable.")
     return _json({"status": "ready", "deep": deep})

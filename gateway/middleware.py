@@ -18,6 +18,9 @@ _SANE_REQUEST_ID = re.compile(r"^[\x21-\x7e]{1,128}$")
 SECRET_HEADER = b"x-gateway-secret"
 MAX_HEADER_BYTES = 32 * 1024  # more than any real caller sends; uvicorn's httptools sets none
 OPEN_PATHS = frozenset({"/health"})
+# Headers that choose who a request runs as: sent twice, "first one wins" in one layer and
+# "last one wins" in another would let a caller smuggle an identity past a proxy's check.
+SINGLE_HEADERS = frozenset({SECRET_HEADER, b"x-databricks-token", b"x-databricks-host"})
 
 
 def request_id_from(raw: bytes | None) -> str:
@@ -65,6 +68,11 @@ class RequestContext:
             if sum(len(k) + len(v) for k, v in scope["headers"]) > MAX_HEADER_BYTES:
                 error = GatewayError(431, "HEADERS_TOO_LARGE", "The request headers are too large.")
                 await send_error(send_with_id, error, request_id)
+            elif duplicated := _duplicated(scope["headers"]):
+                error = GatewayError(
+                    400, "DUPLICATE_HEADER", f"The {duplicated} header is sent more than once."
+                )
+                await send_error(send_with_id, error, request_id)
             elif self._authorised(scope["path"], headers.get(SECRET_HEADER)):
                 await self.app(scope, receive, send_with_id)
             else:
@@ -96,6 +104,16 @@ class RequestContext:
         if self.secret is None or path in OPEN_PATHS:
             return True
         return presented is not None and hmac.compare_digest(presented, self.secret)
+
+
+def _duplicated(raw_headers: list[tuple[bytes, bytes]]) -> str | None:
+    seen: set[bytes] = set()
+    for name, _ in raw_headers:
+        if name in SINGLE_HEADERS:
+            if name in seen:
+                return name.decode()
+            seen.add(name)
+    return None
 
 
 async def send_error(send: Send, error: GatewayError, request_id: str) -> None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 from tests.support import run
 
 
@@ -101,6 +103,15 @@ def test_oversize_chunked_json_body_is_413(gateway):
 
     response = client.post("/run", content=chunks(), headers={"content-type": "application/json"})
     assert response.status_code == 413
+
+
+@pytest.mark.parametrize(
+    "content_type", ["Application/JSON; charset=UTF-8", "application/json;charset=utf-8"]
+)
+def test_content_type_is_matched_case_insensitively_with_parameters(gateway, content_type):
+    _, client = gateway()
+    response = client.post("/run", content=b'{"op": "me"}', headers={"content-type": content_type})
+    assert response.status_code == 200, response.text
 
 
 def test_wrong_content_type_is_415(gateway):

@@ -45,6 +45,24 @@ def test_secret_is_required_on_every_route_but_health(gateway):
     assert "s3cret" not in wrong.text
 
 
+@pytest.mark.parametrize("header", ["X-Gateway-Secret", "X-Databricks-Token", "X-Databricks-Host"])
+def test_a_security_header_sent_twice_is_400_never_first_one_wins(gateway, header):
+    server, _ = gateway(secret="s3cret-value", auth_mode="auto")
+    values = {
+        "X-Gateway-Secret": ["s3cret-value", "s3cret-value"],
+        "X-Databricks-Token": [DEMO.alice_token, DEMO.bob_token],
+        "X-Databricks-Host": [server.url, server.url],
+    }[header]
+    headers = [("X-Gateway-Secret", "s3cret-value")] if header != "X-Gateway-Secret" else []
+    headers += [(header, value) for value in values]
+    with httpx.Client(base_url=server.url) as bare:
+        response = bare.post("/run", json={"op": "me"}, headers=headers)
+    error = response.json()["error"]
+    assert (error["status"], error["code"]) == (400, "DUPLICATE_HEADER")
+    assert header.lower() in error["message"]
+    assert DEMO.alice_token not in response.text
+
+
 def test_secret_accepted(gateway):
     _, client = gateway(secret="s3cret-value")  # the client sends it
     assert user_name(run(client, "me")) == "gateway-service@example.com"

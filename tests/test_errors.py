@@ -3,16 +3,23 @@
 from __future__ import annotations
 
 import inspect
+import re
 import time
+from pathlib import Path
 
+import httpx
 import pytest
 import requests
+import urllib3
 from databricks.sdk import errors as sdk_errors
 from databricks.sdk.errors import platform, private_link
 
-from gateway.errors import from_sdk_error, mapped_class_for
+from gateway.errors import CODES, mapped_class_for, markdown_table, translate
 from gateway.testing import Fault
 from tests.support import run
+
+VOL = "/Volumes/main/app/files"
+LOGIN_PAGE = b"<html><body>Please sign in</body></html>"
 
 
 def all_sdk_error_classes() -> list[type]:
@@ -28,7 +35,7 @@ def all_sdk_error_classes() -> list[type]:
 @pytest.mark.parametrize("cls", all_sdk_error_classes(), ids=lambda c: c.__name__)
 def test_every_sdk_error_class_is_mapped(cls):
     assert mapped_class_for(cls) is not None, f"{cls.__name__} has no row in errors._SDK_TABLE"
-    mapped = from_sdk_error(cls("message", error_code="SOME_CODE"))
+    mapped = translate(cls("message", error_code="SOME_CODE"))
     assert mapped is not None and 400 <= mapped.status < 600
 
 
@@ -47,7 +54,7 @@ def test_status_mapping_matches_the_reference():
         sdk_errors.DatabricksError: 502,
     }
     for cls, status in cases.items():
-        assert from_sdk_error(cls("m")).status == status, cls
+        assert translate(cls("m")).status == status, cls
 
 
 def test_sdk_timeout_maps_by_its_cause():
@@ -57,21 +64,102 @@ def test_sdk_timeout_maps_by_its_cause():
         except TimeoutError as exc:
             return exc
 
-    assert from_sdk_error(timeout_from(requests.ConnectionError())).code == "DATABRICKS_UNREACHABLE"
-    assert from_sdk_error(
-        timeout_from(sdk_errors.TooManyRequests("x", retry_after_secs=7))
-    ).headers == {"Retry-After": "7"}
-    assert from_sdk_error(timeout_from(ValueError())).status == 504
+    assert translate(timeout_from(requests.ConnectionError())).code == "DATABRICKS_UNREACHABLE"
+    assert translate(timeout_from(sdk_errors.TooManyRequests("x", retry_after_secs=7))).headers == {
+        "Retry-After": "7"
+    }
+    assert translate(timeout_from(ValueError())).status == 504
 
 
 def test_auth_error_messages_drop_the_sdk_config_summary():
     exc = sdk_errors.PermissionDenied("No access. Config: host=https://h, token=***, auth_type=pat")
-    assert from_sdk_error(exc).message == "No access"
+    assert translate(exc).message == "No access"
 
 
 def test_unrelated_exceptions_are_not_mapped():
-    assert from_sdk_error(KeyError("x")) is None
-    assert from_sdk_error(ValueError("x")) is None
+    assert translate(KeyError("x")) is None
+    assert translate(ValueError("x")) is None
+
+
+def _subclasses(root: type) -> list[type]:
+    found, pending = set(), [root]
+    while pending:
+        for sub in pending.pop().__subclasses__():
+            if sub not in found and not issubclass(sub, Warning):
+                found.add(sub)
+                pending.append(sub)
+    return sorted(found | {root}, key=lambda c: f"{c.__module__}.{c.__qualname__}")
+
+
+TRANSPORT_CLASSES = [
+    cls
+    for root in (requests.RequestException, urllib3.exceptions.HTTPError, httpx.HTTPError)
+    for cls in _subclasses(root)
+    if cls.__module__.split(".")[0] in ("requests", "urllib3", "httpx")
+]
+
+
+@pytest.mark.parametrize("cls", TRANSPORT_CLASSES, ids=lambda c: f"{c.__module__}.{c.__name__}")
+def test_every_transport_error_class_is_mapped(cls):
+    exc = cls.__new__(cls)  # mapping is by class: no constructor arguments needed
+    if cls is httpx.HTTPStatusError:
+        exc = cls("x", request=httpx.Request("GET", "https://h"), response=httpx.Response(503))
+    mapped = translate(exc)
+    assert mapped is not None, f"{cls.__name__} is unmapped"
+    assert mapped.status in (401, 429) or mapped.status >= 500
+    assert mapped.code in CODES
+
+
+@pytest.mark.parametrize(
+    ("exc", "code"),
+    [
+        # NewConnectionError subclasses ConnectTimeoutError: a refusal is not a timeout.
+        (urllib3.exceptions.NewConnectionError(None, "refused"), "DATABRICKS_UNREACHABLE"),
+        (urllib3.exceptions.NameResolutionError("h", None, OSError()), "DATABRICKS_UNREACHABLE"),
+        (urllib3.exceptions.ReadTimeoutError(None, "/", "slow"), "DATABRICKS_TIMEOUT"),
+        (
+            urllib3.exceptions.MaxRetryError(
+                None, "/", urllib3.exceptions.NewConnectionError(None, "x")
+            ),
+            "DATABRICKS_UNREACHABLE",
+        ),
+        (urllib3.exceptions.IncompleteRead(5, 10), "DATABRICKS_BAD_RESPONSE"),
+        (requests.JSONDecodeError("Expecting value", "<html>", 0), "DATABRICKS_BAD_RESPONSE"),
+        (requests.ConnectTimeout(), "DATABRICKS_UNREACHABLE"),
+        (requests.ReadTimeout(), "DATABRICKS_TIMEOUT"),
+        (httpx.ConnectError("refused"), "DATABRICKS_UNREACHABLE"),
+        (httpx.ReadTimeout("slow"), "DATABRICKS_TIMEOUT"),
+        (httpx.RemoteProtocolError("garbage"), "DATABRICKS_BAD_RESPONSE"),
+    ],
+    ids=lambda v: type(v).__name__ if isinstance(v, BaseException) else v,
+)
+def test_transport_errors_map_to_the_right_code(exc, code):
+    assert translate(exc).code == code
+
+
+def test_external_link_status_errors_map_through_the_sdk_table():
+    request = httpx.Request("GET", "https://links")
+    for status, code in [(403, "DATABRICKS_PERMISSION_DENIED"), (500, "DATABRICKS_ERROR")]:
+        exc = httpx.HTTPStatusError("x", request=request, response=httpx.Response(status))
+        assert translate(exc).code == code
+
+
+def test_the_readme_error_table_is_the_code_table():
+    readme = (Path(__file__).parent.parent / "README.md").read_text()
+    assert markdown_table() in readme, "regenerate it: python -m gateway.errors"
+
+
+def test_every_error_code_raised_in_the_code_is_in_the_table():
+    source = Path(__file__).parent.parent / "gateway"
+    pattern = re.compile(
+        r'(?:GatewayError\(\s*(\d{3}),\s*|bad_request\(\s*|error\(\s*)"([A-Z_0-9]+)"'
+    )
+    used = [m.groups() for f in source.rglob("*.py") for m in pattern.finditer(f.read_text())]
+    assert len(used) > 30
+    for status, code in used:
+        assert code in CODES, f"{code} is not in errors.CODES"
+        if status:
+            assert CODES[code].status == int(status), code
 
 
 # --- through the real SDK and the fake ----------------------------------------------------
@@ -174,3 +262,49 @@ def test_client_construction_against_an_unreachable_host_spends_only_the_probe_b
     # Probe budget plus at most one backoff sleep past it; without the cap this takes ~30 s.
     assert time.monotonic() - started < METADATA_PROBE_SECONDS + 5
     assert client.config.retry_timeout_seconds == 30
+
+
+# --- answers that are not the API: a login or proxy page ---------------------------------------
+
+
+def test_a_200_html_page_is_a_bad_response_not_a_500(gateway, workspace):
+    _, client = gateway(sdk_retry_timeout_seconds=2)
+    workspace.inject(Fault(path="/Me", body=LOGIN_PAGE, times=None))
+    response = run(client, "me")
+    error = response.json()["error"]
+    assert (error["status"], error["code"]) == (502, "DATABRICKS_BAD_RESPONSE")
+    assert "sign in" not in response.text
+
+
+def test_read_file_never_returns_an_html_page_as_the_file(gateway, workspace):
+    _, client = gateway()
+    run(client, "write_file", path=f"{VOL}/a.bin", content="real bytes")
+    workspace.inject(Fault(path="/fs/files", method="GET", body=LOGIN_PAGE))
+    response = client.post("/run", json={"op": "read_file", "path": f"{VOL}/a.bin"})
+    assert response.status_code == 502
+    assert response.json()["error"]["code"] == "DATABRICKS_BAD_RESPONSE"
+
+
+def test_write_file_never_reports_success_for_an_html_page(gateway, workspace):
+    _, client = gateway()
+    workspace.inject(Fault(path="/fs/files", method="PUT", body=LOGIN_PAGE))
+    response = run(client, "write_file", path=f"{VOL}/b.bin", content="data")
+    assert response.status_code == 502
+    assert response.json()["error"]["code"] == "DATABRICKS_BAD_RESPONSE"
+    assert not workspace.files_root.joinpath("main/app/files/b.bin").exists()
+
+
+def test_a_failing_external_link_is_mapped(gateway, workspace):
+    workspace.warehouse.chunk_rows = 2
+    _, client = gateway()
+    workspace.inject(Fault(path="/external/", status=500, times=None))
+    response = run(client, "run_query", statement="SELECT 1 AS x", disposition="EXTERNAL_LINKS")
+    error = response.json()["error"]
+    assert (error["status"], error["code"]) == (502, "DATABRICKS_ERROR")
+
+
+def test_a_refused_connection_during_read_file_is_503(gateway):
+    _, client = gateway(databricks_host="http://127.0.0.1:9", sdk_retry_timeout_seconds=2)
+    response = client.post("/run", json={"op": "read_file", "path": f"{VOL}/a.bin"})
+    error = response.json()["error"]
+    assert (error["status"], error["code"]) == (503, "DATABRICKS_UNREACHABLE")

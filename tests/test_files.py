@@ -159,11 +159,33 @@ def test_text_reads(gateway):
     assert (error["status"], error["code"]) == (422, "INVALID_UTF8")
 
 
-def test_byte_ranges(gateway):
+@pytest.mark.parametrize("variant", ["rfc", "whole-range-206"])
+def test_byte_ranges(gateway, workspace, variant):
+    workspace.range_always_206 = variant == "whole-range-206"
     _, client = gateway()
     upload(client, f"{VOL}/r.bin", bytes(range(100)))
-    assert download(client, f"{VOL}/r.bin", offset=10, length=5).content == bytes(range(10, 15))
+    window = download(client, f"{VOL}/r.bin", offset=10, length=5)
+    assert window.content == bytes(range(10, 15))
+    assert window.headers["content-length"] == "5"
     assert download(client, f"{VOL}/r.bin", offset=95).content == bytes(range(95, 100))
+    assert download(client, f"{VOL}/r.bin", offset=0).content == bytes(range(100))
+    text = run(client, "read_file", path=f"{VOL}/r.bin", offset=0, length=3, encoding="utf-8")
+    assert text.json()["result"] == {"content": "\x00\x01\x02", "size": 3}
+    error = download(client, f"{VOL}/r.bin", offset=100).json()["error"]
+    assert (error["status"], error["code"]) == (416, "RANGE_NOT_SATISFIABLE")
+
+
+def test_an_upstream_that_ignores_the_range_never_returns_the_whole_file(gateway, workspace):
+    workspace.ignore_range = True
+    _, client = gateway()
+    upload(client, f"{VOL}/r.bin", bytes(range(100)))
+    # A window at 0 is the prefix of the whole file: cut to the asked length.
+    head = download(client, f"{VOL}/r.bin", offset=0, length=4)
+    assert (head.status_code, head.content) == (200, bytes(range(4)))
+    assert head.headers["content-length"] == "4"
+    # Anywhere else the answer would be the wrong bytes: a clear error instead.
+    error = download(client, f"{VOL}/r.bin", offset=10, length=5).json()["error"]
+    assert (error["status"], error["code"]) == (502, "DATABRICKS_BAD_RESPONSE")
 
 
 def test_missing_file_read_is_404_in_the_envelope(gateway):
@@ -183,12 +205,41 @@ def test_unicode_space_and_reserved_characters_round_trip(gateway, workspace):
     assert listing["entries"][0]["path"] == path
 
 
-def test_html_is_served_as_an_attachment(gateway):
+ACTIVE = ["html", "htm", "xhtml", "xht", "xml", "xsl", "rdf", "mht", "mhtml", "svg", "js", "mjs"]
+ACTIVE += ["css", "swf", "wasm", "unknownext"]
+
+
+@pytest.mark.parametrize("ext", ACTIVE)
+def test_active_or_unknown_content_is_an_octet_stream_attachment(gateway, ext):
     _, client = gateway()
-    upload(client, f"{VOL}/x.html", b"<script>alert(1)</script>")
-    response = download(client, f"{VOL}/x.html")
-    assert response.headers["content-disposition"].startswith("attachment")
+    upload(client, f"{VOL}/x.{ext}", b"<script>alert(1)</script>")
+    response = download(client, f"{VOL}/x.{ext}")
+    assert response.status_code == 200
+    assert response.headers["content-type"] == "application/octet-stream"
+    assert response.headers["content-disposition"] == f"attachment; filename*=UTF-8''x.{ext}"
     assert response.headers["x-content-type-options"] == "nosniff"
+    assert response.headers["content-security-policy"] == "sandbox"
+
+
+@pytest.mark.parametrize(
+    ("ext", "content_type"),
+    [
+        ("txt", "text/plain"),
+        ("csv", "text/csv"),
+        ("json", "application/json"),
+        ("pdf", "application/pdf"),
+        ("png", "image/png"),
+        ("jpg", "image/jpeg"),
+    ],
+)
+def test_inert_types_are_served_inline_and_sandboxed(gateway, ext, content_type):
+    _, client = gateway()
+    upload(client, f"{VOL}/x.{ext}", b"data")
+    response = download(client, f"{VOL}/x.{ext}")
+    assert response.headers["content-type"].split(";")[0] == content_type
+    assert "content-disposition" not in response.headers
+    assert response.headers["x-content-type-options"] == "nosniff"
+    assert response.headers["content-security-policy"] == "sandbox"
 
 
 def test_list_directory_follows_pages_or_returns_one(gateway):

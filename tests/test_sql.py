@@ -55,6 +55,32 @@ def test_object_parameters_are_bound_with_inferred_types(
     assert result(query(client, f"SELECT count(*) AS n FROM {SALES}"))["rows"] == [[5]]
 
 
+@pytest.mark.parametrize(
+    "body",
+    [
+        b'{"op":"run_query","statement":"SELECT :v","parameters":{"v":18446744073709551616}}',
+        b'{"op":"run_query","statement":"SELECT :v","parameters":{"v":9223372036854775808}}',
+        b'{"op":"run_query","statement":"SELECT :v","parameters":[{"name":"v","value":-9223372036854775809}]}',
+    ],
+    ids=["past-u64", "past-i64", "below-i64-list-form"],
+)
+def test_integers_outside_64_bits_are_400_naming_the_parameter(gateway, workspace, body):
+    _, client = gateway()
+    submitted = len(workspace.warehouse.submitted)
+    response = client.post("/run", content=body, headers={"content-type": "application/json"})
+    error = response.json()["error"]
+    assert (error["status"], error["code"]) == (400, "INVALID_PARAMS")
+    assert error["details"]["field"] == "parameters.v"
+    assert len(workspace.warehouse.submitted) == submitted  # nothing reached the warehouse
+
+
+def test_row_limit_past_64_bits_is_400_naming_it(gateway):
+    _, client = gateway()
+    error = query(client, "SELECT 1", row_limit=2**63).json()["error"]
+    assert (error["status"], error["code"]) == (400, "INVALID_PARAMS")
+    assert "row_limit" in error["message"]
+
+
 def test_explicit_parameter_types(gateway):
     _, client = gateway()
     params = [
@@ -80,7 +106,16 @@ def test_filtering_with_a_parameter(gateway):
     assert out["rows"] == [[1], [3]]
 
 
-def test_values_are_typed_for_every_type(gateway):
+@pytest.mark.parametrize(
+    ("typed_values", "omit_type_names"),
+    [(False, False), (True, False), (False, True), (True, True)],
+    ids=["strings", "typed-json", "type-text-only", "typed-json-type-text-only"],
+)
+def test_values_are_typed_for_every_type(gateway, workspace, typed_values, omit_type_names):
+    # Databricks sends strings; some compatible servers send JSON-typed values, or columns
+    # with only `type_text`: the caller sees the same answer either way.
+    workspace.warehouse.typed_values = typed_values
+    workspace.warehouse.omit_type_names = omit_type_names
     _, client = gateway()
     statement = """SELECT 1::TINYINT AS b, 2::SMALLINT AS s, 3::INTEGER AS i,
         9007199254740991::BIGINT AS safe, 9007199254740993::BIGINT AS big, 1.5::FLOAT AS f,

@@ -12,6 +12,7 @@ import base64
 import binascii
 import email.utils
 import mimetypes
+import re
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
@@ -24,7 +25,13 @@ from databricks.sdk.errors import NotFound
 from pydantic import BaseModel, Field
 
 from gateway.auth import get_workspace_client
-from gateway.errors import GatewayError, bad_request, sdk_error_from_response
+from gateway.errors import (
+    GatewayError,
+    UpstreamBadResponse,
+    bad_request,
+    error,
+    error_from_response,
+)
 from gateway.paths import confine
 from gateway.registry import ByteStream, Upload
 from gateway.runtime import Runtime
@@ -32,7 +39,31 @@ from gateway.runtime import Runtime
 DOWNLOAD_CHUNK_BYTES = 4 * 1024 * 1024
 MAX_LISTED_ENTRIES = 10_000
 MAX_RECURSIVE_DELETE = 10_000
-_RISKY_TYPES = ("text/html", "image/svg+xml", "application/javascript", "text/javascript")
+# Types a browser renders inertly: served inline. Everything else (HTML, XHTML, XML, XSLT, SVG,
+# MHTML, scripts, unknown types...) goes out as an octet-stream attachment, because Express
+# proxies these bytes onto the app's own origin.
+INLINE_TYPES = frozenset(
+    {
+        "text/plain",
+        "text/csv",
+        "text/tab-separated-values",
+        "text/markdown",
+        "application/json",
+        "application/pdf",
+        "image/png",
+        "image/jpeg",
+        "image/gif",
+        "image/webp",
+        "image/avif",
+        "image/bmp",
+        "audio/mpeg",
+        "audio/ogg",
+        "audio/wav",
+        "video/mp4",
+        "video/webm",
+    }
+)
+_CONTENT_RANGE = re.compile(r"bytes (\d+)-(\d+)/(\d+|\*)")
 
 PathParam = Annotated[str, Field(description="/Volumes/<catalog>/<schema>/<volume>/... path")]
 
@@ -177,14 +208,19 @@ async def read_file(
     GATEWAY_MAX_TEXT_READ_BYTES). `offset`/`length` read a byte range."""
     path = _confine(runtime, path)
     url, headers = await _file_endpoint(path)
-    if offset is not None or length is not None:
-        start = offset or 0
-        headers["Range"] = f"bytes={start}-{start + length - 1}" if length else f"bytes={start}-"
-    response = await _open_download(runtime, url, headers)
+    window = _Window(offset or 0, length) if offset is not None or length is not None else None
+    if window is not None:
+        headers["Range"] = window.header()
+    response = await _open_download(runtime, url, headers, window)
     if encoding is not None:
-        return await _read_text(response, runtime.settings.max_text_read_bytes)
-    headers_out = _download_headers(response, path)
-    return ByteStream(_relay(response, runtime), _content_type(path), headers_out)
+        cap = window.length if window else None
+        return await _read_text(response, runtime.settings.max_text_read_bytes, cap)
+    headers_out = _download_headers(response, path, window)
+    return ByteStream(
+        _relay(response, runtime, window.length if window else None),
+        headers_out.pop("Content-Type"),
+        headers_out,
+    )
 
 
 async def write_file(
@@ -207,8 +243,7 @@ async def write_file(
     if declared is not None:
         headers["Content-Length"] = str(declared)
     query = {"overwrite": "true" if overwrite else "false"}
-    response = await _send(runtime, "PUT", url, headers, counter.wrap(body), query)
-    await response.aclose()
+    await _put(runtime, url, headers, counter.wrap(body), query)
     return Written(path=path, size=counter.total)
 
 
@@ -236,25 +271,32 @@ async def _file_endpoint(path: str) -> tuple[str, dict[str, str]]:
     return await anyio.to_thread.run_sync(resolve)
 
 
-async def _send(
+async def _put(
     runtime: Runtime,
-    method: str,
     url: str,
     headers: dict[str, str],
-    content: AsyncIterator[bytes] | None = None,
-    query: dict[str, str] | None = None,
-) -> httpx.Response:
-    request = runtime.http.build_request(
-        method, url, headers=headers, content=content, params=query
-    )
+    content: AsyncIterator[bytes],
+    query: dict[str, str],
+) -> None:
+    request = runtime.http.build_request("PUT", url, headers=headers, content=content, params=query)
     response = await runtime.http.send(request, stream=True)
-    if response.status_code >= 400:
-        body = await _bounded_read(response, 64 * 1024)
+    try:
+        if response.status_code >= 400:
+            body = await _bounded_read(response, 64 * 1024)
+            raise error_from_response(
+                response.status_code, body, response.headers.get("retry-after")
+            )
+        # The Files API answers 204. A 200 HTML page (a login or proxy page) or a redirect
+        # means nothing was stored: never report that as a success.
+        kind = response.headers.get("content-type", "")
+        if response.status_code not in (200, 201, 204) or _is_html(kind):
+            raise UpstreamBadResponse(f"upload answered {response.status_code} {kind!r}")
+    finally:
         await response.aclose()
-        raise sdk_error_from_response(
-            response.status_code, body, response.headers.get("retry-after")
-        )
-    return response
+
+
+def _is_html(content_type: str) -> bool:
+    return content_type.split(";")[0].strip().lower() in ("text/html", "application/xhtml+xml")
 
 
 async def _bounded_read(response: httpx.Response, limit: int) -> bytes:
@@ -266,42 +308,99 @@ async def _bounded_read(response: httpx.Response, limit: int) -> bytes:
     return bytes(buffer[:limit])
 
 
+class _Window:
+    """A byte range asked with `offset`/`length`."""
+
+    def __init__(self, start: int, length: int | None) -> None:
+        self.start, self.length = start, length
+
+    def header(self) -> str:
+        end = str(self.start + self.length - 1) if self.length else ""
+        return f"bytes={self.start}-{end}"
+
+    def check(self, status: int, content_range: str | None) -> None:
+        """Accept a 206 for the asked start, or a 200 when the window starts at 0 (the whole
+        file, cut to `length` as it streams). Anything else would hand the caller the wrong
+        bytes."""
+        if status == 200 and self.start == 0:
+            return
+        match = _CONTENT_RANGE.fullmatch((content_range or "").strip())
+        if status != 206 or not match or int(match[1]) != self.start:
+            raise UpstreamBadResponse(f"range {self.header()} answered {status} {content_range!r}")
+        if self.length is not None and int(match[2]) - int(match[1]) + 1 > self.length:
+            raise UpstreamBadResponse(f"range {self.header()} answered {content_range!r}")
+
+
 async def _open_download(
-    runtime: Runtime, url: str, headers: dict[str, str]
+    runtime: Runtime, url: str, headers: dict[str, str], window: _Window | None
 ) -> urllib3.BaseHTTPResponse:
     def open_() -> urllib3.BaseHTTPResponse:
         return runtime.blocking_http.request("GET", url, headers=headers, preload_content=False)
 
     response = await anyio.to_thread.run_sync(open_, limiter=runtime.limiter)
-    if response.status >= 400:
-        body = await anyio.to_thread.run_sync(response.read, 64 * 1024)
+    try:
+        _check_download(response, window)
+    except Exception:
         response.close()
-        raise sdk_error_from_response(response.status, body, response.headers.get("retry-after"))
+        raise
     return response
 
 
-async def _relay(response: urllib3.BaseHTTPResponse, runtime: Runtime) -> AsyncIterator[bytes]:
+def _check_download(response: urllib3.BaseHTTPResponse, window: _Window | None) -> None:
+    status = response.status
+    if status == 416:
+        raise error("RANGE_NOT_SATISFIABLE", "The offset is past the end of the file.")
+    if status >= 400:
+        body = response.read(64 * 1024)  # an error body is small; bounded anyway
+        raise error_from_response(status, body, response.headers.get("retry-after"))
+    kind = response.headers.get("content-type", "")
+    if status not in (200, 206) or _is_html(kind):
+        raise UpstreamBadResponse(f"download answered {status} {kind!r}")
+    if window is not None:
+        window.check(status, response.headers.get("content-range"))
+    elif status != 200:
+        raise UpstreamBadResponse(f"download answered {status} without a range asked")
+
+
+async def _relay(
+    response: urllib3.BaseHTTPResponse, runtime: Runtime, limit: int | None = None
+) -> AsyncIterator[bytes]:
     finished = False
+    remaining = limit
     try:
-        while chunk := await anyio.to_thread.run_sync(
-            response.read, DOWNLOAD_CHUNK_BYTES, limiter=runtime.limiter
-        ):
+        while remaining is None or remaining > 0:
+            size = (
+                DOWNLOAD_CHUNK_BYTES if remaining is None else min(remaining, DOWNLOAD_CHUNK_BYTES)
+            )
+            chunk = await anyio.to_thread.run_sync(response.read, size, limiter=runtime.limiter)
+            if not chunk:
+                break
+            if remaining is not None:
+                remaining -= len(chunk)
             yield chunk
-        finished = True
+        finished = remaining is None  # read to the end; a cut window may leave bytes unread
     finally:
-        # Complete: the connection goes back to the pool. Cut short (the caller went away):
-        # close it rather than drain what may be gigabytes.
+        # Complete: the connection goes back to the pool. Cut short (the caller went away, or
+        # a window of a whole-file answer): close it rather than drain what may be gigabytes.
         if finished:
             response.release_conn()
         else:
             response.close()
 
 
-async def _read_text(response: urllib3.BaseHTTPResponse, limit: int) -> TextContent:
+def _length(response: urllib3.BaseHTTPResponse) -> int | None:
+    value = response.headers.get("content-length")
+    return int(value) if value and value.isdigit() else None
+
+
+async def _read_text(
+    response: urllib3.BaseHTTPResponse, limit: int, window: int | None
+) -> TextContent:
     try:
         data = await anyio.to_thread.run_sync(response.read, limit + 1)
     finally:
         response.close()
+    data = data[:window] if window is not None else data  # a 200 whole file for a window at 0
     if len(data) > limit:
         raise GatewayError(
             413, "TEXT_TOO_LARGE", f"The file exceeds {limit} bytes; read it as a stream."
@@ -314,16 +413,24 @@ async def _read_text(response: urllib3.BaseHTTPResponse, limit: int) -> TextCont
         ) from None
 
 
-def _download_headers(response: urllib3.BaseHTTPResponse, path: str) -> dict[str, str]:
-    headers = {"X-Content-Type-Options": "nosniff"}
+def _download_headers(
+    response: urllib3.BaseHTTPResponse, path: str, window: _Window | None
+) -> dict[str, str]:
+    # Always: no sniffing, and a sandbox should anything still be rendered.
+    headers = {"X-Content-Type-Options": "nosniff", "Content-Security-Policy": "sandbox"}
     for name in ("content-length", "last-modified", "content-range"):
         if name in response.headers:
             headers[name.title()] = response.headers[name]
-    if _content_type(path) in _RISKY_TYPES:
-        # Never let a browser render active content straight out of a volume.
+    size = _length(response)
+    if window is not None and window.length is not None and size is not None:
+        headers["Content-Length"] = str(min(size, window.length))  # a 200 cut to the window
+    kind = _content_type(path)
+    if kind in INLINE_TYPES:
+        headers["Content-Type"] = kind
+    else:
         filename = quote(path.rsplit("/", 1)[-1])
+        headers["Content-Type"] = "application/octet-stream"
         headers["Content-Disposition"] = f"attachment; filename*=UTF-8''{filename}"
-        headers["Content-Security-Policy"] = "sandbox"
     return headers
 
 

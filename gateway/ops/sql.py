@@ -8,6 +8,7 @@ the deadline passes, the caller goes away, or the gateway shuts down. Results fo
 
 from __future__ import annotations
 
+import math
 import re
 import threading
 from collections.abc import AsyncIterator
@@ -31,12 +32,12 @@ from databricks.sdk.service.sql import (
 from pydantic import BaseModel, Field, StrictBool, StrictFloat, StrictInt
 
 from gateway.auth import get_workspace_client
-from gateway.errors import GatewayError, bad_request, from_sdk_error, masked_internal_error
+from gateway.errors import GatewayError, bad_request, masked_internal_error, translate
 from gateway.logs import current_request_id, logger
 from gateway.ops.catalog import Name
 from gateway.registry import ByteStream, Delivery
 from gateway.runtime import Runtime
-from gateway.sqltypes import RowTyper
+from gateway.sqltypes import RowTyper, type_from_text
 
 NDJSON = "application/x-ndjson"
 _MARKER = re.compile(r"(?<![:\w]):([A-Za-z_]\w*)")
@@ -80,7 +81,7 @@ async def run_query(
     warehouse_id: Annotated[str | None, Field(pattern=r"^[A-Za-z0-9]+$")] = None,
     catalog: Name | None = None,
     schema: Name | None = None,
-    row_limit: Annotated[int | None, Field(ge=1)] = None,
+    row_limit: Annotated[int | None, Field(ge=1, le=2**63 - 1)] = None,
     timeout_seconds: Annotated[float | None, Field(gt=0, le=600)] = None,
     rows_as: Literal["arrays", "objects"] = "arrays",
     disposition: Literal["INLINE", "EXTERNAL_LINKS"] = "INLINE",
@@ -174,7 +175,23 @@ def _bind(
 def _item(name: str, value: ParamValue, sql_type: str | None) -> StatementParameterListItem:
     if not re.fullmatch(r"[A-Za-z_]\w*", name):
         raise bad_request("INVALID_PARAMS", f"Invalid parameter name {name!r}.")
+    if _outside_int64(value):
+        # JSON integers past 64 bits parse as floats: refuse rather than bind a rounded DOUBLE.
+        raise bad_request(
+            "INVALID_PARAMS",
+            f"Parameter {name!r} is outside the 64-bit integer range; send it as a string "
+            "with an explicit type (e.g. DECIMAL(38,0)).",
+            field=f"parameters.{name}",
+        )
     return StatementParameterListItem(name=name, value=_text(value), type=sql_type or _infer(value))
+
+
+def _outside_int64(value: ParamValue) -> bool:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return False
+    if isinstance(value, float):
+        return not math.isfinite(value) or (value.is_integer() and abs(value) >= 2**63)
+    return not -(2**63) <= value < 2**63
 
 
 def _infer(value: ParamValue) -> str | None:
@@ -340,7 +357,7 @@ class ResultReader:
         self.columns = [
             Column(
                 name=c.name or "",
-                type=c.type_name.value if c.type_name else None,
+                type=c.type_name.value if c.type_name else type_from_text(c.type_text),
                 type_text=c.type_text,
             )
             for c in columns or []
@@ -348,7 +365,7 @@ class ResultReader:
         self.total_chunks = (manifest.total_chunk_count or 0) if manifest else 0
         self.server_truncated = bool(manifest and manifest.truncated)
         self.first = response.result
-        self.typer = RowTyper([c.type for c in self.columns])
+        self.typer = RowTyper([(c.type, c.type_text) for c in self.columns])
 
     async def chunks(self) -> AsyncIterator[list[list[Any]]]:
         result = self.first
@@ -461,7 +478,7 @@ async def _ndjson(reader: ResultReader, execution: Execution) -> AsyncIterator[b
 
 
 def _stream_error(exc: Exception) -> dict[str, Any]:
-    error = exc if isinstance(exc, GatewayError) else from_sdk_error(exc)
+    error = translate(exc)
     if error is None:
         logger.error("stream failed", exc_info=exc, extra={"request_id": current_request_id()})
         error = masked_internal_error()

@@ -9,6 +9,7 @@ state FAILED and a SQLSTATE, and serves EXTERNAL_LINKS that reject an Authorizat
 from __future__ import annotations
 
 import importlib.util
+import math
 import re
 import threading
 import time
@@ -73,6 +74,10 @@ class Warehouse:
         self.chunk_rows = 1000
         self.delay_seconds = 0.0  # time a statement spends RUNNING
         self.external_base: str | None = None  # where EXTERNAL_LINKS point (default: this server)
+        # Variants some Databricks-compatible servers send: JSON-typed values in `data_array`
+        # instead of strings, and columns with no `type_name` (only `type_text`).
+        self.typed_values = False
+        self.omit_type_names = False
         self.statements: dict[str, Statement] = {}
         self.canceled: list[str] = []
         self.submitted: list[dict[str, Any]] = []  # request bodies, for tests
@@ -272,9 +277,12 @@ class Warehouse:
         if statement.state != "SUCCEEDED":
             return out
         count = self._chunk_count(statement)
+        columns = statement.columns
+        if self.omit_type_names:
+            columns = [{k: v for k, v in c.items() if k != "type_name"} for c in columns]
         out["manifest"] = {
             "format": "JSON_ARRAY",
-            "schema": {"column_count": len(statement.columns), "columns": statement.columns},
+            "schema": {"column_count": len(columns), "columns": columns},
             "total_chunk_count": count,
             "chunks": [self._chunk_meta(statement, n) for n in range(count)],
             "total_row_count": statement.total_rows,
@@ -327,7 +335,26 @@ class Warehouse:
             ).fetchall()
         finally:
             cursor.close()
+        if self.typed_values:
+            types = [c["type_name"] for c in statement.columns]
+            return [[_typed(v, t) for v, t in zip(r, types, strict=True)] for r in rows]
         return [list(r) for r in rows]
+
+
+def _typed(value: str | None, type_name: str) -> Any:
+    """A string cell as a JSON-typed value, the way some compatible servers send it."""
+    if value is None:
+        return None
+    if type_name == "BOOLEAN":
+        return value == "true"
+    if type_name in ("BYTE", "SHORT", "INT", "LONG"):
+        return int(value)
+    if type_name in ("FLOAT", "DOUBLE"):
+        number = float(value)
+        return number if math.isfinite(number) else value  # JSON has no NaN/Infinity
+    if type_name in ("ARRAY", "MAP", "STRUCT"):
+        return orjson.loads(value)
+    return value
 
 
 def _bind(sql: str, parameters: list[dict[str, Any]]) -> tuple[str, dict[str, Any]]:

@@ -51,6 +51,9 @@ class Fault:
     delay: float = 0.0
     drop: bool = False
     times: int | None = 1
+    # A body that is not the API's (a login or proxy page), sent with `status` or 200.
+    body: bytes | None = None
+    content_type: str = "text/html"
 
     def matches(self, method: str, path: str) -> bool:
         return (self.method in (None, method)) and self.path in path
@@ -80,6 +83,10 @@ class FakeWorkspace:
         self.empty_first_page = empty_first_page
         self.create_volume_delay = 0.0
         self.latency = 0.0  # seconds added to every /api/ request (benchmarks)
+        # Range variants: a whole-file range answered 206 (RFC-exact) instead of 200, or every
+        # Range ignored with the whole file and 200 (a hostile or naive upstream).
+        self.range_always_206 = False
+        self.ignore_range = False
         self.lock = threading.RLock()
         self.users: dict[str, FakeUser] = {}
         self.service_principals: dict[str, tuple[str, FakeUser]] = {}
@@ -257,6 +264,9 @@ class FakeWorkspace:
             time.sleep(fault.delay)
         if fault.drop:
             rq.drop()
+            return True
+        if fault.body is not None:
+            rq.send(fault.status or 200, fault.body, content_type=fault.content_type)
             return True
         if fault.status is None:
             return False
@@ -552,14 +562,19 @@ class FakeWorkspace:
             rq.send_error_body(404, "NOT_FOUND", "File not found.", "FILES_API_FILE_NOT_FOUND")
             return
         size = target.stat().st_size
-        start, end = _byte_range(rq.headers.get("Range"), size)
+        asked = None if self.ignore_range else rq.headers.get("Range")
+        ranged = _byte_range(asked, size)
+        if ranged is None:
+            rq.send(416, headers={"Content-Range": f"bytes */{size}"})
+            return
+        start, end = ranged
         headers = {
             "Content-Length": str(end - start),
             "Last-Modified": email.utils.formatdate(target.stat().st_mtime, usegmt=True),
             "Accept-Ranges": "bytes",
         }
         status = 200
-        if rq.headers.get("Range") and (start, end) != (0, size):
+        if asked and ((start, end) != (0, size) or self.range_always_206):
             status = 206
             headers["Content-Range"] = f"bytes {start}-{end - 1}/{size}"
         rq.send_response(status)
@@ -687,13 +702,16 @@ def _entry(child: Path, virtual: str) -> dict[str, Any]:
     return entry
 
 
-def _byte_range(header: str | None, size: int) -> tuple[int, int]:
+def _byte_range(header: str | None, size: int) -> tuple[int, int] | None:
+    """The [start, end) a Range header asks for; None when it cannot be satisfied (416)."""
     match = re.fullmatch(r"bytes=(\d*)-(\d*)", header or "")
     if not match or (not match[1] and not match[2]):
         return 0, size
     if not match[1]:
         return max(0, size - int(match[2])), size
-    start = min(int(match[1]), size)
+    start = int(match[1])
+    if start >= size:
+        return None
     end = min(int(match[2]) + 1, size) if match[2] else size
     return start, max(start, end)
 

@@ -13,6 +13,19 @@ from gateway.logs import configure, logger
 from gateway.settings import Settings
 
 
+def missing_credentials(settings: Settings) -> str | None:
+    """One start-up warning naming what to set when no call could succeed as configured."""
+    if settings.databricks_host is None:
+        return "DATABRICKS_HOST is not set: every op will answer 503 NOT_CONFIGURED"
+    if settings.service_auth_type or settings.config_profile or settings.auth_mode == "user":
+        return None
+    return (
+        "No Databricks credentials: set DATABRICKS_TOKEN, or DATABRICKS_CLIENT_ID and "
+        "DATABRICKS_CLIENT_SECRET, or DATABRICKS_CONFIG_PROFILE (or GATEWAY_AUTH_MODE=user "
+        "to act only for forwarded user tokens)"
+    )
+
+
 def main() -> int:
     try:
         settings = Settings()
@@ -26,6 +39,8 @@ def main() -> int:
         return 2
     if settings.secret is None:
         logger.warning("GATEWAY_SECRET is not set: any local process can call the gateway")
+    if missing := missing_credentials(settings):
+        logger.warning(missing)
     if not settings.allowed_roots:
         logger.warning("GATEWAY_ALLOWED_ROOTS is empty: file ops may touch every volume")
     try:

@@ -30,9 +30,11 @@ from gateway.ops import ALL_OPS
 from gateway.registry import ByteStream, Delivery, Op, Registry, Upload
 from gateway.runtime import Runtime
 from gateway.settings import Settings
+from gateway.upstream import unreachable_reason
 
 NDJSON = "application/x-ndjson"
 READY_TIMEOUT_SECONDS = 5.0
+PROBE_TIMEOUT_SECONDS = 3.0  # connect and read each: /ready answers within a few seconds
 
 
 def create_app(settings: Settings | None = None, runtime: Runtime | None = None) -> FastAPI:
@@ -256,6 +258,11 @@ async def _ready(runtime: Runtime, deep: bool) -> Response:
     settings = runtime.settings
     if settings.databricks_host is None:
         return _not_ready("DATABRICKS_HOST is not configured.")
+    reason = await anyio.to_thread.run_sync(
+        unreachable_reason, runtime.blocking_http, settings.databricks_host, PROBE_TIMEOUT_SECONDS
+    )
+    if reason is not None:
+        return _not_ready(reason)
     if settings.service_auth_type is None and not settings.config_profile:
         if settings.auth_mode == "user":
             return _json({"status": "ready", "identity": "user-only"})

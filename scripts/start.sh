@@ -89,7 +89,30 @@ gateway_pid=$!
 pids=("$gateway_pid" "${pids[@]}")
 graces=(80 "${graces[@]}")
 wait_healthy "http://127.0.0.1:$GATEWAY_PORT/health" "$gateway_pid" "gateway"
-log info "gateway ready on 127.0.0.1:$GATEWAY_PORT"
+# Alive is not ready: say plainly when Databricks cannot be used, and keep serving so the app
+# comes up degraded (its /ready turns 200 once Databricks answers).
+readiness="$("$py" - "$GATEWAY_PORT" <<'PY'
+import json, os, sys, urllib.error, urllib.request
+
+request = urllib.request.Request(
+    f"http://127.0.0.1:{sys.argv[1]}/ready",
+    headers={"X-Gateway-Secret": os.environ["GATEWAY_SECRET"]},
+)
+try:
+    urllib.request.urlopen(request, timeout=15).close()
+    reason = "ready"
+except urllib.error.HTTPError as exc:
+    reason = json.loads(exc.read() or b"{}").get("reason") or f"HTTP {exc.code}"
+except OSError as exc:
+    reason = f"the readiness check failed: {exc}"
+print(json.dumps(reason)[1:-1])  # safe inside the JSON log line
+PY
+)"
+if [ "$readiness" = ready ]; then
+  log info "gateway ready on 127.0.0.1:$GATEWAY_PORT"
+else
+  log warning "gateway up on 127.0.0.1:$GATEWAY_PORT but NOT READY: $readiness"
+fi
 
 export PORT="$front_port" HOST="${FRONT_HOST:-0.0.0.0}"
 if [ -n "${FRONT_COMMAND:-}" ]; then

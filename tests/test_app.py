@@ -32,6 +32,14 @@ def test_ready_fails_with_a_reason_when_databricks_rejects_the_service_identity(
     assert "dapi-unknown" not in response.text
 
 
+def test_ready_names_an_unreachable_host_and_the_cause(gateway):
+    _, client = gateway(databricks_host="http://127.0.0.1:9")
+    response = client.get("/ready", timeout=30)  # a hang guard; the probe takes ~ms here
+    assert response.status_code == 503
+    reason = response.json()["reason"]
+    assert "http://127.0.0.1:9" in reason and "refused" in reason
+
+
 def test_ready_without_host_is_503(gateway):
     _, client = gateway(databricks_host=None)
     response = client.get("/ready")

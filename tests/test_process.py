@@ -147,3 +147,46 @@ def test_bad_allowed_roots_stop_the_start(workspace, roots):
     process, _ = start_gateway(workspace, GATEWAY_ALLOWED_ROOTS=roots)
     output = process.communicate(timeout=30)[0].decode()
     assert process.returncode == 2 and "GATEWAY_ALLOWED_ROOTS" in output
+
+
+def test_start_without_credentials_warns_once_naming_the_settings(workspace):
+    process, _ = start_gateway(workspace, DATABRICKS_TOKEN="")
+    process.send_signal(signal.SIGTERM)
+    output = process.communicate(timeout=30)[0].decode()
+    warnings = [line for line in output.splitlines() if "No Databricks credentials" in line]
+    assert len(warnings) == 1
+    assert "DATABRICKS_TOKEN" in warnings[0] and "DATABRICKS_CLIENT_ID" in warnings[0]
+
+
+def test_start_sh_reports_an_unreachable_host_and_keeps_serving(tmp_path):
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("DATABRICKS_", "GATEWAY_"))}
+    gateway_port, front_port = free_port(), free_port()
+    env.update(
+        DATABRICKS_HOST="http://127.0.0.1:9",
+        DATABRICKS_TOKEN="dapi-unreachable",
+        DATABRICKS_CONFIG_FILE=os.environ["DATABRICKS_CONFIG_FILE"],
+        GATEWAY_PORT=str(gateway_port),
+        PORT=str(front_port),
+        GATEWAY_VENV=sys.prefix,
+        FRONT_COMMAND="sleep 120",
+    )
+    process = subprocess.Popen(
+        ["bash", "scripts/start.sh", "--no-install"],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    try:
+        seen = []
+        assert process.stderr is not None
+        for raw in process.stderr:  # ends when start.sh stops; the timeout below guards a hang
+            seen.append(raw.decode())
+            if "NOT READY" in seen[-1] or "front server starting" in seen[-1]:
+                break
+        line = next((entry for entry in seen if "NOT READY" in entry), "")
+        assert "http://127.0.0.1:9" in line and "unreachable" in line, seen
+        assert httpx.get(f"http://127.0.0.1:{gateway_port}/health").status_code == 200
+    finally:
+        process.send_signal(signal.SIGTERM)
+        process.wait(30)

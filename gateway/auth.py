@@ -10,10 +10,13 @@ from __future__ import annotations
 
 import hashlib
 import importlib
+import importlib.metadata
+import inspect
 import threading
 from collections.abc import Mapping
 from contextvars import ContextVar, Token
 from dataclasses import dataclass, field
+from types import ModuleType
 from typing import Literal, Protocol
 
 from cachetools import TTLCache
@@ -244,6 +247,7 @@ class ToolsCoreBackend:
                 "GATEWAY_AUTH_BACKEND=tools-core but databricks-tools-core is not installed; "
                 "see README 'Optional tools-core backend'."
             ) from exc
+        check_tools_core_contract(self._module)
         self._service = SdkBackend(settings)
 
     def enter(self, identity: Identity) -> None:
@@ -265,6 +269,55 @@ class ToolsCoreBackend:
     @property
     def cached_user_clients(self) -> int:
         return 0
+
+
+TOOLS_CORE_NEEDED = (
+    "databricks-tools-core from its main branch at commit b253942 (2026-02-25) or later, "
+    "whose set_databricks_auth(host, token, *, force_token=False) takes force_token "
+    "(pinned: d2806ce)"
+)
+
+
+def check_tools_core_contract(module: ModuleType) -> None:
+    """Refuse to start on a tools-core whose auth functions differ from what we call.
+
+    Without `force_token` every user request would fail with a TypeError at call time (or,
+    worse, tools-core would prefer the environment's service identity over the user's token).
+    """
+    problems = []
+    for name, parameters in {
+        "set_databricks_auth": ("host", "token", "force_token"),
+        "clear_databricks_auth": (),
+        "get_workspace_client": (),
+    }.items():
+        function = getattr(module, name, None)
+        if not callable(function):
+            problems.append(f"{name} is missing")
+            continue
+        signature = inspect.signature(function)
+        missing = [p for p in parameters if p not in signature.parameters]
+        required = [
+            p.name
+            for p in signature.parameters.values()
+            if p.default is p.empty
+            and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)
+            and p.name not in parameters
+        ]
+        if missing or required:
+            problems.append(f"{name}{signature} does not fit")
+    if problems:
+        version = _installed_version("databricks-tools-core")
+        raise RuntimeError(
+            f"GATEWAY_AUTH_BACKEND=tools-core needs {TOOLS_CORE_NEEDED}; the installed one "
+            f"({version}) does not fit: {'; '.join(problems)}."
+        )
+
+
+def _installed_version(distribution: str) -> str:
+    try:
+        return f"version {importlib.metadata.version(distribution)}"
+    except importlib.metadata.PackageNotFoundError:
+        return "version unknown"
 
 
 def make_backend(settings: Settings) -> SdkBackend | ToolsCoreBackend:

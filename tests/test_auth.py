@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import sys
+import types
 
 import httpx
 import pytest
@@ -263,3 +264,36 @@ def test_tools_core_clear_runs_on_error(tools_core, gateway):
 def test_tools_core_missing_is_a_clear_startup_error():
     with pytest.raises(RuntimeError, match="databricks-tools-core is not installed"):
         ToolsCoreBackend(Settings(), module_name="databricks_tools_core_absent.auth")
+
+
+def test_a_tools_core_without_force_token_is_refused_naming_the_version_needed(tmp_path):
+    # The unmerged branch once pinned: set_databricks_auth(host, token) with no force_token.
+    module = types.ModuleType("old_tools_core_auth")
+
+    def set_databricks_auth(host, token):
+        pass
+
+    module.set_databricks_auth = set_databricks_auth  # type: ignore[attr-defined]
+    module.clear_databricks_auth = lambda: None  # type: ignore[attr-defined]
+    module.get_workspace_client = lambda: None  # type: ignore[attr-defined]
+    sys.modules["old_tools_core_auth"] = module
+    try:
+        with pytest.raises(RuntimeError) as raised:
+            ToolsCoreBackend(Settings(), module_name="old_tools_core_auth")
+    finally:
+        del sys.modules["old_tools_core_auth"]
+    message = str(raised.value)
+    assert "force_token" in message and "b253942" in message
+    assert "set_databricks_auth(host, token)" in message
+
+
+@pytest.mark.parametrize("mode", ["service", "user", "auto"])
+def test_installed_tools_core_in_every_mode(installed_tools_core, gateway, mode):
+    _, client = gateway(auth_backend="tools-core", auth_mode=mode)
+    if mode != "user":
+        assert user_name(run(client, "me")) == "gateway-service@example.com"
+    if mode != "service":
+        assert user_name(run(client, "me", headers=ALICE)) == "alice@example.com"
+        assert user_name(run(client, "me", headers=BOB)) == "bob@example.com"
+        bad = run(client, "me", headers={"X-Databricks-Token": "dapi-nobody"})
+        assert bad.status_code in (401, 403)  # never the service identity

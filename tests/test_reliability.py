@@ -70,6 +70,16 @@ def test_mixed_identities_through_the_tools_core_backend(tools_core, gateway, wo
     assert_isolated(results)
 
 
+def test_1000_mixed_identities_through_the_installed_tools_core(
+    installed_tools_core, gateway, workspace
+):
+    workspace.add_user("dapi-carol", "carol@example.com")
+    server, _ = gateway(auth_mode="auto", auth_backend="tools-core")
+    results = mixed_load(server.url, total=1000, concurrency=16)
+    assert len(results) == 1000
+    assert_isolated(results)
+
+
 def connections_to(port: int) -> int:
     return sum(
         1

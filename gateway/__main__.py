@@ -5,11 +5,11 @@ from __future__ import annotations
 import os
 import sys
 
-import uvicorn
 from pydantic import ValidationError
 
 from gateway.app import create_app
 from gateway.logs import configure, logger
+from gateway.serve import server_for
 from gateway.settings import Settings
 
 
@@ -48,17 +48,7 @@ def main() -> int:
     except RuntimeError as exc:
         logger.error(str(exc))
         return 2
-    uvicorn.run(
-        app,
-        host=settings.host,
-        port=settings.port,
-        log_config=None,
-        access_log=False,
-        timeout_graceful_shutdown=5,  # then in-flight work is cancelled (queries too)
-        # Below the Node client's keep-alive so the client, not us, closes idle sockets first.
-        timeout_keep_alive=30,
-        h11_max_incomplete_event_size=64 * 1024,
-    )
+    server_for(app, settings).run()
     return 0
 
 

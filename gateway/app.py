@@ -67,6 +67,7 @@ def create_app(settings: Settings | None = None, runtime: Runtime | None = None)
     app.add_middleware(
         RequestContext,
         secret=settings.secret.get_secret_value() if settings.secret else None,
+        is_draining=lambda: runtime.draining,
     )
 
     async def run(request: Request) -> Response:
@@ -290,9 +291,17 @@ def _not_ready(reason: str) -> Response:
 
 
 async def _cancel_running_statements(runtime: Runtime) -> None:
-    for cancel in list(runtime.running_statements.values()):
-        with contextlib.suppress(Exception):
-            await cancel()  # type: ignore[operator]
+    """Cancel every statement on the warehouse before the process goes (bounded: 5 s).
+
+    Statements still being submitted have no id yet: their submitting thread cancels them as
+    soon as it has one, and removes them, so this waits for the registry to empty."""
+    with anyio.move_on_after(5):
+        async with anyio.create_task_group() as group:
+            for cancel in list(runtime.running_statements.values()):
+                group.start_soon(cancel)
+        # Entries leave from worker threads, which cannot set an anyio Event: poll.
+        while runtime.running_statements:  # noqa: ASYNC110
+            await anyio.sleep(0.05)
 
 
 # --- responses --------------------------------------------------------------------------------

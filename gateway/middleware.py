@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import hmac
 import re
 import time
 import uuid
+from collections.abc import Callable
 from typing import Any
 
 import orjson
@@ -38,9 +41,12 @@ def request_id_from(raw: bytes | None) -> str:
 class RequestContext:
     """Gives each request an id, checks X-Gateway-Secret, logs one line when it ends."""
 
-    def __init__(self, app: ASGIApp, secret: str | None) -> None:
+    def __init__(
+        self, app: ASGIApp, secret: str | None, is_draining: Callable[[], bool] = lambda: False
+    ) -> None:
         self.app = app
         self.secret = secret.encode() if secret else None
+        self.is_draining = is_draining
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -73,6 +79,8 @@ class RequestContext:
                     400, "DUPLICATE_HEADER", f"The {duplicated} header is sent more than once."
                 )
                 await send_error(send_with_id, error, request_id)
+            elif self.is_draining() and scope["path"] not in OPEN_PATHS:
+                await send_error(send_with_id, _shutting_down(), request_id)
             elif self._authorised(scope["path"], headers.get(SECRET_HEADER)):
                 await self.app(scope, receive, send_with_id)
             else:
@@ -80,6 +88,14 @@ class RequestContext:
                     401, "GATEWAY_UNAUTHORIZED", "Missing or wrong X-Gateway-Secret."
                 )
                 await send_error(send_with_id, error, request_id)
+        except asyncio.CancelledError:
+            # The server's graceful shutdown ran out: still answer in our envelope (never
+            # uvicorn's plain-text 500 or an empty reply), then end quietly.
+            if started_response:
+                raise
+            status = 503
+            with contextlib.suppress(Exception):
+                await send_error(send_with_id, _shutting_down(), request_id)
         except Exception:
             # Unexpected errors are bugs: full detail in our log, a masked 500 for the caller.
             logger.exception("unhandled error", extra={"request_id": request_id})
@@ -104,6 +120,12 @@ class RequestContext:
         if self.secret is None or path in OPEN_PATHS:
             return True
         return presented is not None and hmac.compare_digest(presented, self.secret)
+
+
+def _shutting_down() -> GatewayError:
+    error = GatewayError(503, "SHUTTING_DOWN", "The gateway is shutting down; retry shortly.")
+    error.headers["Connection"] = "close"
+    return error
 
 
 def _duplicated(raw_headers: list[tuple[bytes, bytes]]) -> str | None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
 import anyio
@@ -21,8 +22,10 @@ class Runtime:
     # threads, 1 MiB at a time) for downloads, where it moves bytes several times faster.
     http: httpx.AsyncClient
     blocking_http: urllib3.PoolManager
-    # Cancel callbacks of running SQL statements, called at shutdown.
-    running_statements: dict[str, object] = field(default_factory=dict)
+    # Cancel callbacks of SQL statements being submitted or running, called at shutdown.
+    running_statements: dict[object, Callable[[], Awaitable[None]]] = field(default_factory=dict)
+    # Set when the server starts shutting down: new requests are refused with SHUTTING_DOWN.
+    draining: bool = False
 
     @classmethod
     def create(cls, settings: Settings, backend: SdkBackend | ToolsCoreBackend) -> Runtime:

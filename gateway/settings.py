@@ -39,6 +39,9 @@ class Settings(BaseSettings):
     request_timeout_seconds: float = Field(
         60.0, gt=0, le=600, validation_alias=_env("GATEWAY_REQUEST_TIMEOUT_SECONDS")
     )
+    header_timeout_seconds: float = Field(
+        5.0, gt=0, le=120, validation_alias=_env("GATEWAY_HEADER_TIMEOUT_SECONDS")
+    )
     thread_limit: int = Field(32, ge=1, le=512, validation_alias=_env("GATEWAY_THREAD_LIMIT"))
     log_level: str = Field("INFO", validation_alias=_env("GATEWAY_LOG_LEVEL"))
 

@@ -10,9 +10,9 @@ from contextlib import contextmanager
 from typing import Any
 
 import httpx
-import uvicorn
 
 from gateway.app import create_app
+from gateway.serve import server_for
 from gateway.settings import Settings
 from gateway.testing import DEMO, FakeWorkspace
 
@@ -24,10 +24,7 @@ class GatewayServer:
         self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         self.sock.bind(("127.0.0.1", 0))
-        config = uvicorn.Config(
-            self.app, log_config=None, access_log=False, lifespan="on", timeout_graceful_shutdown=5
-        )
-        self.server = uvicorn.Server(config)
+        self.server = server_for(self.app, settings)
         self.thread = threading.Thread(target=self.server.run, kwargs={"sockets": [self.sock]})
 
     @property

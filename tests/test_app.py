@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import httpx
 import pytest
 
 from tests.support import run
@@ -198,3 +199,26 @@ def test_unexpected_errors_are_masked(gateway, caplog):
     assert response.json()["error"]["code"] == "INTERNAL_ERROR"
     assert "passwd" not in response.text
     assert any("passwd" in (r.exc_text or "") or r.exc_info for r in caplog.records)
+
+
+def test_a_draining_gateway_refuses_new_work_in_the_envelope_but_stays_live():
+    import asyncio
+
+    from gateway.middleware import RequestContext
+
+    async def app(scope, receive, send):  # reached only when not draining
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b"ran"})
+
+    async def call(draining: bool, path: str) -> httpx.Response:
+        wrapped = RequestContext(app, secret=None, is_draining=lambda: draining)
+        transport = httpx.ASGITransport(app=wrapped)
+        async with httpx.AsyncClient(transport=transport, base_url="http://gw") as http:
+            return await http.post(path)
+
+    refused = asyncio.run(call(True, "/run"))
+    assert refused.status_code == 503
+    assert refused.json()["error"]["code"] == "SHUTTING_DOWN"
+    assert refused.headers["connection"] == "close"
+    assert asyncio.run(call(True, "/health")).text == "ran"  # liveness answers while draining
+    assert asyncio.run(call(False, "/run")).text == "ran"

@@ -80,6 +80,10 @@ def test_refuses_a_missing_tools_core_backend(workspace):
     assert process.returncode == 2 and "databricks-tools-core is not installed" in output
 
 
+def envelope(response: httpx.Response) -> tuple[int, str]:
+    return response.status_code, response.json()["error"]["code"]
+
+
 def test_sigterm_cancels_the_query_drops_the_upload_and_exits_within_15s(workspace):
     workspace.warehouse.delay_seconds = 60
     process, url = start_gateway(workspace)
@@ -90,12 +94,14 @@ def test_sigterm_cancels_the_query_drops_the_upload_and_exits_within_15s(workspa
     def long_query() -> None:
         try:
             outcomes.append(
-                httpx.post(
-                    f"{url}/run",
-                    json={"op": "run_query", "statement": "SELECT 1"},
-                    headers=headers,
-                    timeout=30,
-                ).status_code
+                envelope(
+                    httpx.post(
+                        f"{url}/run",
+                        json={"op": "run_query", "statement": "SELECT 1"},
+                        headers=headers,
+                        timeout=30,
+                    )
+                )
             )
         except httpx.HTTPError as exc:
             outcomes.append(type(exc).__name__)
@@ -108,13 +114,15 @@ def test_sigterm_cancels_the_query_drops_the_upload_and_exits_within_15s(workspa
 
         try:
             outcomes.append(
-                httpx.post(
-                    f"{url}/run",
-                    params={"op": "write_file", "path": target},
-                    content=body(),
-                    headers={**headers, "content-type": "application/octet-stream"},
-                    timeout=30,
-                ).status_code
+                envelope(
+                    httpx.post(
+                        f"{url}/run",
+                        params={"op": "write_file", "path": target},
+                        content=body(),
+                        headers={**headers, "content-type": "application/octet-stream"},
+                        timeout=30,
+                    )
+                )
             )
         except httpx.HTTPError as exc:
             outcomes.append(type(exc).__name__)
@@ -139,7 +147,8 @@ def test_sigterm_cancels_the_query_drops_the_upload_and_exits_within_15s(workspa
     time.sleep(0.5)
     assert not workspace.files_root.joinpath("main", "app", "files", "in-flight.bin").exists()
     assert not list(workspace.files_root.glob(".upload-*"))
-    assert len(outcomes) == 2
+    # Both callers get the JSON envelope: never uvicorn's plain-text 500 or an empty reply.
+    assert outcomes == [(503, "SHUTTING_DOWN"), (503, "SHUTTING_DOWN")]
 
 
 @pytest.mark.parametrize("roots", ["/etc", "/Volumes/main/../x"])

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import socket
 import threading
 import time
 
@@ -188,3 +189,27 @@ def test_malformed_requests_get_clear_4xx(gateway):
     huge = client.post("/run", json={"op": "me"}, headers={"X-Padding": "p" * 200_000})
     assert (huge.status_code, huge.json()["error"]["code"]) == (431, "HEADERS_TOO_LARGE")
     assert client.get("/health").status_code == 200
+
+
+def test_connections_that_never_finish_a_request_head_are_closed(gateway):
+    server, client = gateway(header_timeout_seconds=1)
+    port = int(server.url.rsplit(":", 1)[1])
+    silent = [socket.create_connection(("127.0.0.1", port)) for _ in range(20)]
+    partial = [socket.create_connection(("127.0.0.1", port)) for _ in range(20)]
+    for sock in partial:
+        sock.sendall(b"GET /health HTTP/1.1\r\nHost: x\r\nX-Slow: ")
+    for sock in silent + partial:
+        sock.settimeout(30)  # a hang guard: the server closes them after ~1 s
+        assert sock.recv(1024) == b""  # closed by the gateway, with no response
+        sock.close()
+    assert client.get("/health").status_code == 200  # complete requests are unaffected
+
+
+def test_a_slow_but_steady_request_head_within_the_timeout_is_served(gateway):
+    server, _ = gateway(header_timeout_seconds=5)
+    port = int(server.url.rsplit(":", 1)[1])
+    with socket.create_connection(("127.0.0.1", port)) as sock:
+        sock.settimeout(30)
+        for part in (b"GET /health HTTP/1.1\r\n", b"Host: x\r\n", b"\r\n"):
+            sock.sendall(part)
+        assert sock.recv(1024).startswith(b"HTTP/1.1 200")

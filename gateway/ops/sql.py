@@ -272,17 +272,20 @@ class Execution:
                 abandoned = self._abandoned
             if abandoned:
                 self._cancel_now()
+                self.forget()
             return response
 
+        # Known from before the submit, so a shutdown can wait for the id and cancel it.
+        self.runtime.running_statements[self] = self.cancel
         try:
-            response = await anyio.to_thread.run_sync(execute, abandon_on_cancel=True)
-        except BaseException:
+            return await anyio.to_thread.run_sync(execute, abandon_on_cancel=True)
+        except anyio.get_cancelled_exc_class():
             with self._lock:
-                self._abandoned = True
+                self._abandoned = True  # the thread, still submitting, cancels when it returns
             raise
-        if self.statement_id:
-            self.runtime.running_statements[self.statement_id] = self.cancel
-        return response
+        except BaseException:
+            self.forget()
+            raise
 
     async def _wait(self, response: StatementResponse) -> StatementResponse:
         delay = 0.05
@@ -319,10 +322,15 @@ class Execution:
 
     async def cancel(self) -> None:
         """Cancel on the warehouse (idempotent, shielded: it runs even while being cancelled)."""
+        with self._lock:
+            if self.statement_id is None:
+                self._abandoned = True  # still submitting: cancelled as soon as the id is known
+                return
+            if self._cancelled:
+                return
+            self._cancelled = True
         with anyio.CancelScope(shield=True), anyio.move_on_after(5):
-            if self.statement_id and not self._cancelled:
-                self._cancelled = True
-                await anyio.to_thread.run_sync(self._cancel_now, abandon_on_cancel=True)
+            await anyio.to_thread.run_sync(self._cancel_now, abandon_on_cancel=True)
         self.forget()
 
     def _cancel_now(self) -> None:
@@ -336,8 +344,7 @@ class Execution:
             )
 
     def forget(self) -> None:
-        if self.statement_id:
-            self.runtime.running_statements.pop(self.statement_id, None)
+        self.runtime.running_statements.pop(self, None)
 
 
 # --- results ---------------------------------------------------------------------------------

@@ -6,7 +6,8 @@
 #
 # Environment: GATEWAY_PORT (8765), DATABRICKS_APP_PORT / PORT (3000, the front server),
 # GATEWAY_LOCAL=1 (same as --local), GATEWAY_SKIP_INSTALL=1 (never install),
-# FRONT_COMMAND (default: node examples/express-app/server.js), GATEWAY_START_TIMEOUT (30 s).
+# FRONT_HOST (127.0.0.1; the image and app.yaml set 0.0.0.0), GATEWAY_START_TIMEOUT (30 s),
+# FRONT_COMMAND (default: node examples/express-app/server.js).
 set -euo pipefail
 
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -91,7 +92,7 @@ graces=(80 "${graces[@]}")
 wait_healthy "http://127.0.0.1:$GATEWAY_PORT/health" "$gateway_pid" "gateway"
 log info "gateway ready on 127.0.0.1:$GATEWAY_PORT"
 
-export PORT="$front_port" HOST="${FRONT_HOST:-0.0.0.0}"
+export PORT="$front_port" HOST="${FRONT_HOST:-127.0.0.1}"
 if [ -n "${FRONT_COMMAND:-}" ]; then
   bash -c "exec $FRONT_COMMAND" &
 else

@@ -61,3 +61,15 @@ def test_compose_interpolations_all_have_defaults() -> None:
     """`${VAR}` with no default would warn and pass an empty value on a fresh clone."""
     for match in re.finditer(r"\$\{([^}]*)\}", COMPOSE.read_text()):
         assert re.fullmatch(r"\w+:?-.*", match.group(1)), f"{match.group(0)} has no default"
+
+
+def test_container_and_apps_listen_on_every_interface() -> None:
+    """start.sh defaults the front server to 127.0.0.1; where it must be reachable, say so."""
+    assert re.search(r"^ENV FRONT_HOST=0\.0\.0\.0\b", (ROOT / "Dockerfile").read_text(), re.M)
+    yaml = pytest.importorskip("yaml", reason="pyyaml reads app.yaml and docker-compose.yml")
+    app = yaml.safe_load((ROOT / "app.yaml").read_text())
+    assert {"name": "FRONT_HOST", "value": "0.0.0.0"} in app["env"]
+    services = yaml.safe_load(COMPOSE.read_text())["services"]
+    for name, service in services.items():
+        assert service["environment"].get("FRONT_HOST") == "0.0.0.0", name
+    assert 'HOST="${FRONT_HOST:-127.0.0.1}"' in (ROOT / "scripts" / "start.sh").read_text()

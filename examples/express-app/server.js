@@ -94,9 +94,12 @@ function queryParams(body) {
 
 if (process.argv[1] === fileURLToPath(import.meta.url)) {
   const port = Number(process.env.PORT ?? 3000);
-  const host = process.env.HOST ?? '0.0.0.0';
+  // Loopback unless told otherwise: the container and Databricks Apps set HOST=0.0.0.0 (via
+  // start.sh's FRONT_HOST); a laptop run stays off the network.
+  const host = process.env.HOST || '127.0.0.1';
   const server = createApp().listen(port, host, () => {
-    console.log(JSON.stringify({ level: 'info', event: 'front server listening', host, port }));
+    const { address, port: bound } = server.address();
+    console.log(JSON.stringify({ level: 'info', event: 'front server listening', host: address, port: bound }));
   });
   const stop = () => server.close(() => process.exit(0));
   process.on('SIGTERM', stop);

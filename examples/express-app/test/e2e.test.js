@@ -32,6 +32,8 @@ before(async () => {
   ports = { front: await freePort(), gateway: await freePort(), fake: await freePort() };
   const env = { ...process.env };
   for (const k of Object.keys(env)) if (k.startsWith('DATABRICKS_') || k.startsWith('GATEWAY_')) delete env[k];
+  delete env.HOST;
+  delete env.FRONT_HOST;
   Object.assign(env, {
     PORT: String(ports.front), GATEWAY_PORT: String(ports.gateway), GATEWAY_FAKE_PORT: String(ports.fake),
     GATEWAY_SKIP_INSTALL: '1', DATABRICKS_CONFIG_FILE: join(root, '.no-databrickscfg'),
@@ -73,6 +75,7 @@ test('health reports the gateway ready, and the banner says local mode', async (
   assert.equal(status, 200);
   assert.equal(body.gateway.ready, true);
   assert.match(output.join(''), /LOCAL MODE/);
+  assert.match(output.join(''), new RegExp(`"front server listening","host":"127\\.0\\.0\\.1","port":${ports.front}\\b`));
 });
 
 test('identity and catalog routes', async () => {

@@ -81,6 +81,7 @@ if [ "$local_mode" = 1 ]; then
   wait_healthy "http://127.0.0.1:$fake_port/.well-known/databricks-config" "$fake_pid" "fake workspace"
   export DATABRICKS_HOST="http://127.0.0.1:$fake_port" DATABRICKS_TOKEN=dapi-local-service
   export DATABRICKS_WAREHOUSE_ID=fakewarehouse0001
+  export GATEWAY_LOCAL=1  # the front server's page shows a local-mode banner
   unset DATABRICKS_CLIENT_ID DATABRICKS_CLIENT_SECRET DATABRICKS_CONFIG_PROFILE
   log warning "LOCAL MODE: a fake workspace on 127.0.0.1:$fake_port with demo data; no real Databricks workspace is in use"
 fi

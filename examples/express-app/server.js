@@ -17,7 +17,11 @@ const RELAYED_FILE_HEADERS = [
   'content-security-policy', 'x-content-type-options',
 ];
 
-export function createApp({ gateway = createGatewayClient(), authMode = process.env.GATEWAY_AUTH_MODE ?? 'service' } = {}) {
+export function createApp({
+  gateway = createGatewayClient(),
+  authMode = process.env.GATEWAY_AUTH_MODE ?? 'service',
+  local = process.env.GATEWAY_LOCAL === '1',  // start.sh --local: the workspace is the fake one
+} = {}) {
   const app = express();
   app.disable('x-powered-by');
   const json = express.json({ limit: '1mb' });
@@ -41,6 +45,8 @@ export function createApp({ gateway = createGatewayClient(), authMode = process.
     }
   }));
 
+  // What the page needs to know about this server (local: show the fake-workspace banner).
+  app.get('/api/config', (req, res) => res.json({ local }));
   app.get('/api/me', route(async (req, res) => res.json(await gateway.me(call(req, res)))));
   app.get('/api/catalogs', route(async (req, res) => res.json(await gateway.listCatalogs(call(req, res)))));
   app.get('/api/schemas', route(async (req, res) => {

@@ -79,6 +79,7 @@ test('health reports the gateway ready, and the banner says local mode', async (
 });
 
 test('identity and catalog routes', async () => {
+  assert.deepEqual((await get('/api/config')).body, { local: true });
   assert.equal((await get('/api/me')).body.user_name, 'gateway-service@example.com');
   assert.ok((await get('/api/catalogs')).body.some((c) => c.name === 'main'));
   assert.deepEqual((await get('/api/schemas?catalog=main')).body.map((s) => s.name), ['app', 'default']);
@@ -145,6 +146,7 @@ test('the static page renders the user and the catalogs in headless Chromium', {
     ], { timeout: 60_000 }, (err, stdout) => (err ? reject(err) : resolve(stdout)));
   });
   assert.match(dom, /Signed in as Gateway Service \(gateway-service@example.com\)/);
+  assert.match(dom, /<p class="local-banner" role="alert">Local mode: fake Databricks workspace — data is not real<\/p>/);
   for (const name of ['main', 'samples', 'demo']) assert.match(dom, new RegExp(`<li>${name}</li>`));
   assert.doesNotMatch(dom, /<li>finance<\/li>/);
 });

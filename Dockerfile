@@ -32,7 +32,9 @@ COPY --from=node-deps /app/clients/node ./clients/node
 COPY --from=node-deps /app/examples/express-app/node_modules ./examples/express-app/node_modules
 COPY --chown=root:root scripts ./scripts
 COPY examples/express-app ./examples/express-app
-ENV GATEWAY_VENV=/opt/venv \
+# FRONT_HOST: the front server listens on every interface here (start.sh's default is loopback).
+ENV FRONT_HOST=0.0.0.0 \
+    GATEWAY_VENV=/opt/venv \
     GATEWAY_SKIP_INSTALL=1 \
     PATH=/opt/venv/bin:$PATH \
     PORT=3000 \

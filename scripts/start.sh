@@ -6,7 +6,8 @@
 #
 # Environment: GATEWAY_PORT (8765), DATABRICKS_APP_PORT / PORT (3000, the front server),
 # GATEWAY_LOCAL=1 (same as --local), GATEWAY_SKIP_INSTALL=1 (never install),
-# FRONT_COMMAND (default: node examples/express-app/server.js), GATEWAY_START_TIMEOUT (30 s).
+# FRONT_HOST (127.0.0.1; the image and app.yaml set 0.0.0.0), GATEWAY_START_TIMEOUT (30 s),
+# FRONT_COMMAND (default: node examples/express-app/server.js).
 set -euo pipefail
 
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -80,6 +81,7 @@ if [ "$local_mode" = 1 ]; then
   wait_healthy "http://127.0.0.1:$fake_port/.well-known/databricks-config" "$fake_pid" "fake workspace"
   export DATABRICKS_HOST="http://127.0.0.1:$fake_port" DATABRICKS_TOKEN=dapi-local-service
   export DATABRICKS_WAREHOUSE_ID=fakewarehouse0001
+  export GATEWAY_LOCAL=1  # the front server's page shows a local-mode banner
   unset DATABRICKS_CLIENT_ID DATABRICKS_CLIENT_SECRET DATABRICKS_CONFIG_PROFILE
   log warning "LOCAL MODE: a fake workspace on 127.0.0.1:$fake_port with demo data; no real Databricks workspace is in use"
 fi
@@ -114,7 +116,7 @@ else
   log warning "gateway up on 127.0.0.1:$GATEWAY_PORT but NOT READY: $readiness"
 fi
 
-export PORT="$front_port" HOST="${FRONT_HOST:-0.0.0.0}"
+export PORT="$front_port" HOST="${FRONT_HOST:-127.0.0.1}"
 if [ -n "${FRONT_COMMAND:-}" ]; then
   bash -c "exec $FRONT_COMMAND" &
 else

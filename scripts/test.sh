@@ -18,9 +18,34 @@ echo "== hadolint, shellcheck"
 echo "== pytest"
 "$py" -m pytest "$@"
 
+# The example app's page is tested in a real headless Chromium, found the way that test finds
+# it (CHROMIUM_PATH / CHROME_PATH, names on PATH, usual paths). None: install Debian's if we
+# can; still none: the browser test skips, and the last line of the run says so.
+find_chromium() {
+  node --input-type=module -e '
+    import { findChromium } from "./examples/express-app/test/chromium.js";
+    const { path } = findChromium();
+    if (path) console.log(path); else process.exitCode = 1;'
+}
+echo "== chromium"
+browser_skipped=0
+if ! find_chromium; then
+  if [ -z "${CHROMIUM_PATH:-}${CHROME_PATH:-}" ] && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+    echo "no Chromium found; installing Debian's chromium"
+    { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium >/dev/null; } \
+      || echo "apt-get install chromium failed" >&2
+  fi
+  # An override that points nowhere is not a skip: the browser test fails and says why.
+  find_chromium || [ -n "${CHROMIUM_PATH:-}${CHROME_PATH:-}" ] || browser_skipped=1
+fi
+
 for dir in clients/node examples/express-app; do
   if [ -f "$dir/package.json" ]; then
     echo "== node --test ($dir)"
     (cd "$dir" && GATEWAY_PYTHON="$py" node --test --test-reporter=spec)
   fi
 done
+
+if [ "$browser_skipped" = 1 ]; then
+  echo "!! browser test SKIPPED: no Chromium found (set CHROMIUM_PATH or apt-get install chromium)" >&2
+fi

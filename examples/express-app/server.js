@@ -17,7 +17,11 @@ const RELAYED_FILE_HEADERS = [
   'content-security-policy', 'x-content-type-options',
 ];
 
-export function createApp({ gateway = createGatewayClient(), authMode = process.env.GATEWAY_AUTH_MODE ?? 'service' } = {}) {
+export function createApp({
+  gateway = createGatewayClient(),
+  authMode = process.env.GATEWAY_AUTH_MODE ?? 'service',
+  local = process.env.GATEWAY_LOCAL === '1',  // start.sh --local: the workspace is the fake one
+} = {}) {
   const app = express();
   app.disable('x-powered-by');
   const json = express.json({ limit: '1mb' });
@@ -41,6 +45,8 @@ export function createApp({ gateway = createGatewayClient(), authMode = process.
     }
   }));
 
+  // What the page needs to know about this server (local: show the fake-workspace banner).
+  app.get('/api/config', (req, res) => res.json({ local }));
   app.get('/api/me', route(async (req, res) => res.json(await gateway.me(call(req, res)))));
   app.get('/api/catalogs', route(async (req, res) => res.json(await gateway.listCatalogs(call(req, res)))));
   app.get('/api/schemas', route(async (req, res) => {
@@ -94,9 +100,12 @@ function queryParams(body) {
 
 if (process.argv[1] === fileURLToPath(import.meta.url)) {
   const port = Number(process.env.PORT ?? 3000);
-  const host = process.env.HOST ?? '0.0.0.0';
+  // Loopback unless told otherwise: the container and Databricks Apps set HOST=0.0.0.0 (via
+  // start.sh's FRONT_HOST); a laptop run stays off the network.
+  const host = process.env.HOST || '127.0.0.1';
   const server = createApp().listen(port, host, () => {
-    console.log(JSON.stringify({ level: 'info', event: 'front server listening', host, port }));
+    const { address, port: bound } = server.address();
+    console.log(JSON.stringify({ level: 'info', event: 'front server listening', host: address, port: bound }));
   });
   const stop = () => server.close(() => process.exit(0));
   process.on('SIGTERM', stop);

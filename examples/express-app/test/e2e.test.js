@@ -3,12 +3,13 @@
 import assert from 'node:assert/strict';
 import { execFile, spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { existsSync, mkdtempSync, readdirSync, readFileSync } from 'node:fs';
+import { mkdtempSync, readdirSync, readFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { after, before, test } from 'node:test';
 import { fileURLToPath } from 'node:url';
 import { freePort } from '../../../clients/node/test/harness.js';
+import { findChromium, SKIP_MESSAGE } from './chromium.js';
 
 const root = join(dirname(fileURLToPath(import.meta.url)), '..', '..', '..');
 let child;
@@ -31,6 +32,8 @@ before(async () => {
   ports = { front: await freePort(), gateway: await freePort(), fake: await freePort() };
   const env = { ...process.env };
   for (const k of Object.keys(env)) if (k.startsWith('DATABRICKS_') || k.startsWith('GATEWAY_')) delete env[k];
+  delete env.HOST;
+  delete env.FRONT_HOST;
   Object.assign(env, {
     PORT: String(ports.front), GATEWAY_PORT: String(ports.gateway), GATEWAY_FAKE_PORT: String(ports.fake),
     GATEWAY_SKIP_INSTALL: '1', DATABRICKS_CONFIG_FILE: join(root, '.no-databrickscfg'),
@@ -72,9 +75,11 @@ test('health reports the gateway ready, and the banner says local mode', async (
   assert.equal(status, 200);
   assert.equal(body.gateway.ready, true);
   assert.match(output.join(''), /LOCAL MODE/);
+  assert.match(output.join(''), new RegExp(`"front server listening","host":"127\\.0\\.0\\.1","port":${ports.front}\\b`));
 });
 
 test('identity and catalog routes', async () => {
+  assert.deepEqual((await get('/api/config')).body, { local: true });
   assert.equal((await get('/api/me')).body.user_name, 'gateway-service@example.com');
   assert.ok((await get('/api/catalogs')).body.some((c) => c.name === 'main'));
   assert.deepEqual((await get('/api/schemas?catalog=main')).body.map((s) => s.name), ['app', 'default']);
@@ -123,9 +128,15 @@ test('query as JSON and as a relayed NDJSON stream', async () => {
   assert.equal(bad.body.error.code, 'SQL_ERROR');
 });
 
-test('the static page renders the user and the catalogs in headless Chromium', async () => {
-  const chromium = ['/usr/bin/chromium', '/usr/bin/chromium-browser'].find((p) => existsSync(p));
-  assert.ok(chromium, 'Debian chromium is required (.ci/run installs it)');
+// No Chromium at all: a loud skip. A CHROMIUM_PATH / CHROME_PATH that points nowhere: a failure.
+const browser = findChromium();
+if (!browser.path && !browser.problem) console.error(SKIP_MESSAGE);
+
+test('the static page renders the user and the catalogs in headless Chromium', {
+  skip: browser.path || browser.problem ? false : SKIP_MESSAGE,
+}, async () => {
+  assert.ok(browser.path, browser.problem);
+  const chromium = browser.path;
   const profile = mkdtempSync(join(tmpdir(), 'chromium-'));
   const dom = await new Promise((resolve, reject) => {
     execFile(chromium, [
@@ -135,6 +146,7 @@ test('the static page renders the user and the catalogs in headless Chromium', a
     ], { timeout: 60_000 }, (err, stdout) => (err ? reject(err) : resolve(stdout)));
   });
   assert.match(dom, /Signed in as Gateway Service \(gateway-service@example.com\)/);
+  assert.match(dom, /<p class="local-banner" role="alert">Local mode: fake Databricks workspace — data is not real<\/p>/);
   for (const name of ['main', 'samples', 'demo']) assert.match(dom, new RegExp(`<li>${name}</li>`));
   assert.doesNotMatch(dom, /<li>finance<\/li>/);
 });

@@ -24,7 +24,7 @@ from gateway.auth import (
     set_databricks_auth,
 )
 from gateway.errors import GatewayError, translate
-from gateway.logs import logger
+from gateway.logs import current_request_id, logger
 from gateway.middleware import RequestContext
 from gateway.ops import ALL_OPS
 from gateway.registry import ByteStream, Delivery, Op, Registry, Upload
@@ -99,6 +99,9 @@ def create_app(settings: Settings | None = None, runtime: Runtime | None = None)
 
 async def _run(request: Request, runtime: Runtime, registry: Registry) -> Response:
     log = request.state.log
+    # Streamed bodies (uploads, downloads, NDJSON) get the longer stream budget, counted from
+    # the start of the request, so a trickling upstream or caller cannot hold a request open.
+    stream_deadline = anyio.current_time() + runtime.settings.stream_timeout_seconds
     raw, upload = await _read_run_body(request, runtime.settings)
     op = registry.get(raw.get("op"))
     log["op"] = op.name
@@ -119,7 +122,7 @@ async def _run(request: Request, runtime: Runtime, registry: Registry) -> Respon
         result = await (_until_disconnect(request, call) if watch else call)
     finally:
         clear_databricks_auth(reset)
-    return _render(op, result)
+    return _render(op, result, stream_deadline)
 
 
 async def _until_disconnect(request: Request, call: Awaitable[Any]) -> Any:
@@ -150,7 +153,11 @@ async def _until_disconnect(request: Request, call: Awaitable[Any]) -> Any:
 async def _call_with_deadline(
     op: Op, params: Any, supplied: dict[type, Any], runtime: Runtime
 ) -> Any:
-    deadline = None if op.streams_input else runtime.settings.request_timeout_seconds
+    settings = runtime.settings
+    # An upload takes as long as its bytes take, within the stream budget (and its idle limit).
+    deadline = (
+        settings.stream_timeout_seconds if op.streams_input else settings.request_timeout_seconds
+    )
     try:
         with anyio.fail_after(deadline):
             try:
@@ -188,7 +195,7 @@ async def _read_run_body(request: Request, settings: Settings) -> tuple[dict[str
     if content_type == "application/octet-stream":
         # Streaming upload: the op and its params travel in the query string.
         raw: dict[str, Any] = dict(request.query_params)
-        return raw, Upload(_client_body(request), declared)
+        return raw, Upload(_client_body(request, settings.upload_idle_seconds), declared)
     if content_type not in ("application/json", ""):
         raise GatewayError(
             415,
@@ -205,9 +212,19 @@ async def _read_run_body(request: Request, settings: Settings) -> tuple[dict[str
     return parsed, Upload(_empty_stream(), None, present=False)
 
 
-async def _client_body(request: Request) -> AsyncIterator[bytes]:
+async def _client_body(request: Request, idle_seconds: float) -> AsyncIterator[bytes]:
+    chunks = request.stream()
     try:
-        async for chunk in request.stream():
+        while True:
+            with anyio.move_on_after(idle_seconds) as idle:
+                try:
+                    chunk = await anext(chunks)
+                except StopAsyncIteration:
+                    return
+            if idle.cancelled_caught:
+                raise GatewayError(
+                    408, "UPLOAD_IDLE", f"The upload sent no byte for {idle_seconds:g} s."
+                )
             if chunk:
                 yield chunk
     except ClientDisconnect:
@@ -244,12 +261,39 @@ async def _read_limited(request: Request, declared: int | None, limit: int) -> b
     return bytes(buffer)
 
 
-def _render(op: Op, result: Any) -> Response:
+def _render(op: Op, result: Any, deadline: float) -> Response:
     if isinstance(result, ByteStream):
-        return StreamingResponse(
-            result.chunks, media_type=result.media_type, headers=result.headers
-        )
+        chunks = _until(deadline, result.chunks, ndjson=result.media_type == NDJSON)
+        return StreamingResponse(chunks, media_type=result.media_type, headers=result.headers)
     return _json({"result": op.dump(result)})
+
+
+async def _until(
+    deadline: float, chunks: AsyncIterator[bytes], ndjson: bool
+) -> AsyncIterator[bytes]:
+    """Relay a streamed body until `deadline`. Past it the producer is cancelled (its upstream
+    socket closed, its statement cancelled); NDJSON ends with an error line, raw bytes end short
+    of their Content-Length so the caller cannot take them for the whole file."""
+    try:
+        while True:
+            with anyio.move_on_after(deadline - anyio.current_time()) as budget:
+                try:
+                    chunk = await anext(chunks)
+                except StopAsyncIteration:
+                    return
+            if budget.cancelled_caught:
+                break
+            yield chunk
+    finally:
+        await chunks.aclose()  # type: ignore[attr-defined]
+    logger.warning("stream passed its deadline", extra={"code": "GATEWAY_TIMEOUT"})
+    if ndjson:
+        error = GatewayError(
+            504,
+            "GATEWAY_TIMEOUT",
+            "The stream did not finish within GATEWAY_STREAM_TIMEOUT_SECONDS.",
+        )
+        yield orjson.dumps({"error": error.body(current_request_id())["error"]}) + b"\n"
 
 
 # --- readiness ------------------------------------------------------------------------------

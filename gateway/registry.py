@@ -86,8 +86,8 @@ class Op:
 
     @property
     def streams_input(self) -> bool:
-        """Ops fed a request body stream run without the overall deadline: a large upload
-        legitimately takes long, and each chunk has its own I/O timeouts instead."""
+        """Ops fed a request body stream run under the stream budget instead of the request
+        deadline (a large upload legitimately takes long), with an idle limit per chunk."""
         return Upload in self.injected.values()
 
     def parse(self, raw: dict[str, Any]) -> BaseModel:

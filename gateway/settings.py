@@ -39,6 +39,12 @@ class Settings(BaseSettings):
     request_timeout_seconds: float = Field(
         60.0, gt=0, le=600, validation_alias=_env("GATEWAY_REQUEST_TIMEOUT_SECONDS")
     )
+    stream_timeout_seconds: float = Field(
+        300.0, gt=0, le=3600, validation_alias=_env("GATEWAY_STREAM_TIMEOUT_SECONDS")
+    )
+    upload_idle_seconds: float = Field(
+        30.0, gt=0, le=600, validation_alias=_env("GATEWAY_UPLOAD_IDLE_SECONDS")
+    )
     header_timeout_seconds: float = Field(
         5.0, gt=0, le=120, validation_alias=_env("GATEWAY_HEADER_TIMEOUT_SECONDS")
     )

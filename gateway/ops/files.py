@@ -13,6 +13,7 @@ import binascii
 import email.utils
 import mimetypes
 import re
+import threading
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
@@ -334,10 +335,21 @@ class _Window:
 async def _open_download(
     runtime: Runtime, url: str, headers: dict[str, str], window: _Window | None
 ) -> urllib3.BaseHTTPResponse:
-    def open_() -> urllib3.BaseHTTPResponse:
-        return runtime.blocking_http.request("GET", url, headers=headers, preload_content=False)
+    abandoned = threading.Event()
 
-    response = await anyio.to_thread.run_sync(open_, limiter=runtime.limiter)
+    def open_() -> urllib3.BaseHTTPResponse:
+        response = runtime.blocking_http.request("GET", url, headers=headers, preload_content=False)
+        if abandoned.is_set():  # the caller is gone (deadline, disconnect): free the socket
+            response.close()
+        return response
+
+    try:
+        response = await anyio.to_thread.run_sync(
+            open_, limiter=runtime.limiter, abandon_on_cancel=True
+        )
+    except anyio.get_cancelled_exc_class():
+        abandoned.set()
+        raise
     try:
         _check_download(response, window)
     except Exception:
@@ -372,7 +384,7 @@ async def _relay(
             size = (
                 DOWNLOAD_CHUNK_BYTES if remaining is None else min(remaining, DOWNLOAD_CHUNK_BYTES)
             )
-            chunk = await anyio.to_thread.run_sync(response.read, size, limiter=runtime.limiter)
+            chunk = await _read(response, size, runtime.limiter)
             if not chunk:
                 break
             if remaining is not None:
@@ -388,6 +400,21 @@ async def _relay(
             response.close()
 
 
+async def _read(
+    response: urllib3.BaseHTTPResponse, size: int, limiter: anyio.CapacityLimiter | None = None
+) -> bytes:
+    """One blocking read in a worker thread that a deadline or a departing caller can stop at
+    once: the socket is shut down under the abandoned thread, which then ends promptly."""
+    try:
+        return await anyio.to_thread.run_sync(
+            response.read, size, limiter=limiter, abandon_on_cancel=True
+        )
+    except anyio.get_cancelled_exc_class():
+        if isinstance(response, urllib3.HTTPResponse):
+            response.shutdown()
+        raise
+
+
 def _length(response: urllib3.BaseHTTPResponse) -> int | None:
     value = response.headers.get("content-length")
     return int(value) if value and value.isdigit() else None
@@ -397,7 +424,7 @@ async def _read_text(
     response: urllib3.BaseHTTPResponse, limit: int, window: int | None
 ) -> TextContent:
     try:
-        data = await anyio.to_thread.run_sync(response.read, limit + 1)
+        data = await _read(response, limit + 1)
     finally:
         response.close()
     data = data[:window] if window is not None else data  # a 200 whole file for a window at 0

@@ -87,6 +87,10 @@ class FakeWorkspace:
         # Range ignored with the whole file and 200 (a hostile or naive upstream).
         self.range_always_206 = False
         self.ignore_range = False
+        # A slow upstream: file bodies sent 1 KiB per `trickle_seconds`; downloads the client
+        # abandoned before the end are recorded (the gateway closed its socket).
+        self.trickle_seconds = 0.0
+        self.aborted_downloads: list[str] = []
         self.lock = threading.RLock()
         self.users: dict[str, FakeUser] = {}
         self.service_principals: dict[str, tuple[str, FakeUser]] = {}
@@ -583,7 +587,12 @@ class FakeWorkspace:
             rq.send_header(name, value)
         rq.end_headers()
         if rq.command == "GET":
-            _copy_range(target, start, end, rq.wfile)
+            try:
+                _copy_range(target, start, end, rq.wfile, self.trickle_seconds)
+            except (BrokenPipeError, ConnectionResetError):
+                with self.lock:
+                    self.aborted_downloads.append(match["p"])
+                raise
 
     def _delete_file(self, rq: Handler, match: re.Match[str]) -> None:
         target = self._local(rq, match["p"])
@@ -716,16 +725,20 @@ def _byte_range(header: str | None, size: int) -> tuple[int, int] | None:
     return start, max(start, end)
 
 
-def _copy_range(path: Path, start: int, end: int, out: Any) -> None:
+def _copy_range(path: Path, start: int, end: int, out: Any, trickle: float = 0.0) -> None:
+    step = 1024 if trickle else 1024 * 1024
     with path.open("rb") as src:
         src.seek(start)
         remaining = end - start
         while remaining > 0:
-            data = src.read(min(1024 * 1024, remaining))
+            data = src.read(min(step, remaining))
             if not data:
                 return
             out.write(data)
             remaining -= len(data)
+            if trickle:
+                out.flush()
+                time.sleep(trickle)
 
 
 def _now_ms() -> int:

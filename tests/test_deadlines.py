@@ -1,0 +1,117 @@
+"""Deadlines hold for every op, streamed or not, whatever the upstream or the caller trickles.
+
+No timed assertions: each test asserts the status (or the cut stream) and that the upstream saw
+the cancel; client timeouts are generous hang guards only.
+"""
+
+from __future__ import annotations
+
+import socket
+import threading
+
+import httpx
+import orjson
+import pytest
+
+from gateway.testing import Fault
+from tests.support import run
+
+VOL = "/Volumes/main/app/files"
+
+
+def upload(client, path, data):
+    return client.post(
+        "/run",
+        params={"op": "write_file", "path": path},
+        content=data,
+        headers={"content-type": "application/octet-stream"},
+    )
+
+
+def wait_until(condition, guard_seconds: float = 30) -> None:
+    """Wait for a condition another thread makes true (a hang guard, not a timing)."""
+    tick = threading.Event()
+    for _ in range(int(guard_seconds * 20)):
+        if condition():
+            return
+        tick.wait(0.05)
+    raise AssertionError("the condition never came true")
+
+
+def test_a_download_trickled_past_the_stream_budget_is_cut_and_the_upstream_closed(
+    gateway, workspace
+):
+    _, client = gateway(stream_timeout_seconds=1)
+    assert upload(client, f"{VOL}/slow.bin", b"x" * 200 * 1024).status_code == 200
+    workspace.trickle_seconds = 0.05  # 1 KiB per 50 ms: 10 s for the file
+    with pytest.raises(httpx.RemoteProtocolError):  # fewer bytes than Content-Length
+        client.post("/run", json={"op": "read_file", "path": f"{VOL}/slow.bin"}, timeout=30)
+    # The fake's next write after our close fails: it saw the download abandoned.
+    wait_until(lambda: workspace.aborted_downloads == [f"{VOL}/slow.bin"])
+    workspace.trickle_seconds = 0.0
+    assert run(client, "me").status_code == 200
+
+
+def test_slow_download_headers_past_the_request_deadline_are_504(gateway, workspace):
+    _, client = gateway(request_timeout_seconds=1)
+    upload(client, f"{VOL}/late.bin", b"late")
+    workspace.inject(Fault(path="/fs/files", method="GET", delay=6))
+    response = client.post("/run", json={"op": "read_file", "path": f"{VOL}/late.bin"})
+    error = response.json()["error"]
+    assert (error["status"], error["code"]) == (504, "GATEWAY_TIMEOUT")
+
+
+def test_an_ndjson_stream_past_its_budget_ends_with_an_error_line_and_cancels(gateway, workspace):
+    workspace.warehouse.chunk_rows = 1
+    _, client = gateway(stream_timeout_seconds=2)
+    workspace.inject(Fault(path="/external/", delay=1.5, times=None))
+    response = client.post(
+        "/run",
+        json={
+            "op": "run_query",
+            "statement": "SELECT * FROM range(10) AS t(i)",
+            "disposition": "EXTERNAL_LINKS",
+        },
+        headers={"Accept": "application/x-ndjson"},
+        timeout=60,
+    )
+    lines = [orjson.loads(line) for line in response.content.splitlines()]
+    assert lines[-1]["error"]["code"] == "GATEWAY_TIMEOUT"
+    assert len(lines) < 12  # header + 10 rows + summary had it finished
+    assert lines[0]["statement_id"] in workspace.warehouse.canceled
+
+
+def raw_upload(server_url: str, path: str, pieces, pause) -> bytes:
+    """A chunked upload over a raw socket, calling `pause()` between pieces."""
+    host, port = server_url.removeprefix("http://").split(":")
+    with socket.create_connection((host, int(port))) as sock:
+        sock.settimeout(30)  # a hang guard
+        sock.sendall(
+            f"POST /run?op=write_file&path={path} HTTP/1.1\r\nHost: gw\r\n"
+            "Content-Type: application/octet-stream\r\nTransfer-Encoding: chunked\r\n\r\n".encode()
+        )
+        try:
+            for piece in pieces:
+                sock.sendall(f"{len(piece):x}\r\n".encode() + piece + b"\r\n")
+                pause()
+        except (BrokenPipeError, ConnectionResetError):
+            pass  # the gateway answered and closed: read what it said
+        return sock.recv(65536)
+
+
+def test_an_upload_that_stalls_is_408_and_stores_nothing(gateway, workspace):
+    server, _ = gateway(upload_idle_seconds=1)
+    stalled = threading.Event()
+    answer = raw_upload(server.url, f"{VOL}/idle.bin", [b"x" * 100], lambda: stalled.wait(5))
+    assert answer.startswith(b"HTTP/1.1 408")
+    assert b'"UPLOAD_IDLE"' in answer
+    assert not workspace.files_root.joinpath("main/app/files/idle.bin").exists()
+
+
+def test_a_steady_upload_past_the_stream_budget_is_504_and_stores_nothing(gateway, workspace):
+    server, _ = gateway(stream_timeout_seconds=1, upload_idle_seconds=30)
+    tick = threading.Event()
+    answer = raw_upload(server.url, f"{VOL}/steady.bin", [b"y" * 1024] * 40, lambda: tick.wait(0.1))
+    assert answer.startswith(b"HTTP/1.1 504")
+    assert b'"GATEWAY_TIMEOUT"' in answer
+    assert not workspace.files_root.joinpath("main/app/files/steady.bin").exists()

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import contextlib
-from collections.abc import AsyncIterator, Awaitable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import anyio
@@ -15,6 +15,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import ClientDisconnect
 from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route
+from starlette.types import Receive, Scope, Send
 
 from gateway import __version__
 from gateway.auth import (
@@ -48,8 +49,7 @@ def create_app(settings: Settings | None = None, runtime: Runtime | None = None)
             yield
         finally:
             await _cancel_running_statements(runtime)
-            await runtime.http.aclose()
-            runtime.blocking_http.clear()
+            await runtime.aclose()
 
     app = FastAPI(
         title="Databricks Gateway",
@@ -113,6 +113,7 @@ async def _run(request: Request, runtime: Runtime, registry: Registry) -> Respon
         Upload: upload,
         Delivery: Delivery(stream=NDJSON in request.headers.get("accept", "")),
     }
+    release = _admit(runtime, op.name)
     reset = set_databricks_auth(identity, runtime.backend)
     try:
         call = _call_with_deadline(op, params, supplied, runtime)
@@ -120,9 +121,36 @@ async def _run(request: Request, runtime: Runtime, registry: Registry) -> Respon
         # SDK call in a worker thread runs to its end either way, so watching costs for nothing.
         watch = op.is_async and not op.streams_input
         result = await (_until_disconnect(request, call) if watch else call)
+        response = _render(op, result, stream_deadline, release)
+    except BaseException:
+        release()
+        raise
     finally:
         clear_databricks_auth(reset)
-    return _render(op, result, stream_deadline)
+    if not isinstance(response, StreamingResponse):
+        release()  # a stream gives its slot back when it ends
+    return response
+
+
+def _admit(runtime: Runtime, op: str) -> Callable[[], None]:
+    """Take one of the op's in-flight slots, or answer 503 BUSY at once (queueing would only
+    turn into timeouts for everyone). Returns the release, safe to call more than once."""
+    slots, borrower = runtime.admission_for(op), object()
+    try:
+        slots.acquire_on_behalf_of_nowait(borrower)
+    except anyio.WouldBlock:
+        error = GatewayError(503, "BUSY", f"Too many {op} requests are in flight; retry shortly.")
+        error.headers["Retry-After"] = "1"
+        raise error from None
+    released = False
+
+    def release() -> None:
+        nonlocal released
+        if not released:
+            released = True
+            slots.release_on_behalf_of(borrower)
+
+    return release
 
 
 async def _until_disconnect(request: Request, call: Awaitable[Any]) -> Any:
@@ -261,11 +289,32 @@ async def _read_limited(request: Request, declared: int | None, limit: int) -> b
     return bytes(buffer)
 
 
-def _render(op: Op, result: Any, deadline: float) -> Response:
+def _render(op: Op, result: Any, deadline: float, release: Callable[[], None]) -> Response:
     if isinstance(result, ByteStream):
-        chunks = _until(deadline, result.chunks, ndjson=result.media_type == NDJSON)
-        return StreamingResponse(chunks, media_type=result.media_type, headers=result.headers)
+        chunks = _until(deadline, result.chunks, result.media_type == NDJSON)
+        return _Streamed(chunks, release, media_type=result.media_type, headers=result.headers)
     return _json({"result": op.dump(result)})
+
+
+class _Streamed(StreamingResponse):
+    """A streamed response that gives its op's admission slot back when it ends, however it
+    ends (done, cut, or the client gone before the first byte)."""
+
+    def __init__(
+        self, content: AsyncIterator[bytes], release: Callable[[], None], **kwargs: Any
+    ) -> None:
+        super().__init__(content, **kwargs)
+        self.release = release
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            # Close the producer now, not whenever the garbage collector gets to it: its
+            # upstream socket (or statement) must not outlive a caller who left mid-stream.
+            with anyio.CancelScope(shield=True):
+                await self.body_iterator.aclose()  # type: ignore[attr-defined]
+            self.release()
 
 
 async def _until(
@@ -304,7 +353,7 @@ async def _ready(runtime: Runtime, deep: bool) -> Response:
     if settings.databricks_host is None:
         return _not_ready("DATABRICKS_HOST is not configured.")
     reason = await anyio.to_thread.run_sync(
-        unreachable_reason, runtime.blocking_http, settings.databricks_host, PROBE_TIMEOUT_SECONDS
+        unreachable_reason, runtime.download_http, settings.databricks_host, PROBE_TIMEOUT_SECONDS
     )
     if reason is not None:
         return _not_ready(reason)

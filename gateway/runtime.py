@@ -12,16 +12,25 @@ import urllib3
 from gateway.auth import SdkBackend, ToolsCoreBackend
 from gateway.settings import Settings
 
+# Ops that move file bytes: each has its own pool and admission cap, so slow transfers can only
+# exhaust their own slots, never the API calls' threads or another kind of transfer.
+TRANSFER_OPS = frozenset({"read_file", "write_file"})
+
 
 @dataclass
 class Runtime:
     settings: Settings
     backend: SdkBackend | ToolsCoreBackend
+    # Worker threads for blocking SDK calls.
     limiter: anyio.CapacityLimiter
-    # Our own HTTP clients: async for uploads and SQL external links; blocking (read in worker
-    # threads, 1 MiB at a time) for downloads, where it moves bytes several times faster.
-    http: httpx.AsyncClient
-    blocking_http: urllib3.PoolManager
+    # Worker threads for download reads (urllib3 in threads moves bytes several times faster
+    # than an async client); separate, so slow downloads never take the SDK's threads.
+    download_limiter: anyio.CapacityLimiter
+    download_http: urllib3.PoolManager
+    upload_http: httpx.AsyncClient
+    links_http: httpx.AsyncClient  # SQL external links: presigned, never our Authorization
+    # In-flight requests per op; a full op answers 503 BUSY at once instead of queueing.
+    admission: dict[str, anyio.CapacityLimiter] = field(default_factory=dict)
     # Cancel callbacks of SQL statements being submitted or running, called at shutdown.
     running_statements: dict[object, Callable[[], Awaitable[None]]] = field(default_factory=dict)
     # Set when the server starts shutting down: new requests are refused with SHUTTING_DOWN.
@@ -29,18 +38,39 @@ class Runtime:
 
     @classmethod
     def create(cls, settings: Settings, backend: SdkBackend | ToolsCoreBackend) -> Runtime:
+        transfers = settings.max_concurrent_transfers
         timeout = httpx.Timeout(
             settings.sdk_http_timeout_seconds, connect=min(10, settings.sdk_http_timeout_seconds)
         )
-        limits = httpx.Limits(max_connections=64, max_keepalive_connections=16)
+
+        def async_client(size: int) -> httpx.AsyncClient:
+            limits = httpx.Limits(max_connections=size, max_keepalive_connections=size)
+            return httpx.AsyncClient(timeout=timeout, limits=limits, follow_redirects=False)
+
         return cls(
             settings=settings,
             backend=backend,
             limiter=anyio.CapacityLimiter(settings.thread_limit),
-            http=httpx.AsyncClient(timeout=timeout, limits=limits, follow_redirects=False),
-            blocking_http=urllib3.PoolManager(
-                maxsize=16,
+            download_limiter=anyio.CapacityLimiter(transfers),
+            download_http=urllib3.PoolManager(
+                maxsize=transfers,
                 retries=False,
                 timeout=urllib3.Timeout(connect=10, read=settings.sdk_http_timeout_seconds),
             ),
+            upload_http=async_client(transfers),
+            links_http=async_client(32),
         )
+
+    def admission_for(self, op: str) -> anyio.CapacityLimiter:
+        limiter = self.admission.get(op)
+        if limiter is None:
+            size = self.settings.max_concurrent_transfers
+            if op not in TRANSFER_OPS:
+                size = self.settings.max_concurrent_per_op
+            limiter = self.admission.setdefault(op, anyio.CapacityLimiter(size))
+        return limiter
+
+    async def aclose(self) -> None:
+        await self.upload_http.aclose()
+        await self.links_http.aclose()
+        self.download_http.clear()

@@ -48,6 +48,12 @@ class Settings(BaseSettings):
     header_timeout_seconds: float = Field(
         5.0, gt=0, le=120, validation_alias=_env("GATEWAY_HEADER_TIMEOUT_SECONDS")
     )
+    max_concurrent_transfers: int = Field(
+        16, ge=1, le=1024, validation_alias=_env("GATEWAY_MAX_CONCURRENT_TRANSFERS")
+    )
+    max_concurrent_per_op: int = Field(
+        256, ge=1, le=100_000, validation_alias=_env("GATEWAY_MAX_CONCURRENT_PER_OP")
+    )
     thread_limit: int = Field(32, ge=1, le=512, validation_alias=_env("GATEWAY_THREAD_LIMIT"))
     log_level: str = Field("INFO", validation_alias=_env("GATEWAY_LOG_LEVEL"))
 

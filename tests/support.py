@@ -77,3 +77,13 @@ def run(
     client: httpx.Client, op: str, headers: dict[str, str] | None = None, **params: Any
 ) -> httpx.Response:
     return client.post("/run", json={"op": op, **params}, headers=headers or {})
+
+
+def wait_until(condition: Any, guard_seconds: float = 30) -> None:
+    """Wait for a condition another thread makes true (a hang guard, not a timing)."""
+    tick = threading.Event()
+    for _ in range(int(guard_seconds * 20)):
+        if condition():
+            return
+        tick.wait(0.05)
+    raise AssertionError("the condition never came true")

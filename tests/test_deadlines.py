@@ -14,7 +14,7 @@ import orjson
 import pytest
 
 from gateway.testing import Fault
-from tests.support import run
+from tests.support import run, wait_until
 
 VOL = "/Volumes/main/app/files"
 
@@ -26,16 +26,6 @@ def upload(client, path, data):
         content=data,
         headers={"content-type": "application/octet-stream"},
     )
-
-
-def wait_until(condition, guard_seconds: float = 30) -> None:
-    """Wait for a condition another thread makes true (a hang guard, not a timing)."""
-    tick = threading.Event()
-    for _ in range(int(guard_seconds * 20)):
-        if condition():
-            return
-        tick.wait(0.05)
-    raise AssertionError("the condition never came true")
 
 
 def test_a_download_trickled_past_the_stream_budget_is_cut_and_the_upstream_closed(

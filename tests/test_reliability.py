@@ -12,7 +12,7 @@ import httpx
 import psutil
 
 from gateway.testing import DEMO, Fault
-from tests.support import run
+from tests.support import run, wait_until
 
 IDENTITIES = {
     "alice": ({"X-Databricks-Token": DEMO.alice_token}, "alice@example.com", True),
@@ -213,3 +213,42 @@ def test_a_slow_but_steady_request_head_within_the_timeout_is_served(gateway):
         for part in (b"GET /health HTTP/1.1\r\n", b"Host: x\r\n", b"\r\n"):
             sock.sendall(part)
         assert sock.recv(1024).startswith(b"HTTP/1.1 200")
+
+
+def stalled_upload(url: str, path: str) -> socket.socket:
+    """An upload that sent its head and one chunk, then nothing (held open by the caller)."""
+    host, port = url.removeprefix("http://").split(":")
+    sock = socket.create_connection((host, int(port)))
+    sock.sendall(
+        f"POST /run?op=write_file&path={path} HTTP/1.1\r\nHost: gw\r\n"
+        "Content-Type: application/octet-stream\r\nTransfer-Encoding: chunked\r\n\r\n"
+        "5\r\nhello\r\n".encode()
+    )
+    return sock
+
+
+def test_slow_uploads_cannot_starve_api_calls_or_downloads(gateway, workspace):
+    server, client = gateway(max_concurrent_transfers=4, upload_idle_seconds=60)
+    vol = "/Volumes/main/app/files"
+    assert run(client, "write_file", path=f"{vol}/small.txt", content="ok").status_code == 200
+    held = [stalled_upload(server.url, f"{vol}/held{i}.bin") for i in range(4)]
+    try:
+        wait_until(lambda: sum(r.method == "PUT" for r in workspace.requests) >= 5)
+        busy = client.post(
+            "/run",
+            params={"op": "write_file", "path": f"{vol}/one-more.bin"},
+            content=b"data",
+            headers={"content-type": "application/octet-stream"},
+        )
+        assert (busy.status_code, busy.json()["error"]["code"]) == (503, "BUSY")
+        assert busy.headers["retry-after"] == "1"
+        assert run(client, "me").status_code == 200
+        got = client.post("/run", json={"op": "read_file", "path": f"{vol}/small.txt"})
+        assert (got.status_code, got.content) == (200, b"ok")
+    finally:
+        for sock in held:
+            sock.close()
+    # The slots come back once the stalled callers are gone.
+    wait_until(
+        lambda: run(client, "write_file", path=f"{vol}/after.txt", content="x").status_code == 200
+    )

@@ -10,9 +10,11 @@ from __future__ import annotations
 
 import base64
 import binascii
+import contextlib
 import email.utils
 import mimetypes
 import re
+import socket
 import threading
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
@@ -279,8 +281,9 @@ async def _put(
     content: AsyncIterator[bytes],
     query: dict[str, str],
 ) -> None:
-    request = runtime.http.build_request("PUT", url, headers=headers, content=content, params=query)
-    response = await runtime.http.send(request, stream=True)
+    http = runtime.upload_http
+    request = http.build_request("PUT", url, headers=headers, content=content, params=query)
+    response = await http.send(request, stream=True)
     try:
         if response.status_code >= 400:
             body = await _bounded_read(response, 64 * 1024)
@@ -338,14 +341,14 @@ async def _open_download(
     abandoned = threading.Event()
 
     def open_() -> urllib3.BaseHTTPResponse:
-        response = runtime.blocking_http.request("GET", url, headers=headers, preload_content=False)
+        response = runtime.download_http.request("GET", url, headers=headers, preload_content=False)
         if abandoned.is_set():  # the caller is gone (deadline, disconnect): free the socket
             response.close()
         return response
 
     try:
         response = await anyio.to_thread.run_sync(
-            open_, limiter=runtime.limiter, abandon_on_cancel=True
+            open_, limiter=runtime.download_limiter, abandon_on_cancel=True
         )
     except anyio.get_cancelled_exc_class():
         abandoned.set()
@@ -384,7 +387,7 @@ async def _relay(
             size = (
                 DOWNLOAD_CHUNK_BYTES if remaining is None else min(remaining, DOWNLOAD_CHUNK_BYTES)
             )
-            chunk = await _read(response, size, runtime.limiter)
+            chunk = await _read(response, size, runtime.download_limiter)
             if not chunk:
                 break
             if remaining is not None:
@@ -397,6 +400,7 @@ async def _relay(
         if finished:
             response.release_conn()
         else:
+            _hang_up(response)
             response.close()
 
 
@@ -410,9 +414,18 @@ async def _read(
             response.read, size, limiter=limiter, abandon_on_cancel=True
         )
     except anyio.get_cancelled_exc_class():
-        if isinstance(response, urllib3.HTTPResponse):
-            response.shutdown()
+        _hang_up(response)
         raise
+
+
+def _hang_up(response: urllib3.BaseHTTPResponse) -> None:
+    """Shut the upstream socket both ways: the read blocked in an abandoned thread returns at
+    once, and the server sees the connection end even if that thread still holds the file
+    object that would otherwise keep the descriptor open."""
+    sock = getattr(response.connection, "sock", None)
+    if sock is not None:
+        with contextlib.suppress(OSError):
+            sock.shutdown(socket.SHUT_RDWR)
 
 
 def _length(response: urllib3.BaseHTTPResponse) -> int | None:

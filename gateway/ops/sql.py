@@ -357,7 +357,7 @@ class ResultReader:
         self, client: WorkspaceClient, runtime: Runtime, response: StatementResponse
     ) -> None:
         self.api = client.statement_execution
-        self.http = runtime.http
+        self.http = runtime.links_http
         self.statement_id = response.statement_id or ""
         manifest = response.manifest
         columns = manifest.schema.columns if manifest and manifest.schema else None

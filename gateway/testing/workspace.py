@@ -589,10 +589,10 @@ class FakeWorkspace:
         if rq.command == "GET":
             try:
                 _copy_range(target, start, end, rq.wfile, self.trickle_seconds)
-            except (BrokenPipeError, ConnectionResetError):
+            except OSError:  # reset, broken pipe, aborted: the client closed mid-body
                 with self.lock:
                     self.aborted_downloads.append(match["p"])
-                raise
+                raise ConnectionResetError from None
 
     def _delete_file(self, rq: Handler, match: re.Match[str]) -> None:
         target = self._local(rq, match["p"])

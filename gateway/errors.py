@@ -65,7 +65,6 @@ CODES: dict[str, Code] = {
     "USER_TOKEN_NOT_ALLOWED": Code(400, "a user token sent to a `service`-mode gateway"),
     "HOST_NEEDS_USER_TOKEN": Code(400, "`X-Databricks-Host` without a user token"),
     "PATH_INVALID": Code(400, "a malformed or hostile path"),
-    "UPLOAD_INTERRUPTED": Code(400, "the client went away mid-upload (nothing is written)"),
     "PARAMETER_MISMATCH": Code(400, "named-query parameters differ from its markers"),
     "WAREHOUSE_REQUIRED": Code(400, "no `warehouse_id` and no `DATABRICKS_WAREHOUSE_ID`"),
     "SQL_ERROR": Code(400, "the statement FAILED (`details.sql_state`, `details.statement_id`)"),
@@ -101,7 +100,9 @@ CODES: dict[str, Code] = {
         429, "Databricks throttled past the retry budget (`Retry-After` passed on)"
     ),
     "HEADERS_TOO_LARGE": Code(431, "request headers over 32 KiB"),
-    "CLIENT_DISCONNECTED": Code(499, "logged only: the caller left"),
+    "CLIENT_DISCONNECTED": Code(
+        499, "logged only: the caller left (mid-body uploads store nothing)"
+    ),
     "INTERNAL_ERROR": Code(500, "a gateway bug; details only in the gateway's log"),
     "NOT_IMPLEMENTED": Code(501, "Databricks does not implement it"),
     "DATABRICKS_ERROR": Code(502, "Databricks failed (5xx); details only in the gateway's log"),

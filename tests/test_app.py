@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import socket
+
 import httpx
 import pytest
 
-from tests.support import run
+from tests.support import run, wait_until
 
 
 def test_health_is_fast_and_static(gateway, workspace):
@@ -175,13 +177,17 @@ def test_one_structured_log_line_per_request(gateway, caplog):
     _, client = gateway()
     caplog.set_level("INFO", logger="gateway")
     run(client, "me", headers={"X-Request-Id": "log-me-1"})
-    lines = [
-        r
-        for r in caplog.records
-        if r.getMessage() == "request" and getattr(r, "request_id", "") == "log-me-1"
-    ]
-    assert len(lines) == 1
-    line = lines[0]
+
+    def lines():
+        return [
+            r
+            for r in caplog.records
+            if r.getMessage() == "request" and getattr(r, "request_id", "") == "log-me-1"
+        ]
+
+    wait_until(lines)  # written once the response is sent, so possibly just after we read it
+    assert len(lines()) == 1
+    line = lines()[0]
     assert (line.op, line.identity, line.status) == ("me", "service", 200)
     assert line.duration_ms >= 0
 
@@ -222,3 +228,29 @@ def test_a_draining_gateway_refuses_new_work_in_the_envelope_but_stays_live():
     assert refused.headers["connection"] == "close"
     assert asyncio.run(call(True, "/health")).text == "ran"  # liveness answers while draining
     assert asyncio.run(call(False, "/run")).text == "ran"
+
+
+@pytest.mark.parametrize("kind", ["json", "upload"])
+def test_a_client_leaving_mid_body_is_one_499_log_line_not_a_traceback(gateway, caplog, kind):
+    server, _ = gateway()
+    caplog.set_level("INFO", logger="gateway")
+    port = int(server.url.rsplit(":", 1)[1])
+    target = (
+        "/run?op=write_file&path=/Volumes/main/app/files/gone.bin" if kind == "upload" else "/run"
+    )
+    content_type = "application/octet-stream" if kind == "upload" else "application/json"
+    with socket.create_connection(("127.0.0.1", port)) as sock:
+        sock.sendall(
+            f"POST {target} HTTP/1.1\r\nHost: x\r\nX-Request-Id: gone-{kind}\r\n"
+            f"Content-Type: {content_type}\r\nContent-Length: 100000\r\n\r\n".encode()
+        )
+        sock.sendall(b'{"op": "me", "pad": "' if kind == "json" else b"y" * 1000)
+
+    def mine():
+        return [r for r in caplog.records if getattr(r, "request_id", "") == f"gone-{kind}"]
+
+    wait_until(lambda: any(r.getMessage() == "request" for r in mine()))
+    assert [(r.getMessage(), r.status) for r in mine() if r.getMessage() == "request"] == [
+        ("request", 499)
+    ]
+    assert not [r for r in mine() if r.exc_info]  # no traceback

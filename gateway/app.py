@@ -233,8 +233,11 @@ async def _read_run_body(request: Request, settings: Settings) -> tuple[dict[str
     body = await _read_limited(request, declared, settings.max_json_body_bytes)
     try:
         parsed = orjson.loads(body)
-    except orjson.JSONDecodeError:
-        raise GatewayError(400, "INVALID_JSON", "The request body is not valid JSON.") from None
+    except orjson.JSONDecodeError as exc:
+        # orjson's reason names the position and the problem (NaN, Infinity...), never content.
+        raise GatewayError(
+            400, "INVALID_JSON", f"The request body is not valid JSON: {exc}."
+        ) from None
     if not isinstance(parsed, dict):
         raise GatewayError(400, "INVALID_JSON", "The request body must be a JSON object.")
     return parsed, Upload(_empty_stream(), None, present=False)

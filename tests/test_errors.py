@@ -308,3 +308,13 @@ def test_a_refused_connection_during_read_file_is_503(gateway):
     response = client.post("/run", json={"op": "read_file", "path": f"{VOL}/a.bin"})
     error = response.json()["error"]
     assert (error["status"], error["code"]) == (503, "DATABRICKS_UNREACHABLE")
+
+
+def test_an_external_link_answering_html_is_a_bad_response(gateway, workspace):
+    workspace.warehouse.chunk_rows = 2
+    _, client = gateway()
+    workspace.inject(Fault(path="/external/", body=LOGIN_PAGE, times=None))
+    response = run(client, "run_query", statement="SELECT 1 AS x", disposition="EXTERNAL_LINKS")
+    error = response.json()["error"]
+    assert (error["status"], error["code"]) == (502, "DATABRICKS_BAD_RESPONSE")
+    assert "sign in" not in response.text

@@ -366,3 +366,13 @@ def test_external_link_host_never_sees_the_token(gateway, workspace):
     assert out["row_count"] == 5
     assert len(seen) == 3
     assert all("authorization" not in r.headers for r in seen)
+
+
+@pytest.mark.parametrize("literal", [b"NaN", b"Infinity", b"-Infinity", b"1e999"])
+def test_nan_and_infinity_are_400_saying_why(gateway, workspace, literal):
+    _, client = gateway()
+    body = b'{"op":"run_query","statement":"SELECT :v","parameters":{"v":' + literal + b"}}"
+    response = client.post("/run", content=body, headers={"content-type": "application/json"})
+    error = response.json()["error"]
+    assert (error["status"], error["code"]) == (400, "INVALID_JSON")
+    assert "column" in error["message"]  # where in the body, from the parser

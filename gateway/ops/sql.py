@@ -17,6 +17,7 @@ from typing import Annotated, Any, Literal
 
 import anyio
 import anyio.to_thread
+import httpx
 import orjson
 from databricks.sdk import WorkspaceClient
 from databricks.sdk.errors import BadRequest, NotImplemented
@@ -32,7 +33,13 @@ from databricks.sdk.service.sql import (
 from pydantic import BaseModel, Field, StrictBool, StrictFloat, StrictInt
 
 from gateway.auth import get_workspace_client
-from gateway.errors import GatewayError, bad_request, masked_internal_error, translate
+from gateway.errors import (
+    GatewayError,
+    UpstreamBadResponse,
+    bad_request,
+    masked_internal_error,
+    translate,
+)
 from gateway.logs import current_request_id, logger
 from gateway.ops.catalog import Name
 from gateway.registry import ByteStream, Delivery
@@ -402,8 +409,21 @@ class ResultReader:
                 link.external_link or "", headers=link.http_headers or {}
             )
             response.raise_for_status()
-            rows += orjson.loads(response.content)
+            rows += _link_rows(response)
         return rows
+
+
+def _link_rows(response: httpx.Response) -> list[list[Any]]:
+    """The rows of one external link: a JSON array of arrays, or an upstream that is not the
+    storage the link promised (a proxy's HTML page, an error document)."""
+    try:
+        rows = orjson.loads(response.content)
+    except orjson.JSONDecodeError:
+        rows = None
+    if not isinstance(rows, list):
+        kind = response.headers.get("content-type", "")
+        raise UpstreamBadResponse(f"external link answered {response.status_code} {kind!r}")
+    return rows
 
 
 def _next_chunk_index(result: ResultData) -> int | None:

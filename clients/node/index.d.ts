@@ -1,5 +1,9 @@
 import type { Readable } from 'node:stream';
 import type { Dispatcher } from 'undici';
+import type {
+  Column, OpMethods, OpName, OpParams, OpResult, ReadFileParams, RunQueryParams, TextContent,
+  WriteFileParams, WriteFileResult,
+} from './ops.generated.js';
 
 export type AuthMode = 'service' | 'user' | 'auto';
 
@@ -36,76 +40,14 @@ export declare class GatewayError extends Error {
   databricksErrorCode?: string;
 }
 
-// --- op params and results: keep in sync with GET /ops (a test checks the names) ----------
+// --- op params and results: generated from the op registry (python -m gateway.codegen) ----
 
-export interface User {
-  id: string | null; user_name: string | null; display_name: string | null;
-  emails: string[]; active: boolean | null; groups: string[];
-}
-export interface Catalog {
-  name: string; comment?: string | null; owner?: string | null; catalog_type?: string | null; created_at?: number | null;
-}
-export interface Schema {
-  name: string; full_name?: string | null; catalog_name?: string | null; comment?: string | null;
-  owner?: string | null; created_at?: number | null;
-}
-export interface Volume {
-  name: string; full_name?: string | null; catalog_name?: string | null; schema_name?: string | null;
-  volume_type?: string | null; storage_location?: string | null; owner?: string | null;
-  comment?: string | null; created_at?: number | null; path?: string | null;
-}
-export interface Entry { name: string; path: string; is_directory: boolean; size?: number | null; modified?: string | null }
-export interface Listing { entries: Entry[]; next_page_token?: string | null }
-export interface FileInfo {
-  exists: boolean; path: string; is_directory: boolean; size?: number | null;
-  modified?: string | null; content_type?: string | null;
-}
-export interface Column { name: string; type: string | null; type_text?: string | null; key?: string | null }
+export * from './ops.generated.js';
+
+/** A SQL parameter's value (`parameters: { name: value }`). */
 export type SqlValue = string | number | boolean | null;
-export interface QueryParameter { name: string; value?: SqlValue; type?: string | null }
-export interface QueryResult {
-  statement_id: string; columns: Column[]; rows: unknown[][] | Record<string, unknown>[];
-  row_count: number; truncated: boolean;
-}
-
-export interface Ops {
-  me: { params: {}; result: User };
-  list_catalogs: { params: {}; result: Catalog[] };
-  list_schemas: { params: { catalog: string }; result: Schema[] };
-  list_volumes: { params: { catalog: string; schema: string }; result: Volume[] };
-  ensure_volume: {
-    params: { catalog: string; schema: string; name: string; comment?: string | null;
-      volume_type?: 'MANAGED' | 'EXTERNAL'; storage_location?: string | null };
-    result: { volume: Volume; created: boolean };
-  };
-  list_directory: { params: { path: string; page_size?: number | null; page_token?: string | null }; result: Listing };
-  create_directory: { params: { path: string }; result: { path: string } };
-  file_info: { params: { path: string }; result: FileInfo };
-  read_file: {
-    params: { path: string; encoding?: 'utf-8' | null; offset?: number | null; length?: number | null };
-    result: { content: string; size: number };
-  };
-  write_file: {
-    params: { path: string; overwrite?: boolean; content?: string | null; content_base64?: string | null };
-    result: { path: string; size: number };
-  };
-  delete_file: {
-    params: { path: string; recursive?: boolean };
-    result: { path: string; kind: 'file' | 'directory'; removed: number };
-  };
-  run_query: {
-    params: {
-      statement?: string | null; query?: string | null;
-      parameters?: Record<string, SqlValue> | QueryParameter[] | null;
-      warehouse_id?: string | null; catalog?: string | null; schema?: string | null;
-      row_limit?: number | null; timeout_seconds?: number | null;
-      rows_as?: 'arrays' | 'objects'; disposition?: 'INLINE' | 'EXTERNAL_LINKS';
-    };
-    result: QueryResult;
-  };
-}
-
-export type OpName = keyof Ops;
+/** Each op's params and result, keyed by op name (`Ops['list_schemas']['result']`). */
+export type Ops = { [K in OpName]: { params: OpParams[K]; result: OpResult[K] } };
 
 export interface FileStream extends Readable {
   size: number; contentType?: string; lastModified?: string; requestId?: string;
@@ -116,30 +58,21 @@ export interface RowStream extends AsyncGenerator<unknown[], void, undefined> {
   meta: { columns?: Column[]; statementId?: string; rowCount?: number; truncated?: boolean };
 }
 
-export interface GatewayClient {
-  run<K extends OpName>(op: K, params?: Ops[K]['params'], call?: CallOptions): Promise<Ops[K]['result']>;
-  me(call?: CallOptions): Promise<User>;
-  listCatalogs(call?: CallOptions): Promise<Catalog[]>;
-  listSchemas(catalog: string, call?: CallOptions): Promise<Schema[]>;
-  listVolumes(catalog: string, schema: string, call?: CallOptions): Promise<Volume[]>;
-  ensureVolume(params: Ops['ensure_volume']['params'], call?: CallOptions): Promise<Ops['ensure_volume']['result']>;
-  createDirectory(path: string, call?: CallOptions): Promise<{ path: string }>;
-  listDirectory(path: string, opts?: { page_size?: number; page_token?: string }, call?: CallOptions): Promise<Listing>;
-  fileInfo(path: string, call?: CallOptions): Promise<FileInfo>;
-  deleteFile(path: string, opts?: { recursive?: boolean }, call?: CallOptions): Promise<Ops['delete_file']['result']>;
-  readText(path: string, opts?: { offset?: number; length?: number }, call?: CallOptions): Promise<{ content: string; size: number }>;
-  readFile(path: string, opts?: { offset?: number; length?: number }, call?: CallOptions): Promise<FileStream>;
+/** The client: one method per op (`OpMethods`, generated), the streaming helpers, health. */
+export interface GatewayClient extends OpMethods {
+  run<K extends OpName>(op: K, params?: OpParams[K], call?: CallOptions): Promise<OpResult[K]>;
+  readText(path: string, opts?: Omit<ReadFileParams, 'path' | 'encoding'>, call?: CallOptions): Promise<TextContent>;
+  readFile(path: string, opts?: Omit<ReadFileParams, 'path' | 'encoding'>, call?: CallOptions): Promise<FileStream>;
   writeFile(
     path: string, data: Uint8Array | string | Readable | AsyncIterable<Uint8Array>,
-    opts?: { overwrite?: boolean }, call?: CallOptions,
-  ): Promise<{ path: string; size: number }>;
-  query(params: Ops['run_query']['params'], call?: CallOptions): Promise<QueryResult>;
-  queryStream(params: Ops['run_query']['params'], call?: CallOptions): RowStream;
+    opts?: Pick<WriteFileParams, 'overwrite'>, call?: CallOptions,
+  ): Promise<WriteFileResult>;
+  queryStream(params: RunQueryParams, call?: CallOptions): RowStream;
   /** The raw NDJSON bytes of a streamed query, to relay without re-serialising. */
-  queryNdjson(params: Ops['run_query']['params'], call?: CallOptions): Promise<Readable & { requestId?: string }>;
+  queryNdjson(params: RunQueryParams, call?: CallOptions): Promise<Readable & { requestId?: string }>;
   health(call?: CallOptions): Promise<{ status: 'ok'; version: string }>;
   ready(opts?: { deep?: boolean }, call?: CallOptions): Promise<{ ready: boolean; status: string; reason?: string }>;
-  listOps(call?: CallOptions): Promise<{ ops: Array<{ name: string; description: string; params: unknown; result: unknown }> }>;
+  listOps(call?: CallOptions): Promise<{ ops: Array<{ name: OpName; description: string; params: unknown; result: unknown }> }>;
   close(): Promise<void>;
 }
 

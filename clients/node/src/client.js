@@ -2,6 +2,7 @@ import { Readable } from 'node:stream';
 import { Pool } from 'undici';
 import { GatewayError, fromEnvelope, fromTransport } from './errors.js';
 import { ndjsonValues } from './ndjson.js';
+import { opMethods } from './ops.generated.js';
 
 const DEFAULT_URL = 'http://127.0.0.1:8765';
 // Below the gateway's 30 s keep-alive, so this side closes idle sockets first and never
@@ -165,17 +166,8 @@ export function createGatewayClient(options = {}) {
   }
 
   const ops = {
-    me: (call) => run('me', {}, call),
-    listCatalogs: (call) => run('list_catalogs', {}, call),
-    listSchemas: (catalog, call) => run('list_schemas', { catalog }, call),
-    listVolumes: (catalog, schema, call) => run('list_volumes', { catalog, schema }, call),
-    ensureVolume: (params, call) => run('ensure_volume', params, call),
-    createDirectory: (path, call) => run('create_directory', { path }, call),
-    listDirectory: (path, opts = {}, call) => run('list_directory', { path, ...opts }, call),
-    fileInfo: (path, call) => run('file_info', { path }, call),
-    deleteFile: (path, opts = {}, call) => run('delete_file', { path, ...opts }, call),
+    ...opMethods(run), // one per op, generated from the registry (python -m gateway.codegen)
     readText: (path, opts = {}, call) => run('read_file', { path, encoding: 'utf-8', ...opts }, call),
-    query: (params, call) => run('run_query', params, call),
   };
 
   return {

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 import httpx
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from gateway.ops import ALL_OPS
+from gateway.registry import Op, Registry
 from gateway.testing import DEMO, Fault
 from tests.support import run
 
@@ -64,22 +67,7 @@ def test_no_token_or_secret_reaches_a_log_line_or_a_response(gateway, workspace,
         assert secret not in visible, f"{secret} leaked"
 
 
-op_names = st.sampled_from(
-    [
-        "me",
-        "list_catalogs",
-        "list_schemas",
-        "list_volumes",
-        "ensure_volume",
-        "list_directory",
-        "create_directory",
-        "file_info",
-        "read_file",
-        "write_file",
-        "delete_file",
-        "run_query",
-    ]
-)
+REGISTRY = Registry(ALL_OPS)
 json_values = st.recursive(
     st.none()
     | st.booleans()
@@ -91,36 +79,78 @@ json_values = st.recursive(
     ),
     max_leaves=6,
 )
+# Paths inside the allowed root, beside it, and trying to climb out of it.
+volume_paths = st.builds(
+    "".join,
+    st.tuples(
+        st.sampled_from(
+            ["/Volumes/main/app/files/", "/Volumes/main/app/", "/Volumes/demo/x/y/", "../", ""]
+        ),
+        st.text(max_size=12),
+    ),
+)
+
+
+def from_schema(schema: dict[str, Any], defs: dict[str, Any]) -> st.SearchStrategy[Any]:
+    """Values that fit a params JSON schema (as the registry derives them), roughly."""
+    if "$ref" in schema:
+        return from_schema(defs[schema["$ref"].rsplit("/", 1)[1]], defs)
+    if "anyOf" in schema:
+        return st.one_of([from_schema(s, defs) for s in schema["anyOf"]])
+    if "const" in schema or "enum" in schema:
+        return st.sampled_from(schema.get("enum", [schema.get("const")]))
+    kind = schema.get("type")
+    if kind == "string":
+        pattern = schema.get("pattern")
+        return st.from_regex(pattern, fullmatch=True) if pattern else st.text(max_size=30)
+    if kind == "integer":
+        return st.integers(schema.get("minimum"), schema.get("maximum"))
+    if kind == "number":
+        low = schema.get("minimum", schema.get("exclusiveMinimum"))
+        return st.floats(low, schema.get("maximum"), exclude_min="exclusiveMinimum" in schema)
+    if kind == "array":
+        return st.lists(from_schema(schema.get("items", {}), defs), max_size=3)
+    if kind == "object":
+        return object_of(schema, defs)
+    simple = {"boolean": st.booleans(), "null": st.none()}
+    return simple.get(kind or "", json_values)
+
+
+def object_of(schema: dict[str, Any], defs: dict[str, Any]) -> st.SearchStrategy[Any]:
+    properties = schema.get("properties")
+    if not properties and schema.get("additionalProperties") is False:
+        return st.just({})
+    if not properties:
+        values = schema.get("additionalProperties")
+        values = from_schema(values, defs) if isinstance(values, dict) else json_values
+        return st.dictionaries(st.text(max_size=8), values, max_size=3)
+    fields = {
+        name: volume_paths if name == "path" else from_schema(sub, defs)
+        for name, sub in properties.items()
+    }
+    required = set(schema.get("required", []))
+    return st.fixed_dictionaries(
+        {k: v for k, v in fields.items() if k in required},
+        optional={k: v for k, v in fields.items() if k not in required},
+    )
+
+
+def well_typed(op: Op) -> st.SearchStrategy[dict[str, Any]]:
+    """Bodies of one op whose params fit its schema: they get past validation, into the op."""
+    schema = op.describe()["params"]
+    return object_of(schema, schema.get("$defs", {})).map(lambda p: {**p, "op": op.name})
+
+
+op_names = st.sampled_from(REGISTRY.names())
 param_names = st.sampled_from(
-    [
-        "catalog",
-        "schema",
-        "name",
-        "path",
-        "content",
-        "content_base64",
-        "overwrite",
-        "recursive",
-        "statement",
-        "query",
-        "parameters",
-        "page_size",
-        "page_token",
-        "encoding",
-        "offset",
-        "length",
-        "rows_as",
-        "timeout_seconds",
-        "volume_type",
-        "unexpected",
-    ]
+    [*sorted({p for op in REGISTRY for p in op.describe()["params"]["properties"]}), "unexpected"]
+)
+loosely_typed = st.fixed_dictionaries({"op": op_names}).flatmap(
+    lambda base: st.dictionaries(param_names, json_values, max_size=4).map(lambda p: {**p, **base})
 )
 bodies = st.one_of(
-    st.fixed_dictionaries({"op": op_names}, optional={}).flatmap(
-        lambda base: st.dictionaries(param_names, json_values, max_size=4).map(
-            lambda p: {**p, **base}
-        )
-    ),
+    st.one_of([well_typed(op) for op in REGISTRY]),
+    loosely_typed,
     st.dictionaries(st.text(max_size=8), json_values, max_size=4),
     json_values,
 )
@@ -136,11 +166,8 @@ def test_fuzzed_run_bodies_never_500_and_never_escape_the_roots(gateway, workspa
         if response.status_code >= 400:
             assert response.json()["error"]["code"] != "INTERNAL_ERROR", response.text
         for path in workspace.paths_seen():
-            assert (
-                path.split("/api/2.0/fs/", 1)[1]
-                .split("/", 1)[1]
-                .startswith("Volumes/main/app/files/")
-            )
+            seen = path.split("/api/2.0/fs/", 1)[1].split("/", 1)[1] + "/"
+            assert seen.startswith("Volumes/main/app/files/"), path  # the root or below it
 
     check()
 

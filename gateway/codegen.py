@@ -29,6 +29,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from gateway.ops import ALL_OPS
+from gateway.registry import Registry
+
 ROOT = Path(__file__).resolve().parent.parent
 TYPES = ROOT / "clients" / "node" / "ops.generated.d.ts"
 METHODS = ROOT / "clients" / "node" / "src" / "ops.generated.js"
@@ -179,9 +182,6 @@ class OpSpec:
 
 def specs() -> list[OpSpec]:
     """Every op of the registry, in name order, as `GET /ops` describes it."""
-    from gateway.ops import ALL_OPS  # the ops import the SDK: only when generating
-    from gateway.registry import Registry
-
     return [OpSpec(**op.describe()) for op in Registry(ALL_OPS)]
 
 

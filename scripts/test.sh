@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The project's test command: lint, then the Python suite, then the Node suites.
+# The project's test command: lint and type checks, then the Python suite, then the Node suites.
 set -euo pipefail
 
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -11,6 +11,8 @@ bin="$(dirname "$py")"
 echo "== ruff"
 "$py" -m ruff check .
 "$py" -m ruff format --check .
+echo "== mypy"
+"$py" -m mypy  # strict, on gateway/ (pyproject [tool.mypy])
 echo "== hadolint, shellcheck"
 "$bin/hadolint" Dockerfile
 "$bin/shellcheck" scripts/*.sh .ci/run

@@ -43,7 +43,8 @@ fi
 
 for dir in clients/node examples/express-app; do
   if [ -f "$dir/package.json" ]; then
-    echo "== node --test ($dir)"
+    echo "== typecheck, node --test ($dir)"
+    (cd "$dir" && npm run --silent --if-present typecheck)  # tsc on index.d.ts and its consumer
     (cd "$dir" && GATEWAY_PYTHON="$py" node --test --test-reporter=spec)
   fi
 done

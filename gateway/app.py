@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import contextlib
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import anyio
@@ -90,6 +90,7 @@ def create_app(settings: Settings | None = None, runtime: Runtime | None = None)
     app.add_api_route("/ops", ops, methods=["GET"], summary="Every op and its schemas")
     app.add_api_route("/health", health, methods=["GET"], summary="Liveness")
     app.add_api_route("/ready", ready, methods=["GET"], summary="Readiness")
+    # FastAPI's documented way to supply the schema; mypy forbids assigning to a method.
     app.openapi = lambda: _openapi(app, registry)  # type: ignore[method-assign]
     return app
 
@@ -310,9 +311,10 @@ class _Streamed(StreamingResponse):
     ends (done, cut, or the client gone before the first byte)."""
 
     def __init__(
-        self, content: AsyncIterator[bytes], release: Callable[[], None], **kwargs: Any
+        self, content: AsyncGenerator[bytes, None], release: Callable[[], None], **kwargs: Any
     ) -> None:
         super().__init__(content, **kwargs)
+        self.content = content  # the body_iterator, typed as what it is: closeable
         self.release = release
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -322,13 +324,13 @@ class _Streamed(StreamingResponse):
             # Close the producer now, not whenever the garbage collector gets to it: its
             # upstream socket (or statement) must not outlive a caller who left mid-stream.
             with anyio.CancelScope(shield=True):
-                await self.body_iterator.aclose()  # type: ignore[attr-defined]
+                await self.content.aclose()
             self.release()
 
 
 async def _until(
-    deadline: float, chunks: AsyncIterator[bytes], ndjson: bool
-) -> AsyncIterator[bytes]:
+    deadline: float, chunks: AsyncGenerator[bytes, None], ndjson: bool
+) -> AsyncGenerator[bytes, None]:
     """Relay a streamed body until `deadline`. Past it the producer is cancelled (its upstream
     socket closed, its statement cancelled); NDJSON ends with an error line, raw bytes end short
     of their Content-Length so the caller cannot take them for the whole file."""
@@ -343,7 +345,7 @@ async def _until(
                 break
             yield chunk
     finally:
-        await chunks.aclose()  # type: ignore[attr-defined]
+        await chunks.aclose()
     logger.warning("stream passed its deadline", extra={"code": "GATEWAY_TIMEOUT"})
     if ndjson:
         error = GatewayError(
@@ -351,7 +353,7 @@ async def _until(
             "GATEWAY_TIMEOUT",
             "The stream did not finish within GATEWAY_STREAM_TIMEOUT_SECONDS.",
         )
-        yield orjson.dumps({"error": error.body(current_request_id())["error"]}) + b"\n"
+        yield orjson.dumps(error.body(current_request_id())) + b"\n"
 
 
 # --- readiness ------------------------------------------------------------------------------

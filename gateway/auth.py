@@ -17,7 +17,7 @@ from collections.abc import Mapping
 from contextvars import ContextVar, Token
 from dataclasses import dataclass, field
 from types import ModuleType
-from typing import Literal, Protocol
+from typing import Any, Literal, Protocol
 
 from cachetools import TTLCache
 from databricks.sdk import WorkspaceClient
@@ -55,9 +55,10 @@ class Backend(Protocol):
 
 
 _current: ContextVar[tuple[Identity, Backend] | None] = ContextVar("databricks_auth", default=None)
+AuthToken = Token[tuple[Identity, Backend] | None]
 
 
-def set_databricks_auth(identity: Identity, backend: Backend) -> Token:
+def set_databricks_auth(identity: Identity, backend: Backend) -> AuthToken:
     """Make `identity` the current one; pass the returned token to `clear_databricks_auth`."""
     reset = _current.set((identity, backend))
     try:
@@ -68,7 +69,7 @@ def set_databricks_auth(identity: Identity, backend: Backend) -> Token:
     return reset
 
 
-def clear_databricks_auth(reset: Token) -> None:
+def clear_databricks_auth(reset: AuthToken) -> None:
     current = _current.get()
     try:
         if current is not None:
@@ -212,10 +213,12 @@ class SdkBackend:
             "DATABRICKS_CLIENT_SECRET, or DATABRICKS_CONFIG_PROFILE.",
         )
 
-    def _config(self, *, auth_type: str | None = "pat", **kwargs: object) -> Config:
+    def _config(self, *, auth_type: str | None = "pat", **kwargs: str | None) -> Config:
         budget = self._settings.sdk_retry_timeout_seconds
+        # Config takes these as untyped **kwargs; only its explicit parameters are typed.
+        given: dict[str, Any] = {k: v for k, v in kwargs.items() if v is not None}
         config = Config(
-            **{k: v for k, v in kwargs.items() if v is not None},
+            **given,
             auth_type=auth_type,
             # Config() probes /.well-known/databricks-config with this budget. The probe only
             # informs, so against an unreachable host it must not spend the whole budget before
@@ -261,7 +264,9 @@ class ToolsCoreBackend:
     def client(self, identity: Identity) -> WorkspaceClient:
         if identity.kind == "service":
             return self._service.service_client()
-        return self._module.get_workspace_client()
+        # A module imported by name is untyped; check_tools_core_contract vetted this function.
+        client: WorkspaceClient = self._module.get_workspace_client()
+        return client
 
     def service_client(self) -> WorkspaceClient:
         return self._service.service_client()

@@ -48,6 +48,10 @@ import urllib3
 from databricks.sdk import errors as sdk_errors
 from databricks.sdk.errors import platform
 
+# databricks.sdk.errors imports DatabricksError without re-exporting it (no __all__, no `as`), so
+# under mypy's no_implicit_reexport it is only a public name in the module that defines it.
+from databricks.sdk.errors.base import DatabricksError
+
 
 class Code(NamedTuple):
     status: int
@@ -135,6 +139,10 @@ class GatewayError(Exception):
         return f"{self.code} ({self.status}): {self.message}"
 
     def body(self, request_id: str) -> dict[str, Any]:
+        return {"error": self.fields(request_id)}
+
+    def fields(self, request_id: str) -> dict[str, Any]:
+        """The envelope's inside: what an NDJSON stream's `{"error": ...}` line carries."""
         error: dict[str, Any] = {
             "code": self.code,
             "message": self.message,
@@ -145,7 +153,7 @@ class GatewayError(Exception):
             error["details"] = self.details
         if self.databricks_error_code:
             error["databricks_error_code"] = self.databricks_error_code
-        return {"error": error}
+        return error
 
 
 def error(code: str, message: str, **details: Any) -> GatewayError:
@@ -186,7 +194,7 @@ class UpstreamBadResponse(Exception):
 
 # Ordered most specific first: the first class the exception is an instance of wins.
 # (class, status, code, whether the Databricks message may be shown)
-_SDK_TABLE: tuple[tuple[type[sdk_errors.DatabricksError], int, str, bool], ...] = (
+_SDK_TABLE: tuple[tuple[type[DatabricksError], int, str, bool], ...] = (
     (sdk_errors.BadRequest, 400, "DATABRICKS_BAD_REQUEST", True),
     (sdk_errors.Unauthenticated, 401, "DATABRICKS_UNAUTHENTICATED", False),
     (sdk_errors.PermissionDenied, 403, "DATABRICKS_PERMISSION_DENIED", True),
@@ -210,7 +218,7 @@ _GENERIC_MESSAGES = {
 }
 
 
-def mapped_class_for(exc_type: type[BaseException]) -> type[sdk_errors.DatabricksError] | None:
+def mapped_class_for(exc_type: type[BaseException]) -> type[DatabricksError] | None:
     """The table row an SDK error class falls under (tests assert every class has one)."""
     for cls, *_ in _SDK_TABLE:
         if issubclass(exc_type, cls):
@@ -218,7 +226,7 @@ def mapped_class_for(exc_type: type[BaseException]) -> type[sdk_errors.Databrick
     return None
 
 
-def _from_databricks_error(exc: sdk_errors.DatabricksError) -> GatewayError:
+def _from_databricks_error(exc: DatabricksError) -> GatewayError:
     status, code, show = 502, "DATABRICKS_ERROR", False
     for cls, row_status, row_code, row_show in _SDK_TABLE:
         if isinstance(exc, cls):
@@ -232,7 +240,7 @@ def _from_databricks_error(exc: sdk_errors.DatabricksError) -> GatewayError:
     return mapped
 
 
-def _public_message(exc: sdk_errors.DatabricksError) -> str:
+def _public_message(exc: DatabricksError) -> str:
     # The SDK appends ". Config: host=..., token=***, ..." to 401/403 messages; the
     # configuration is ours to log, not the caller's to read.
     message = str(exc).split(". Config:", 1)[0].strip()
@@ -241,7 +249,7 @@ def _public_message(exc: sdk_errors.DatabricksError) -> str:
 
 def error_from_response(
     status: int, body: bytes = b"", retry_after: str | None = None
-) -> sdk_errors.DatabricksError:
+) -> DatabricksError:
     """The SDK's own error class for an error response our raw calls received.
 
     Uses the SDK's public code/status tables so raw calls and SDK calls map identically.
@@ -254,10 +262,9 @@ def error_from_response(
         raw = {}
     code = raw.get("error_code")
     message = str(raw.get("message") or httpx.codes.get_reason_phrase(status) or "error")
-    cls = platform.ERROR_CODE_MAPPING.get(code) or platform.STATUS_CODE_MAPPING.get(status)
-    exc = (cls or sdk_errors.DatabricksError)(
-        message, error_code=str(code) if code is not None else None
-    )
+    by_code = platform.ERROR_CODE_MAPPING.get(code) if isinstance(code, str) else None
+    cls = by_code or platform.STATUS_CODE_MAPPING.get(status)
+    exc = (cls or DatabricksError)(message, error_code=str(code) if code is not None else None)
     if retry_after and retry_after.isdigit():
         exc.retry_after_secs = int(retry_after)
     return exc
@@ -336,7 +343,7 @@ def translate(exc: BaseException) -> GatewayError | None:
     """The caller-facing error for an upstream failure, or None when the failure is ours."""
     if isinstance(exc, GatewayError):
         return exc
-    if isinstance(exc, sdk_errors.DatabricksError):
+    if isinstance(exc, DatabricksError):
         return _from_databricks_error(exc)
     if isinstance(exc, UpstreamBadResponse):
         return bad_response()

@@ -9,7 +9,7 @@ its return annotation the result schema. Parameters annotated with one of the *i
 from __future__ import annotations
 
 import inspect
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
 from functools import partial
 from typing import Annotated, Any, Literal, Union, get_type_hints
@@ -49,11 +49,14 @@ class Upload(Stream):
 
 
 class ByteStream(Stream):
-    """A streamed response: raw bytes (files) or NDJSON lines (queries)."""
+    """A streamed response: raw bytes (files) or NDJSON lines (queries).
+
+    `chunks` is an async generator: the gateway closes it as soon as the response ends, so its
+    upstream socket or statement never outlives the caller."""
 
     def __init__(
         self,
-        chunks: AsyncIterator[bytes],
+        chunks: AsyncGenerator[bytes, None],
         media_type: str,
         headers: dict[str, str] | None = None,
     ) -> None:
@@ -138,7 +141,7 @@ class Registry:
     def names(self) -> list[str]:
         return sorted(self._ops)
 
-    def __iter__(self):  # type: ignore[no-untyped-def]
+    def __iter__(self) -> Iterator[Op]:
         return iter(self._ops[name] for name in self.names())
 
     def get(self, name: object) -> Op:

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
+from typing import Any
 
 import anyio
 import httpx
@@ -15,6 +16,9 @@ from gateway.settings import Settings
 # Ops that move file bytes: each has its own pool and admission cap, so slow transfers can only
 # exhaust their own slots, never the API calls' threads or another kind of transfer.
 TRANSFER_OPS = frozenset({"read_file", "write_file"})
+
+# A running statement's cancel callback; a coroutine function, as anyio's start_soon wants.
+Cancel = Callable[[], Coroutine[Any, Any, None]]
 
 
 @dataclass
@@ -32,7 +36,7 @@ class Runtime:
     # In-flight requests per op; a full op answers 503 BUSY at once instead of queueing.
     admission: dict[str, anyio.CapacityLimiter] = field(default_factory=dict)
     # Cancel callbacks of SQL statements being submitted or running, called at shutdown.
-    running_statements: dict[object, Callable[[], Awaitable[None]]] = field(default_factory=dict)
+    running_statements: dict[object, Cancel] = field(default_factory=dict)
     # Set when the server starts shutting down: new requests are refused with SHUTTING_DOWN.
     draining: bool = False
 

@@ -30,6 +30,7 @@ class HeadTimeoutProtocol(HttpToolsProtocol):
     head_timeout_seconds = 5.0
     _head_timer: asyncio.TimerHandle | None = None
 
+    # The signature of uvicorn's own override, which narrows asyncio's BaseTransport likewise.
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
         self._arm_head_timer()

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The project's test command: lint, then the Python suite, then the Node suites.
+# The project's test command: lint and type checks, then the Python suite, then the Node suites.
 set -euo pipefail
 
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -11,6 +11,8 @@ bin="$(dirname "$py")"
 echo "== ruff"
 "$py" -m ruff check .
 "$py" -m ruff format --check .
+echo "== mypy"
+"$py" -m mypy  # strict, on gateway/ (pyproject [tool.mypy])
 echo "== hadolint, shellcheck"
 "$bin/hadolint" Dockerfile
 "$bin/shellcheck" scripts/*.sh .ci/run
@@ -41,7 +43,8 @@ fi
 
 for dir in clients/node examples/express-app; do
   if [ -f "$dir/package.json" ]; then
-    echo "== node --test ($dir)"
+    echo "== typecheck, node --test ($dir)"
+    (cd "$dir" && npm run --silent --if-present typecheck)  # tsc on index.d.ts and its consumer
     (cd "$dir" && GATEWAY_PYTHON="$py" node --test --test-reporter=spec)
   fi
 done

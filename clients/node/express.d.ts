@@ -1,3 +1,15 @@
-// The `databricks-gateway-client/express` entry point: the Express helpers alone.
-export { abortOnClose, callOptions, gatewayErrorHandler } from './index.js';
-export type { AuthMode, CallOptions } from './index.js';
+import type { CallOptions } from './index.js';
+
+export type AuthMode = 'service' | 'user' | 'auto';
+
+/** Call options (request id, user token per GATEWAY_AUTH_MODE, signal) from an Express request. */
+export declare function callOptions(
+  req: { get?(name: string): string | undefined; headers?: Record<string, string | string[] | undefined> },
+  opts?: { authMode?: AuthMode; signal?: AbortSignal },
+): CallOptions;
+/** An AbortSignal that fires when the response closes before finishing. */
+export declare function abortOnClose(req: unknown, res: { on(event: 'close', fn: () => void): unknown; writableFinished: boolean }): AbortSignal;
+/** Express error middleware mapping GatewayError to an HTTP response. */
+export declare function gatewayErrorHandler(opts?: { log?: { error?(e: unknown): void } }): (
+  err: unknown, req: unknown, res: unknown, next: (err?: unknown) => void,
+) => void;

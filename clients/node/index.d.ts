@@ -5,8 +5,6 @@ import type {
   WriteFileParams, WriteFileResult,
 } from './ops.generated.js';
 
-export type AuthMode = 'service' | 'user' | 'auto';
-
 export interface GatewayClientOptions {
   /** Gateway base URL; default `http://127.0.0.1:${GATEWAY_PORT ?? 8765}` or GATEWAY_URL. */
   url?: string;
@@ -32,12 +30,26 @@ export interface CallOptions {
   timeoutMs?: number;
 }
 
+export interface GatewayErrorInit {
+  code: string;
+  status: number;
+  /** Defaults to `code`. */
+  message?: string;
+  requestId?: string;
+  details?: Record<string, unknown>;
+  databricksErrorCode?: string;
+  cause?: unknown;
+}
+
 export declare class GatewayError extends Error {
+  constructor(init: GatewayErrorInit);
+  name: 'GatewayError';
   code: string;
   status: number;
   requestId?: string;
   details?: Record<string, unknown>;
   databricksErrorCode?: string;
+  toJSON(): { code: string; status: number; message: string; requestId?: string };
 }
 
 // --- op params and results: generated from the op registry (python -m gateway.codegen) ----
@@ -78,14 +90,5 @@ export interface GatewayClient extends OpMethods {
 
 export declare function createGatewayClient(options?: GatewayClientOptions): GatewayClient;
 
-/** Call options (request id, user token per GATEWAY_AUTH_MODE, signal) from an Express request. */
-export declare function callOptions(
-  req: { get?(name: string): string | undefined; headers?: Record<string, string | string[] | undefined> },
-  opts?: { authMode?: AuthMode; signal?: AbortSignal },
-): CallOptions;
-/** An AbortSignal that fires when the response closes before finishing. */
-export declare function abortOnClose(req: unknown, res: { on(event: 'close', fn: () => void): unknown; writableFinished: boolean }): AbortSignal;
-/** Express error middleware mapping GatewayError to an HTTP response. */
-export declare function gatewayErrorHandler(opts?: { log?: { error?(e: unknown): void } }): (
-  err: unknown, req: unknown, res: unknown, next: (err?: unknown) => void,
-) => void;
+// The Express helpers, also importable alone from 'databricks-gateway-client/express'.
+export { type AuthMode, abortOnClose, callOptions, gatewayErrorHandler } from './express.js';

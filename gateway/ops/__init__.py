@@ -1,8 +1,11 @@
 """Every operation the gateway serves, one module per family."""
 
+from collections.abc import Callable
+from typing import Any
+
 from gateway.ops import catalog, files, identity, sql
 
-ALL_OPS = [
+ALL_OPS: list[Callable[..., Any]] = [
     identity.me,
     catalog.list_catalogs,
     catalog.list_schemas,

@@ -16,7 +16,7 @@ import mimetypes
 import re
 import socket
 import threading
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator
 from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 from urllib.parse import quote
@@ -382,7 +382,7 @@ def _check_download(response: urllib3.BaseHTTPResponse, window: _Window | None) 
 
 async def _relay(
     response: urllib3.BaseHTTPResponse, runtime: Runtime, limit: int | None = None
-) -> AsyncIterator[bytes]:
+) -> AsyncGenerator[bytes, None]:
     finished = False
     remaining = limit
     try:

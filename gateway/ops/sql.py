@@ -11,7 +11,7 @@ from __future__ import annotations
 import math
 import re
 import threading
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -299,6 +299,7 @@ class Execution:
         while response.status and response.status.state in _RUNNING:
             await anyio.sleep(delay)
             delay = min(delay * 2, 1.0)
+            assert self.statement_id is not None  # a running statement has an id
             response = await anyio.to_thread.run_sync(
                 self.api.get_statement, self.statement_id, abandon_on_cancel=True
             )
@@ -476,7 +477,7 @@ def _unique_keys(names: list[str]) -> list[str]:
     return keys
 
 
-async def _ndjson(reader: ResultReader, execution: Execution) -> AsyncIterator[bytes]:
+async def _ndjson(reader: ResultReader, execution: Execution) -> AsyncGenerator[bytes, None]:
     header = {
         "statement_id": reader.statement_id,
         "columns": [c.model_dump(exclude_none=True) for c in reader.columns],
@@ -509,4 +510,4 @@ def _stream_error(exc: Exception) -> dict[str, Any]:
     if error is None:
         logger.error("stream failed", exc_info=exc, extra={"request_id": current_request_id()})
         error = masked_internal_error()
-    return error.body(current_request_id())["error"]
+    return error.fields(current_request_id())

@@ -17,7 +17,7 @@ from urllib.parse import parse_qsl, urlsplit
 import orjson
 
 if TYPE_CHECKING:
-    from gateway.testing.workspace import FakeWorkspace
+    from gateway.testing.workspace import FakeUser, FakeWorkspace
 
 READ_CHUNK = 1024 * 1024
 
@@ -38,6 +38,7 @@ class Handler(BaseHTTPRequestHandler):
     # the client's delayed ACK add ~40 ms to every response on a kept-alive connection.
     disable_nagle_algorithm = True
     server: Server
+    user: FakeUser | None = None  # whose bearer token came, set by FakeWorkspace.handle
 
     def log_message(self, format: str, *args: Any) -> None:
         """Silent: the workspace keeps its own request record."""

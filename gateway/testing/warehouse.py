@@ -230,7 +230,9 @@ class Warehouse:
                 f"CREATE TABLE {table} AS SELECT {exprs} FROM ({sql}) AS q({aliases}){limit}",
                 params,
             )
-            total = cursor.execute(f"SELECT count(*) FROM {table}").fetchone()[0]  # type: ignore[index]
+            counted = cursor.execute(f"SELECT count(*) FROM {table}").fetchone()
+            assert counted is not None  # count(*) always returns one row
+            total = counted[0]
             truncated = bool(row_limit) and total > row_limit
             return table, columns, min(total, row_limit) if row_limit else total, truncated
         finally:

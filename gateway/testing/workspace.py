@@ -136,6 +136,7 @@ class FakeWorkspace:
     def url(self) -> str:
         assert self._server is not None, "start() the workspace first"
         host, port = self._server.server_address[:2]
+        assert isinstance(host, str)  # an AF_INET address; typeshed allows bytes for others
         return f"http://{host}:{port}"
 
     # --- seeding ------------------------------------------------------------------------------
@@ -209,7 +210,7 @@ class FakeWorkspace:
                     rq.command,
                     unquote(path),
                     rq.query,
-                    user and user.user_name,
+                    user.user_name if user else None,
                     rq.headers.get("Authorization"),
                 )
             )
@@ -222,7 +223,7 @@ class FakeWorkspace:
             if match and method == rq.command:
                 if path.startswith("/api/") and not self._authorised(rq, user):
                     return
-                rq.user = user  # type: ignore[attr-defined]
+                rq.user = user
                 fn(rq, match)
                 return
         rq.send_error_body(404, "ENDPOINT_NOT_FOUND", f"No API found for '{rq.command} {path}'")
@@ -318,7 +319,7 @@ class FakeWorkspace:
             },
         )
 
-    def _oidc_token(self, rq: Handler, _: re.Match[str]) -> None:
+    def _oidc_token(self, rq: Handler, _match: re.Match[str]) -> None:
         form = dict(
             pair.split("=", 1) for pair in rq.read_body().decode().split("&") if "=" in pair
         )
@@ -353,8 +354,9 @@ class FakeWorkspace:
 
     # --- SCIM ---------------------------------------------------------------------------------
 
-    def _me(self, rq: Handler, _: re.Match[str]) -> None:
-        user: FakeUser = rq.user  # type: ignore[attr-defined]
+    def _me(self, rq: Handler, _match: re.Match[str]) -> None:
+        user = rq.user
+        assert user is not None  # /api/ routes run for known tokens only
         given, _, family = user.display_name.partition(" ")
         rq.send_json(
             200,
@@ -391,7 +393,7 @@ class FakeWorkspace:
                 404, "CATALOG_DOES_NOT_EXIST", f"Catalog '{catalog}' does not exist."
             )
             return False
-        if not self.can_use_catalog(rq.user, catalog):  # type: ignore[attr-defined]
+        if not self.can_use_catalog(rq.user, catalog):
             rq.send_error_body(
                 403,
                 "PERMISSION_DENIED",
@@ -416,7 +418,7 @@ class FakeWorkspace:
     def _list_catalogs(self, rq: Handler, _: re.Match[str]) -> None:
         with self.lock:
             names = sorted(self.catalogs)
-            visible = [self.catalogs[n] for n in names if self.can_use_catalog(rq.user, n)]  # type: ignore[attr-defined]
+            visible = [self.catalogs[n] for n in names if self.can_use_catalog(rq.user, n)]
         self._page(rq, "catalogs", visible)
 
     def _list_schemas(self, rq: Handler, _: re.Match[str]) -> None:
@@ -480,7 +482,8 @@ class FakeWorkspace:
             )
             return
         time.sleep(self.create_volume_delay)  # widens the window tests race in
-        user: FakeUser = rq.user  # type: ignore[attr-defined]
+        user = rq.user
+        assert user is not None  # /api/ routes run for known tokens only
         with self.lock:
             if (catalog, schema, name) in self.volumes:
                 rq.send_error_body(
@@ -512,7 +515,7 @@ class FakeWorkspace:
             )
             return None
         catalog, schema, volume = parts[2], parts[3], parts[4]
-        if not self.can_use_catalog(rq.user, catalog):  # type: ignore[attr-defined]
+        if not self.can_use_catalog(rq.user, catalog):
             rq.send_error_body(
                 403, "PERMISSION_DENIED", f"User does not have USE CATALOG on Catalog '{catalog}'."
             )

@@ -1,0 +1,85 @@
+// A typed consumer of the client, checked by `npm run typecheck` (never run): it imports the
+// package by its own name, through package.json "exports", exactly as an app would, so a
+// declaration that drifts from the JS shows up here as a type error.
+import { Readable } from 'node:stream';
+import type { NextFunction, Request, Response } from 'express';
+
+import {
+  type CallOptions,
+  type Catalog,
+  type QueryResult,
+  type User,
+  createGatewayClient,
+  GatewayError,
+} from 'databricks-gateway-client';
+import { abortOnClose, callOptions, gatewayErrorHandler } from 'databricks-gateway-client/express';
+
+const gateway = createGatewayClient({ url: 'http://127.0.0.1:8765', timeoutMs: 30_000 });
+
+export async function tour(call: CallOptions): Promise<void> {
+  const user: User = await gateway.me(call);
+  const catalogs: Catalog[] = await gateway.listCatalogs(call);
+  const schemas = await gateway.listSchemas(catalogs[0]?.name ?? 'main', call);
+  console.log(user.user_name ?? user.id, catalogs.length, schemas.map((s) => s.full_name));
+
+  // `run` ties each op name to its own params and result.
+  const volumes = await gateway.run('list_volumes', { catalog: 'main', schema: 'default' }, call);
+  const { volume, created } = await gateway.ensureVolume(
+    { catalog: 'main', schema: 'default', name: 'uploads', volume_type: 'MANAGED' },
+    call,
+  );
+  console.log(volumes.length, volume.full_name, created);
+
+  const path = '/Volumes/main/default/uploads/hello.txt';
+  const written: { path: string; size: number } = await gateway.writeFile(path, 'hello', { overwrite: true }, call);
+  await gateway.writeFile(`${path}.copy`, Readable.from([new TextEncoder().encode('hi')]), {}, call);
+  const { content, size } = await gateway.readText(path, { length: 5 }, call);
+  console.log(written.size, content.length === size);
+
+  const file = await gateway.readFile(path, {}, call);
+  console.log(file.size, file.contentType, file.gatewayHeaders['content-disposition']);
+  for await (const chunk of file) console.log((chunk as Uint8Array).byteLength);
+
+  const info = await gateway.fileInfo(path, call);
+  if (info.exists && !info.is_directory) {
+    const { removed, kind } = await gateway.deleteFile(path, { recursive: false }, call);
+    console.log(removed, kind satisfies 'file' | 'directory');
+  }
+
+  const result: QueryResult = await gateway.query(
+    { statement: 'SELECT :n AS n', parameters: { n: 1 }, rows_as: 'objects', row_limit: 10 },
+    call,
+  );
+  console.log(result.statement_id, result.columns.map((c) => c.name), result.row_count, result.truncated);
+
+  const rows = gateway.queryStream({ query: 'top_customers', parameters: [{ name: 'limit', value: 5 }] }, call);
+  for await (const row of rows) console.log(row.length);
+  console.log(rows.meta.columns?.length, rows.meta.rowCount, rows.meta.truncated);
+
+  const ready = await gateway.ready({ deep: true }, call);
+  console.log(ready.ready, ready.status, ready.reason);
+  await gateway.close();
+}
+
+// An Express middleware: each request runs as its user (the Databricks Apps proxy's
+// x-forwarded-access-token, forwarded per GATEWAY_AUTH_MODE), and is cancelled upstream if the
+// browser leaves.
+export async function catalogsRoute(req: Request, res: Response, next: NextFunction): Promise<void> {
+  try {
+    const call = callOptions(req, { authMode: 'user', signal: abortOnClose(req, res) });
+    res.json(await gateway.listCatalogs(call));
+  } catch (err) {
+    if (err instanceof GatewayError && err.code === 'USER_TOKEN_REQUIRED') {
+      res.status(err.status).json(err.toJSON());
+      return;
+    }
+    next(err);
+  }
+}
+
+export const errors: (err: unknown, req: Request, res: Response, next: NextFunction) => void =
+  gatewayErrorHandler({ log: console });
+
+export function notFound(): GatewayError {
+  return new GatewayError({ code: 'NOT_FOUND', status: 404, message: 'No such thing.' });
+}

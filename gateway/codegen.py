@@ -66,7 +66,7 @@ JS_RESERVED = frozenset((
 def ts_type(schema: dict[str, Any]) -> str:
     """The TypeScript type of a JSON schema (one the registry produces)."""
     if "$ref" in schema:
-        return schema["$ref"].rsplit("/", 1)[1]
+        return str(schema["$ref"]).rsplit("/", 1)[1]
     if "anyOf" in schema:
         return _union(ts_type(s) for s in schema["anyOf"] if not is_stream(s))
     if "const" in schema:

@@ -3,11 +3,13 @@
 #
 #   scripts/start.sh            against the workspace in DATABRICKS_HOST (+ token or OAuth M2M)
 #   scripts/start.sh --local    against a fake workspace with demo data (no Databricks needed)
+#   scripts/start.sh --no-install   never install (Databricks Apps: its pip and npm already did)
 #
 # Environment: GATEWAY_PORT (8765), DATABRICKS_APP_PORT / PORT (3000, the front server),
 # GATEWAY_LOCAL=1 (same as --local), GATEWAY_SKIP_INSTALL=1 (never install),
 # FRONT_HOST (127.0.0.1; the image and app.yaml set 0.0.0.0), GATEWAY_START_TIMEOUT (30 s),
-# FRONT_COMMAND (default: node examples/express-app/server.js).
+# FRONT_COMMAND (default: node examples/express-app/server.js), GATEWAY_VENV (.venv; without
+# one, the python3 on PATH, with the packages of requirements.txt installed).
 set -euo pipefail
 
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -18,7 +20,7 @@ for arg in "$@"; do
   case "$arg" in
     --local) local_mode=1 ;;
     --no-install) GATEWAY_SKIP_INSTALL=1 ;;
-    -h|--help) sed -n '2,10p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,13p' "$0"; exit 0 ;;
     *) echo "start.sh: unknown argument $arg (try --help)" >&2; exit 2 ;;
   esac
 done
@@ -30,7 +32,10 @@ if [ "${GATEWAY_SKIP_INSTALL:-0}" != 1 ]; then
   scripts/bootstrap.sh runtime
 fi
 py="${GATEWAY_VENV:-$root/.venv}/bin/python"
-[ -x "$py" ] || py="$(command -v python3)"
+# No virtualenv (Databricks Apps, where pip installed requirements.txt): the python on PATH.
+[ -x "$py" ] || py="$(command -v python3 || command -v python)" || die "no python3 on PATH"
+# The gateway runs from this source tree whether or not it is pip-installed.
+export PYTHONPATH="$root${PYTHONPATH:+:$PYTHONPATH}"
 
 export GATEWAY_PORT="${GATEWAY_PORT:-8765}"
 front_port="${DATABRICKS_APP_PORT:-${PORT:-3000}}"

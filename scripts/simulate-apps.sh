@@ -78,7 +78,7 @@ GATEWAY_PORT="$(free_port)"
 GATEWAY_FAKE_PORT="$(free_port)"
 export DATABRICKS_APP_PORT GATEWAY_PORT GATEWAY_FAKE_PORT GATEWAY_LOCAL=1
 export FRONT_HOST=127.0.0.1  # app.yaml's 0.0.0.0 is for the Apps proxy; this machine needs no more
-export DATABRICKS_CONFIG_FILE="$work/no-databrickscfg"
+export DATABRICKS_CONFIG_FILE="$work/no-databrickscfg" GATEWAY_SECRET_FILE="$work/secret"
 unset GATEWAY_VENV
 
 url="http://127.0.0.1:$DATABRICKS_APP_PORT/api/health"

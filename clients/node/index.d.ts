@@ -156,3 +156,11 @@ export declare function abortOnClose(req: unknown, res: { on(event: 'close', fn:
 export declare function gatewayErrorHandler(opts?: { log?: { error?(e: unknown): void } }): (
   err: unknown, req: unknown, res: unknown, next: (err?: unknown) => void,
 ) => void;
+
+// --- Hand-written (branch apps): tracing. Merges into CallOptions above; keep this block
+// separate from generated declarations. ------------------------------------------------------
+export interface CallOptions {
+  /** W3C traceparent forwarded to the gateway (dropped unless well formed); its trace id is in
+   * the gateway's log line. `callOptions(req)` takes it from the Express request. */
+  traceparent?: string;
+}

@@ -32,7 +32,7 @@ def main() -> int:
     except ValidationError as exc:
         print(f"databricks-gateway: invalid configuration:\n{exc}", file=sys.stderr)
         return 2
-    configure(settings.log_level)
+    configure(settings.log_level, settings.log_format)
     app_port = os.environ.get("DATABRICKS_APP_PORT")
     if app_port and app_port == str(settings.port):
         logger.error("GATEWAY_PORT must differ from DATABRICKS_APP_PORT (the front server's)")

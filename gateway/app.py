@@ -26,6 +26,7 @@ from gateway.auth import (
 )
 from gateway.errors import GatewayError, translate
 from gateway.logs import current_request_id, logger
+from gateway.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from gateway.middleware import RequestContext
 from gateway.ops import ALL_OPS
 from gateway.registry import ByteStream, Delivery, Op, Registry, Upload
@@ -68,7 +69,9 @@ def create_app(settings: Settings | None = None, runtime: Runtime | None = None)
         RequestContext,
         secret=settings.secret.get_secret_value() if settings.secret else None,
         is_draining=lambda: runtime.draining,
+        metrics=runtime.metrics,
     )
+    runtime.metrics.watch_admission(lambda: runtime.admission)
 
     async def run(request: Request) -> Response:
         return await _run(request, runtime, registry)
@@ -84,12 +87,16 @@ def create_app(settings: Settings | None = None, runtime: Runtime | None = None)
     async def ready(deep: bool = False) -> Response:
         return await _ready(runtime, deep)
 
+    async def metrics() -> Response:
+        return Response(runtime.metrics.render(), media_type=METRICS_CONTENT_TYPE)
+
     # A plain Starlette route: /run reads its own body, so FastAPI's parameter machinery would
     # only cost time; its OpenAPI entry is written by _openapi below.
     app.router.routes.append(Route("/run", run, methods=["POST"]))
     app.add_api_route("/ops", ops, methods=["GET"], summary="Every op and its schemas")
     app.add_api_route("/health", health, methods=["GET"], summary="Liveness")
     app.add_api_route("/ready", ready, methods=["GET"], summary="Readiness")
+    app.add_api_route("/metrics", metrics, methods=["GET"], summary="Prometheus metrics")
     # FastAPI's documented way to supply the schema; mypy forbids assigning to a method.
     app.openapi = lambda: _openapi(app, registry)  # type: ignore[method-assign]
     return app
@@ -198,6 +205,7 @@ async def _call_with_deadline(
                 if mapped is None:
                     raise
                 _log_upstream_failure(exc, mapped)
+                runtime.metrics.upstream_error(mapped.code, mapped.databricks_error_code)
                 raise mapped from exc
     except TimeoutError:
         raise GatewayError(

@@ -1,4 +1,5 @@
-"""Structured logging: one JSON object per line on stderr, through the stdlib."""
+"""Structured logging on stderr, through the stdlib: one JSON object per line (the default), or
+`GATEWAY_LOG_FORMAT=text` for `key=value` lines a person reads in a terminal."""
 
 from __future__ import annotations
 
@@ -29,24 +30,49 @@ def unbind_request_id(token: Token[str]) -> None:
 _RESERVED = set(vars(logging.makeLogRecord({}))) | {"message", "asctime"}
 
 
+def _entry(record: logging.LogRecord) -> dict[str, Any]:
+    entry: dict[str, Any] = {
+        "ts": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created))
+        + f".{int(record.msecs):03d}Z",
+        "level": record.levelname.lower(),
+        "logger": record.name,
+        "event": record.getMessage(),
+    }
+    entry.update({k: v for k, v in vars(record).items() if k not in _RESERVED})
+    return entry
+
+
 class JsonFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
-        entry: dict[str, Any] = {
-            "ts": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created))
-            + f".{int(record.msecs):03d}Z",
-            "level": record.levelname.lower(),
-            "logger": record.name,
-            "event": record.getMessage(),
-        }
-        entry.update({k: v for k, v in vars(record).items() if k not in _RESERVED})
+        entry = _entry(record)
         if record.exc_info:
             entry["exception"] = self.formatException(record.exc_info)
         return orjson.dumps(entry, default=str).decode()
 
 
-def configure(level: str) -> None:
+class TextFormatter(logging.Formatter):
+    """`ts level logger event key=value ...`; a value with spaces or quotes is JSON-quoted."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        entry = _entry(record)
+        head = [entry.pop(k) for k in ("ts", "level", "logger")]
+        pairs = [f"{k}={_text_value(v)}" for k, v in entry.items() if k != "event"]
+        line = " ".join([*head, _text_value(entry["event"]), *pairs])
+        if record.exc_info:
+            line += "\n" + self.formatException(record.exc_info)
+        return line
+
+
+def _text_value(value: Any) -> str:
+    text = value if isinstance(value, str) else orjson.dumps(value, default=str).decode()
+    if text and not any(c in text for c in ' "=\n'):
+        return text
+    return orjson.dumps(text).decode()
+
+
+def configure(level: str, log_format: str = "json") -> None:
     handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(JsonFormatter())
+    handler.setFormatter(TextFormatter() if log_format == "text" else JsonFormatter())
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())

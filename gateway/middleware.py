@@ -16,11 +16,15 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from gateway.errors import GatewayError, masked_internal_error
 from gateway.logs import bind_request_id, logger, unbind_request_id
+from gateway.metrics import Metrics
+from gateway.tracing import traceparent_from
 
 _SANE_REQUEST_ID = re.compile(r"^[\x21-\x7e]{1,128}$")
 SECRET_HEADER = b"x-gateway-secret"
 MAX_HEADER_BYTES = 32 * 1024  # more than any real caller sends; uvicorn's httptools sets none
 OPEN_PATHS = frozenset({"/health"})
+# Metric labels for requests that name no op: a known route, else "other" (bounded cardinality).
+ROUTES = frozenset({"/run", "/ops", "/health", "/ready", "/metrics", "/openapi.json"})
 # Headers that choose who a request runs as: sent twice, "first one wins" in one layer and
 # "last one wins" in another would let a caller smuggle an identity past a proxy's check.
 SINGLE_HEADERS = frozenset({SECRET_HEADER, b"x-databricks-token", b"x-databricks-host"})
@@ -42,11 +46,16 @@ class RequestContext:
     """Gives each request an id, checks X-Gateway-Secret, logs one line when it ends."""
 
     def __init__(
-        self, app: ASGIApp, secret: str | None, is_draining: Callable[[], bool] = lambda: False
+        self,
+        app: ASGIApp,
+        secret: str | None,
+        is_draining: Callable[[], bool] = lambda: False,
+        metrics: Metrics | None = None,
     ) -> None:
         self.app = app
         self.secret = secret.encode() if secret else None
         self.is_draining = is_draining
+        self.metrics = metrics
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -55,19 +64,22 @@ class RequestContext:
         headers = dict(scope["headers"])
         request_id = request_id_from(headers.get(b"x-request-id"))
         log: dict[str, Any] = {"op": None, "identity": None}
+        echoed = [(b"x-request-id", request_id.encode())]
+        if trace := traceparent_from(scope["headers"]):
+            log["trace_id"] = trace[1]
+            echoed.append((b"traceparent", trace[0].encode()))
         scope.setdefault("state", {}).update(request_id=request_id, log=log)
         started = time.perf_counter()
         bound = bind_request_id(request_id)
         status, started_response = 500, False
+        if self.metrics is not None:
+            self.metrics.in_flight.inc()
 
         async def send_with_id(message: Message) -> None:
             nonlocal status, started_response
             if message["type"] == "http.response.start":
                 status, started_response = message["status"], True
-                message["headers"] = [
-                    *message.get("headers", []),
-                    (b"x-request-id", request_id.encode()),
-                ]
+                message["headers"] = [*message.get("headers", []), *echoed]
             await send(message)
 
         try:
@@ -104,6 +116,11 @@ class RequestContext:
             await send_error(send_with_id, masked_internal_error(), request_id)
         finally:
             unbind_request_id(bound)
+            elapsed = time.perf_counter() - started
+            if self.metrics is not None:
+                self.metrics.in_flight.dec()
+                route = scope["path"] if scope["path"] in ROUTES else "other"
+                self.metrics.observe(log["op"] or route, status, elapsed)
             logger.info(
                 "request",
                 extra={
@@ -112,7 +129,7 @@ class RequestContext:
                     "path": scope["path"],
                     **log,
                     "status": status,
-                    "duration_ms": round((time.perf_counter() - started) * 1000, 2),
+                    "duration_ms": round(elapsed * 1000, 2),
                 },
             )
 

@@ -11,6 +11,7 @@ import httpx
 import urllib3
 
 from gateway.auth import SdkBackend, ToolsCoreBackend
+from gateway.metrics import Metrics
 from gateway.settings import Settings
 
 # Ops that move file bytes: each has its own pool and admission cap, so slow transfers can only
@@ -39,6 +40,7 @@ class Runtime:
     running_statements: dict[object, Cancel] = field(default_factory=dict)
     # Set when the server starts shutting down: new requests are refused with SHUTTING_DOWN.
     draining: bool = False
+    metrics: Metrics = field(default_factory=Metrics)
 
     @classmethod
     def create(cls, settings: Settings, backend: SdkBackend | ToolsCoreBackend) -> Runtime:

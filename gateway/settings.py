@@ -56,6 +56,7 @@ class Settings(BaseSettings):
     )
     thread_limit: int = Field(32, ge=1, le=512, validation_alias=_env("GATEWAY_THREAD_LIMIT"))
     log_level: str = Field("INFO", validation_alias=_env("GATEWAY_LOG_LEVEL"))
+    log_format: Literal["json", "text"] = Field("json", validation_alias=_env("GATEWAY_LOG_FORMAT"))
 
     # --- identities ---------------------------------------------------------------------
     auth_mode: Literal["service", "user", "auto"] = Field(

@@ -3,11 +3,14 @@
 #
 #   scripts/start.sh            against the workspace in DATABRICKS_HOST (+ token or OAuth M2M)
 #   scripts/start.sh --local    against a fake workspace with demo data (no Databricks needed)
+#   scripts/start.sh --no-install   never install (Databricks Apps: its pip and npm already did)
 #
 # Environment: GATEWAY_PORT (8765), DATABRICKS_APP_PORT / PORT (3000, the front server),
 # GATEWAY_LOCAL=1 (same as --local), GATEWAY_SKIP_INSTALL=1 (never install),
 # FRONT_HOST (127.0.0.1; the image and app.yaml set 0.0.0.0), GATEWAY_START_TIMEOUT (30 s),
-# FRONT_COMMAND (default: node examples/express-app/server.js).
+# GATEWAY_SECRET (a fresh one per boot), GATEWAY_SECRET_FILE (.gateway/secret: where it is written),
+# FRONT_COMMAND (default: node examples/express-app/server.js), GATEWAY_VENV (.venv; without
+# one, the python3 on PATH, with the packages of requirements.txt installed).
 set -euo pipefail
 
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -18,7 +21,7 @@ for arg in "$@"; do
   case "$arg" in
     --local) local_mode=1 ;;
     --no-install) GATEWAY_SKIP_INSTALL=1 ;;
-    -h|--help) sed -n '2,10p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,14p' "$0"; exit 0 ;;
     *) echo "start.sh: unknown argument $arg (try --help)" >&2; exit 2 ;;
   esac
 done
@@ -30,7 +33,10 @@ if [ "${GATEWAY_SKIP_INSTALL:-0}" != 1 ]; then
   scripts/bootstrap.sh runtime
 fi
 py="${GATEWAY_VENV:-$root/.venv}/bin/python"
-[ -x "$py" ] || py="$(command -v python3)"
+# No virtualenv (Databricks Apps, where pip installed requirements.txt): the python on PATH.
+[ -x "$py" ] || py="$(command -v python3 || command -v python)" || die "no python3 on PATH"
+# The gateway runs from this source tree whether or not it is pip-installed.
+export PYTHONPATH="$root${PYTHONPATH:+:$PYTHONPATH}"
 
 export GATEWAY_PORT="${GATEWAY_PORT:-8765}"
 front_port="${DATABRICKS_APP_PORT:-${PORT:-3000}}"
@@ -41,6 +47,25 @@ if [ -z "${GATEWAY_SECRET:-}" ]; then
   GATEWAY_SECRET="$(od -An -N32 -tx1 /dev/urandom | tr -d ' \n')"  # per boot, never printed
 fi
 export GATEWAY_SECRET
+
+# The secret in use goes to a file only its owner can read, so a shell can call the gateway
+# (README: `export GATEWAY_SECRET=$(cat .gateway/secret)`); the log names the file, never the
+# secret. 0600 from the first byte: umask 077, a temporary name, then a rename.
+secret_file="${GATEWAY_SECRET_FILE:-$root/.gateway/secret}"
+shown_secret_file="${secret_file#"$root"/}"
+if (umask 077 && mkdir -p "$(dirname "$secret_file")" \
+    && printf '%s\n' "$GATEWAY_SECRET" > "$secret_file.$$" && mv -f "$secret_file.$$" "$secret_file"); then
+  log info "the gateway secret is in $shown_secret_file (0600): export GATEWAY_SECRET=\$(cat $shown_secret_file)"
+else
+  rm -f "$secret_file.$$"
+  secret_file=""
+  log warning "could not write the gateway secret to $shown_secret_file; set GATEWAY_SECRET yourself to call the gateway"
+fi
+forget_secret() {  # only if it is still ours: another start.sh may have written its own since
+  if [ -n "$secret_file" ] && [ "$(cat "$secret_file" 2>/dev/null)" = "$GATEWAY_SECRET" ]; then
+    rm -f "$secret_file"
+  fi
+}
 
 pids=()       # front server, gateway, fake: the order they stop in
 graces=()     # tenths of a second each may take; 3 + 8 + 2 s stays under Apps' 15 s SIGKILL
@@ -53,6 +78,7 @@ stop_all() {
     kill -KILL "$pid" 2>/dev/null || true
     wait "$pid" 2>/dev/null || true
   done
+  forget_secret
 }
 # shellcheck disable=SC2329  # invoked by the traps below
 on_signal() {

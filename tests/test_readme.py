@@ -1,56 +1,110 @@
-"""The README's op table is the registry: the same ops, each with its required and optional params."""
+"""The README works as written: its marked bash blocks run against `start.sh --local`."""
 
 from __future__ import annotations
 
+import os
 import re
+import signal
+import socket
+import stat
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
+import httpx
 import pytest
 
-from gateway.ops import ALL_OPS
-from gateway.registry import Registry
-
-README = Path(__file__).resolve().parent.parent / "README.md"
-REGISTRY = Registry(ALL_OPS)
-
-
-def op_table() -> dict[str, str]:
-    """op name → its params cell, from the table under "The `/run` contract"."""
-    section = README.read_text().split("## The `/run` contract", 1)[1].split("\n## ", 1)[0]
-    table = section.split("### Operations", 1)[1]
-    rows = re.findall(r"^\| `(\w+)` \| ([^|]*) \|", table, re.MULTILINE)
-    return dict(rows)
+ROOT = Path(__file__).resolve().parent.parent
+MARKED_BLOCK = re.compile(r"^<!-- readme-test -->\n```bash\n(.*?)^```$", re.M | re.S)
+# Curl as the README calls it, but an HTTP error fails the block (plain `curl -s` exits 0).
+STRICT_CURL = 'curl() { command curl --fail-with-body "$@"; }\n'
 
 
-def parse_params(cell: str) -> dict[str, bool]:
-    """`catalog`, `comment?` (default) … → {name: required}; parentheses hold values, not names."""
-    names = re.sub(r"\([^)]*\)", "", cell)
-    return {name: not optional for name, optional in re.findall(r"`(\w+)(\?)?`", names)}
+def marked_blocks() -> list[str]:
+    return MARKED_BLOCK.findall((ROOT / "README.md").read_text())
 
 
-def test_parse_params():
-    cell = (
-        "`path`, `encoding?` (`utf-8`), `rows_as?` (`arrays`/`objects`), `statement?` or `query?`"
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@dataclass
+class LocalMode:
+    gateway_port: int
+    home: Path  # where the README's shell stands: .gateway/secret is under it
+    log: Path
+
+
+@pytest.fixture(scope="module")
+def local_mode(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalMode]:
+    home = tmp_path_factory.mktemp("readme")
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("DATABRICKS_", "GATEWAY_"))}
+    env.update(
+        GATEWAY_PORT=str(free_port()),
+        GATEWAY_FAKE_PORT=str(free_port()),
+        PORT=str(free_port()),
+        GATEWAY_AUTH_MODE="auto",
+        GATEWAY_SECRET_FILE=str(home / ".gateway" / "secret"),
+        GATEWAY_VENV=sys.prefix,
+        DATABRICKS_CONFIG_FILE=str(home / "missing.databrickscfg"),
+        FRONT_COMMAND="sleep 600",  # the blocks call the gateway; Express is tested elsewhere
     )
-    assert parse_params(cell) == {
-        "path": True,
-        "encoding": False,
-        "rows_as": False,
-        "statement": False,
-        "query": False,
-    }
-    assert parse_params("—") == {}
+    log = home / "start.log"
+    with log.open("wb") as sink:
+        process = subprocess.Popen(
+            ["bash", "scripts/start.sh", "--local", "--no-install"],
+            cwd=ROOT,
+            env=env,
+            stdout=sink,
+            stderr=subprocess.STDOUT,
+        )
+    try:
+        deadline = time.monotonic() + 60
+        while "front server starting" not in log.read_text():
+            assert process.poll() is None, log.read_text()
+            assert time.monotonic() < deadline, log.read_text()
+            time.sleep(0.1)
+        yield LocalMode(int(env["GATEWAY_PORT"]), home, log)
+    finally:
+        process.send_signal(signal.SIGTERM)
+        process.wait(30)
 
 
-def test_the_table_lists_every_op_and_no_other():
-    assert sorted(op_table()) == REGISTRY.names()
+def test_the_readme_has_marked_blocks() -> None:
+    assert marked_blocks(), "no <!-- readme-test --> block in README.md"
 
 
-@pytest.mark.parametrize("name", REGISTRY.names())
-def test_each_row_has_the_ops_required_and_optional_params(name: str):
-    schema = REGISTRY.get(name).describe()["params"]
-    required = set(schema.get("required", []))
-    expected = {param: param in required for param in schema.get("properties", {})}
-    assert parse_params(op_table().get(name, "")) == expected, (
-        f"README row of {name}: write required params as `name`, optional ones as `name?`"
+@pytest.mark.parametrize("index", range(len(marked_blocks())))
+def test_readme_block_runs(local_mode: LocalMode, index: int) -> None:
+    block = marked_blocks()[index].replace(":8765", f":{local_mode.gateway_port}")
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("DATABRICKS_", "GATEWAY_"))}
+    result = subprocess.run(
+        ["bash", "-e", "-c", STRICT_CURL + block],
+        cwd=local_mode.home,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
     )
+    assert result.returncode == 0, (
+        f"{block}\n--- stdout\n{result.stdout}\n--- stderr\n{result.stderr}"
+    )
+
+
+def test_start_sh_writes_the_secret_0600_and_never_logs_it(local_mode: LocalMode) -> None:
+    secret_file = local_mode.home / ".gateway" / "secret"
+    assert stat.S_IMODE(secret_file.stat().st_mode) == 0o600
+    secret = secret_file.read_text().strip()
+    assert len(secret) == 64
+    log = local_mode.log.read_text()
+    assert secret not in log
+    assert "export GATEWAY_SECRET=$(cat " in log
+    url = f"http://127.0.0.1:{local_mode.gateway_port}/ops"
+    assert httpx.get(url).status_code == 401
+    assert httpx.get(url, headers={"X-Gateway-Secret": secret}).status_code == 200

@@ -92,3 +92,10 @@ export declare function createGatewayClient(options?: GatewayClientOptions): Gat
 
 // The Express helpers, also importable alone from 'databricks-gateway-client/express'.
 export { type AuthMode, abortOnClose, callOptions, gatewayErrorHandler } from './express.js';
+
+// --- Hand-written: tracing. Merges into CallOptions above. ---------------------------------
+export interface CallOptions {
+  /** W3C traceparent forwarded to the gateway (dropped unless well formed); its trace id is in
+   * the gateway's log line. `callOptions(req)` takes it from the Express request. */
+  traceparent?: string;
+}

@@ -3,6 +3,7 @@ import { Pool } from 'undici';
 import { GatewayError, fromEnvelope, fromTransport } from './errors.js';
 import { ndjsonValues } from './ndjson.js';
 import { opMethods } from './ops.generated.js';
+import { saneTraceparent } from './trace.js';
 
 const DEFAULT_URL = 'http://127.0.0.1:8765';
 // Below the gateway's 30 s keep-alive, so this side closes idle sockets first and never
@@ -38,6 +39,8 @@ export function createGatewayClient(options = {}) {
     if (secret) headers['x-gateway-secret'] = secret;
     if (call.userToken !== undefined && call.userToken !== null) headers['x-databricks-token'] = call.userToken;
     if (call.requestId && SANE_REQUEST_ID.test(call.requestId)) headers['x-request-id'] = call.requestId;
+    const traceparent = saneTraceparent(call.traceparent);
+    if (traceparent) headers.traceparent = traceparent;
     return headers;
   }
 

@@ -1,4 +1,5 @@
 import { GatewayError } from './errors.js';
+import { saneTraceparent } from './trace.js';
 
 const SANE_REQUEST_ID = /^[\x21-\x7e]{1,128}$/;
 const MODES = new Set(['service', 'user', 'auto']);
@@ -9,14 +10,17 @@ const MODES = new Set(['service', 'user', 'auto']);
  * The user's token (`x-forwarded-access-token`, set by the Databricks Apps proxy) is forwarded
  * only when the auth mode is `user` or `auto` — the same GATEWAY_AUTH_MODE the gateway reads —
  * so a service-mode deployment never sends tokens the gateway would reject, and a user-mode one
- * never silently drops them. Nothing else from the incoming request is forwarded: a client
- * cannot smuggle an X-Gateway-Secret or X-Databricks-Token header through.
+ * never silently drops them. A well-formed `traceparent` and `x-request-id` are passed on for
+ * correlation. Nothing else from the incoming request is forwarded: a client cannot smuggle an
+ * X-Gateway-Secret or X-Databricks-Token header through.
  */
 export function callOptions(req, { authMode = process.env.GATEWAY_AUTH_MODE ?? 'service', signal } = {}) {
   if (!MODES.has(authMode)) throw new Error(`Unknown GATEWAY_AUTH_MODE ${authMode}`);
   const call = {};
   const requestId = header(req, 'x-request-id');
   if (requestId && SANE_REQUEST_ID.test(requestId)) call.requestId = requestId;
+  const traceparent = saneTraceparent(header(req, 'traceparent'));
+  if (traceparent) call.traceparent = traceparent;
   if (authMode !== 'service') {
     const token = header(req, 'x-forwarded-access-token');
     if (token !== undefined) call.userToken = token;

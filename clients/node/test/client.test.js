@@ -100,3 +100,15 @@ test('an aborted call is ABORTED', async () => {
   server.closeAllConnections();
   server.close();
 });
+
+test('traceparent and request id given per call are forwarded; a malformed traceparent is not', async () => {
+  const { agent, pool, client } = mocked();
+  const traceparent = '00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01';
+  pool.intercept({ path: '/run', method: 'POST', headers: { traceparent, 'x-request-id': 'req-7' } })
+    .reply(200, { result: { id: '1' } });
+  pool.intercept({ path: '/run', method: 'POST', headers: (h) => !('traceparent' in h) })
+    .reply(200, { result: { id: '1' } });
+  await client.me({ traceparent, requestId: 'req-7' });
+  await client.me({ traceparent: `${traceparent}\r\nx-gateway-secret: guess` });
+  agent.assertNoPendingInterceptors();
+});

@@ -62,3 +62,20 @@ test('gatewayErrorHandler keeps 4xx messages and explains an unreachable gateway
   assert.equal(bug.statusCode, 500);
   assert.doesNotMatch(JSON.stringify(bug.body), /secret detail/);
 });
+
+test('traceparent and x-request-id from the Express request reach the gateway', async () => {
+  const { MockAgent } = await import('undici');
+  const { createGatewayClient } = await import('../src/index.js');
+  const agent = new MockAgent();
+  agent.disableNetConnect();
+  const pool = agent.get('http://127.0.0.1:8765');
+  const client = createGatewayClient({ url: 'http://127.0.0.1:8765', secret: 's', dispatcher: pool });
+  const traceparent = '00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01';
+  pool.intercept({ path: '/run', method: 'POST', headers: { traceparent, 'x-request-id': 'from-express' } })
+    .reply(200, { result: {} });
+  const call = callOptions(req({ traceparent, 'x-request-id': 'from-express' }), { authMode: 'service' });
+  assert.deepEqual(call, { requestId: 'from-express', traceparent });
+  await client.me(call);
+  agent.assertNoPendingInterceptors();
+  assert.deepEqual(callOptions(req({ traceparent: 'not-a-trace' }), { authMode: 'service' }), {});
+});

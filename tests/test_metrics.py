@@ -1,0 +1,57 @@
+"""GET /metrics: Prometheus text, behind the secret, counting what the gateway did."""
+
+from __future__ import annotations
+
+from prometheus_client.parser import text_string_to_metric_families
+
+from tests.support import run
+
+
+def scrape(client) -> dict[str, dict[tuple[tuple[str, str], ...], float]]:
+    response = client.get("/metrics")
+    assert response.status_code == 200, response.text
+    assert response.headers["content-type"].startswith("text/plain")
+    samples: dict[str, dict[tuple[tuple[str, str], ...], float]] = {}
+    for family in text_string_to_metric_families(response.text):
+        for sample in family.samples:
+            samples.setdefault(sample.name, {})[tuple(sorted(sample.labels.items()))] = sample.value
+    return samples
+
+
+def test_metrics_need_the_gateway_secret(gateway):
+    _, client = gateway(secret="metrics-secret")
+    assert client.get("/metrics").status_code == 200
+    assert client.get("/metrics", headers={"X-Gateway-Secret": "wrong"}).status_code == 401
+
+
+def test_requests_latency_and_upstream_errors_are_counted(gateway):
+    _, client = gateway()
+    for _ in range(3):
+        assert run(client, "me").status_code == 200
+    assert run(client, "list_schemas", catalog="no_such_catalog").status_code == 404
+    assert run(client, "no_such_op").status_code == 400
+
+    samples = scrape(client)
+    requests = samples["gateway_requests_total"]
+    assert requests[(("op", "me"), ("status", "200"))] == 3
+    assert requests[(("op", "list_schemas"), ("status", "404"))] == 1
+    assert requests[(("op", "/run"), ("status", "400"))] == 1
+    assert samples["gateway_request_duration_seconds_count"][(("op", "me"),)] == 3
+    errors = samples["gateway_upstream_errors_total"]
+    assert sum(v for k, v in errors.items() if ("code", "NOT_FOUND") in k) == 1
+    # The scrape itself is in flight while it renders; nothing else is.
+    assert samples["gateway_requests_in_flight"][()] == 1
+
+
+def test_admission_slots_in_use_per_op(gateway):
+    server, client = gateway(max_concurrent_per_op=7)
+    assert run(client, "me").status_code == 200
+    slots = server.runtime.admission_for("me")
+    borrower = object()
+    slots.acquire_on_behalf_of_nowait(borrower)
+    try:
+        samples = scrape(client)
+    finally:
+        slots.release_on_behalf_of(borrower)
+    assert samples["gateway_admission_slots_in_use"][(("op", "me"),)] == 1
+    assert samples["gateway_admission_slots_limit"][(("op", "me"),)] == 7

@@ -8,9 +8,11 @@ from dataclasses import dataclass, field
 import anyio
 import httpx
 import urllib3
+from cachetools import TTLCache
 
 from gateway.auth import SdkBackend, ToolsCoreBackend
 from gateway.settings import Settings
+from gateway.statements import ShapeMemory
 
 # Ops that move file bytes: each has its own pool and admission cap, so slow transfers can only
 # exhaust their own slots, never the API calls' threads or another kind of transfer.
@@ -35,6 +37,12 @@ class Runtime:
     running_statements: dict[object, Callable[[], Awaitable[None]]] = field(default_factory=dict)
     # Set when the server starts shutting down: new requests are refused with SHUTTING_DOWN.
     draining: bool = False
+    # The result shape each warehouse accepted (after refusals), and who submitted which
+    # long-running statement (submit_query): a digest of the identity, for a day at most.
+    sql_shapes: ShapeMemory = field(default_factory=ShapeMemory)
+    statement_owners: TTLCache[str, str] = field(
+        default_factory=lambda: TTLCache(maxsize=100_000, ttl=86_400)
+    )
 
     @classmethod
     def create(cls, settings: Settings, backend: SdkBackend | ToolsCoreBackend) -> Runtime:

@@ -82,7 +82,9 @@ class Proc:
             self.process.kill()
 
 
-def start_fake(latency_ms: float = 0, chunk_rows: int = 10_000, trips: int = 1000) -> Proc:
+def start_fake(
+    latency_ms: float = 0, chunk_rows: int = 10_000, trips: int = 1000, link_latency_ms: float = 0
+) -> Proc:
     port = free_port()
     args = [
         sys.executable,
@@ -96,6 +98,8 @@ def start_fake(latency_ms: float = 0, chunk_rows: int = 10_000, trips: int = 100
         str(chunk_rows),
         "--trips",
         str(trips),
+        "--link-latency-ms",
+        str(link_latency_ms),
     ]
     process = subprocess.Popen(args, cwd=ROOT, env=clean_env(), stdout=subprocess.DEVNULL)
     url = f"http://127.0.0.1:{port}"
@@ -134,9 +138,9 @@ def start_gateway(fake: Proc, **env: str) -> Proc:
 
 @contextmanager
 def fake_and_gateway(
-    latency_ms: float = 0, chunk_rows: int = 10_000, **env: str
+    latency_ms: float = 0, chunk_rows: int = 10_000, link_latency_ms: float = 0, **env: str
 ) -> Iterator[tuple[Proc, Proc]]:
-    fake = start_fake(latency_ms=latency_ms, chunk_rows=chunk_rows)
+    fake = start_fake(latency_ms=latency_ms, chunk_rows=chunk_rows, link_latency_ms=link_latency_ms)
     try:
         gateway = start_gateway(fake, **env)
         try:

@@ -35,6 +35,7 @@ from gateway.settings import Settings
 from gateway.upstream import unreachable_reason
 
 NDJSON = "application/x-ndjson"
+ARROW_STREAM = "application/vnd.apache.arrow.stream"
 READY_TIMEOUT_SECONDS = 5.0
 PROBE_TIMEOUT_SECONDS = 3.0  # connect and read each: /ready answers within a few seconds
 
@@ -119,7 +120,7 @@ async def _run(request: Request, runtime: Runtime, registry: Registry) -> Respon
     supplied = {
         Runtime: runtime,
         Upload: upload,
-        Delivery: Delivery(stream=NDJSON in request.headers.get("accept", "")),
+        Delivery: _delivery(request.headers.get("accept", "")),
     }
     release = _admit(runtime, op.name)
     reset = set_databricks_auth(identity, runtime.backend)
@@ -138,6 +139,11 @@ async def _run(request: Request, runtime: Runtime, registry: Registry) -> Respon
     if not isinstance(response, StreamingResponse):
         release()  # a stream gives its slot back when it ends
     return response
+
+
+def _delivery(accept: str) -> Delivery:
+    accept = accept.lower()
+    return Delivery(stream=NDJSON in accept, arrow=ARROW_STREAM in accept)
 
 
 def _admit(runtime: Runtime, op: str) -> Callable[[], None]:

@@ -85,6 +85,7 @@ CODES: dict[str, Code] = {
     "NOT_FOUND": Code(404, "the Databricks object does not exist"),
     "QUERY_NOT_FOUND": Code(404, "no such named query"),
     "ROUTE_NOT_FOUND": Code(404, "no such route"),
+    "STATEMENT_NOT_FOUND": Code(404, "no statement of that id submitted by this identity"),
     "METHOD_NOT_ALLOWED": Code(405, "wrong HTTP method"),
     "UPLOAD_IDLE": Code(408, "an upload body stalled longer than `GATEWAY_UPLOAD_IDLE_SECONDS`"),
     "ALREADY_EXISTS": Code(409, "the object exists (a file with `overwrite: false`)"),
@@ -92,6 +93,9 @@ CODES: dict[str, Code] = {
     "DIRECTORY_NOT_EMPTY": Code(409, "deleting a non-empty directory without `recursive`"),
     "QUERY_CANCELED": Code(409, "the statement was cancelled"),
     "CANCELLED": Code(409, "Databricks cancelled the request"),
+    "QUERY_RUNNING": Code(
+        409, "`fetch_result` before the statement finished (poll `query_status`)"
+    ),
     "QUERY_CLOSED": Code(410, "the statement's result is gone"),
     "BODY_TOO_LARGE": Code(413, "the JSON body is over `GATEWAY_MAX_JSON_BODY_BYTES`"),
     "UPLOAD_TOO_LARGE": Code(413, "the upload is over `GATEWAY_MAX_UPLOAD_BYTES`"),

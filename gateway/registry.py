@@ -67,9 +67,11 @@ class ByteStream(Stream):
 
 @dataclass(frozen=True)
 class Delivery:
-    """How the caller wants the result: `stream=True` asks for a streamed (NDJSON) body."""
+    """How the caller wants the result (from its Accept header): `stream` asks for NDJSON,
+    `arrow` for one Arrow IPC stream."""
 
     stream: bool = False
+    arrow: bool = False
 
 
 INJECTED: tuple[type, ...] = (Runtime, Upload, Delivery)

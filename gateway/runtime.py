@@ -2,24 +2,23 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
-from typing import Any
 
 import anyio
 import httpx
 import urllib3
+from cachetools import TTLCache
 
 from gateway.auth import SdkBackend, ToolsCoreBackend
 from gateway.metrics import Metrics
 from gateway.settings import Settings
+from gateway.statements import Cancel, ShapeMemory
 
 # Ops that move file bytes: each has its own pool and admission cap, so slow transfers can only
 # exhaust their own slots, never the API calls' threads or another kind of transfer.
 TRANSFER_OPS = frozenset({"read_file", "write_file"})
 
 # A running statement's cancel callback; a coroutine function, as anyio's start_soon wants.
-Cancel = Callable[[], Coroutine[Any, Any, None]]
 
 
 @dataclass
@@ -41,6 +40,12 @@ class Runtime:
     # Set when the server starts shutting down: new requests are refused with SHUTTING_DOWN.
     draining: bool = False
     metrics: Metrics = field(default_factory=Metrics)
+    # The result shape each warehouse accepted (after refusals), and who submitted which
+    # long-running statement (submit_query): a digest of the identity, for a day at most.
+    sql_shapes: ShapeMemory = field(default_factory=ShapeMemory)
+    statement_owners: TTLCache[str, str] = field(
+        default_factory=lambda: TTLCache(maxsize=100_000, ttl=86_400)
+    )
 
     @classmethod
     def create(cls, settings: Settings, backend: SdkBackend | ToolsCoreBackend) -> Runtime:

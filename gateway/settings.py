@@ -105,6 +105,7 @@ class Settings(BaseSettings):
     max_inline_bytes: int = Field(
         16 * MiB, ge=1024, validation_alias=_env("GATEWAY_MAX_INLINE_BYTES")
     )
+    prefetch_chunks: int = Field(4, ge=1, le=32, validation_alias=_env("GATEWAY_PREFETCH_CHUNKS"))
     query_timeout_seconds: float = Field(
         50.0, gt=0, le=110, validation_alias=_env("GATEWAY_QUERY_TIMEOUT_SECONDS")
     )

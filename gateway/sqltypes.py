@@ -21,6 +21,9 @@ manifest's `type_name`; when that is missing or unknown, from the head of its `t
 
 from __future__ import annotations
 
+import base64
+import datetime
+import decimal
 import math
 import re
 from collections.abc import Callable
@@ -128,3 +131,70 @@ class RowTyper:
             if value is not None:
                 row[index] = convert(value)
         return row
+
+
+# --- Arrow ---------------------------------------------------------------------------------
+# ARROW_STREAM results carry native types; they get the same JSON values as JSON_ARRAY strings
+# would (the table above), converted column by column rather than value by value.
+
+
+def arrow_rows(batch: Any) -> list[list[Any]]:
+    """The rows of a pyarrow RecordBatch as JSON-ready lists, typed per the table above."""
+    columns = [_arrow_column(column) for column in batch.columns]
+    return [list(row) for row in zip(*columns, strict=True)] if columns else []
+
+
+def _arrow_column(array: Any) -> list[Any]:
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    kind = array.type
+    if pa.types.is_timestamp(kind):
+        millis = pc.cast(array, pa.timestamp("ms", tz=kind.tz), safe=False)
+        return pc.strftime(millis, format="%Y-%m-%dT%H:%M:%SZ").to_pylist()  # type: ignore[no-any-return]
+    if pa.types.is_date(kind):
+        return pc.strftime(array, format="%Y-%m-%d").to_pylist()  # type: ignore[no-any-return]
+    if pa.types.is_decimal(kind):
+        return pc.cast(array, pa.string()).to_pylist()  # type: ignore[no-any-return]
+    values = array.to_pylist()
+    if pa.types.is_int64(kind) or pa.types.is_uint64(kind):
+        return [_safe_integer(v) for v in values]
+    if pa.types.is_floating(kind):
+        return [_finite_or_text(v) for v in values]
+    if pa.types.is_binary(kind) or pa.types.is_large_binary(kind):
+        return [None if v is None else base64.b64encode(v).decode() for v in values]
+    if pa.types.is_nested(kind):
+        return [_json_ready(v) for v in values]
+    return values  # type: ignore[no-any-return]
+
+
+def _safe_integer(value: int | None) -> int | str | None:
+    if value is None or -MAX_SAFE_INTEGER <= value <= MAX_SAFE_INTEGER:
+        return value
+    return str(value)
+
+
+_NON_FINITE = {math.inf: "Infinity", -math.inf: "-Infinity"}
+
+
+def _finite_or_text(value: float | None) -> float | str | None:
+    if value is None or math.isfinite(value):
+        return value
+    return "NaN" if math.isnan(value) else _NON_FINITE[value]
+
+
+def _json_ready(value: Any) -> Any:
+    """Nested Arrow values: maps (lists of pairs) become objects; leaves keep JSON types."""
+    if isinstance(value, list):
+        if value and all(isinstance(v, tuple) and len(v) == 2 for v in value):
+            return {str(k): _json_ready(v) for k, v in value}
+        return [_json_ready(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _json_ready(v) for k, v in value.items()}
+    if isinstance(value, bytes):
+        return base64.b64encode(value).decode()
+    if isinstance(value, float):
+        return _finite_or_text(value)
+    if isinstance(value, datetime.datetime | datetime.date | decimal.Decimal):
+        return str(value) if isinstance(value, decimal.Decimal) else value.isoformat()
+    return value

@@ -5,6 +5,10 @@ import type { CallOptions } from './index.js';
 
 // --- models ---------------------------------------------------------------
 
+export interface Cancelled {
+  statement_id: string;
+}
+
 export interface Catalog {
   name: string;
   comment?: string | null;
@@ -12,6 +16,15 @@ export interface Catalog {
   catalog_type?: string | null;
   /** epoch milliseconds */
   created_at?: number | null;
+}
+
+export interface ChunkRows {
+  statement_id: string;
+  chunk_index: number;
+  columns: Column[];
+  rows: unknown[][] | Record<string, unknown>[];
+  /** absent after the last chunk */
+  next_chunk_index?: number | null;
 }
 
 export interface Column {
@@ -77,6 +90,18 @@ export interface QueryResult {
   truncated: boolean;
 }
 
+export interface QueryStatus {
+  statement_id: string;
+  /** PENDING, RUNNING, SUCCEEDED, FAILED, CANCELED or CLOSED */
+  state: string;
+  /** the error envelope when FAILED */
+  error?: Record<string, unknown> | null;
+  columns?: Column[] | null;
+  row_count?: number | null;
+  chunk_count?: number | null;
+  truncated?: boolean | null;
+}
+
 export interface Schema {
   name: string;
   full_name?: string | null;
@@ -85,6 +110,11 @@ export interface Schema {
   owner?: string | null;
   /** epoch milliseconds */
   created_at?: number | null;
+}
+
+export interface Submitted {
+  statement_id: string;
+  state: string;
 }
 
 export interface TextContent {
@@ -123,6 +153,12 @@ export interface Written {
 
 // --- params and result of every op ------------------------------------------
 
+/** Cancel a submitted statement on the warehouse (a finished one stays as it is). */
+export interface CancelQueryParams {
+  statement_id: string;
+}
+export type CancelQueryResult = Cancelled;
+
 /** Create a directory and its parents (like `mkdir -p`); succeeds if it exists. */
 export interface CreateDirectoryParams {
   /** /Volumes/<catalog>/<schema>/<volume>/... path */
@@ -151,6 +187,18 @@ export interface EnsureVolumeParams {
   storage_location?: string | null;
 }
 export type EnsureVolumeResult = EnsuredVolume;
+
+/**
+ * Rows of a finished statement: one chunk as JSON (`next_chunk_index` says where to go on), or
+ * with `Accept: application/x-ndjson` every row from `chunk_index` on, with a `{"chunk_done": n}`
+ * line after each chunk so an interrupted reader can resume.
+ */
+export interface FetchResultParams {
+  statement_id: string;
+  chunk_index?: number;
+  rows_as?: 'arrays' | 'objects';
+}
+export type FetchResultResult = ChunkRows;
 
 /** Metadata of a file or directory; a missing path is `exists: false`, other errors stay errors. */
 export interface FileInfoParams {
@@ -193,6 +241,15 @@ export type MeParams = Record<string, never>;
 export type MeResult = User;
 
 /**
+ * Where a submitted statement is: its state, its error, and once it succeeded its columns and
+ * size.
+ */
+export interface QueryStatusParams {
+  statement_id: string;
+}
+export type QueryStatusResult = QueryStatus;
+
+/**
  * The file's bytes, streamed (or, with `encoding: "utf-8"`, its text as JSON, up to
  * GATEWAY_MAX_TEXT_READ_BYTES). `offset`/`length` read a byte range.
  */
@@ -207,7 +264,8 @@ export type ReadFileResult = TextContent;
 
 /**
  * Run SQL (`statement`, or the named `query` file) with bound `parameters` and return every row,
- * typed. Send `Accept: application/x-ndjson` to stream rows as NDJSON instead.
+ * typed. `Accept: application/x-ndjson` streams rows as NDJSON, and `Accept:
+ * application/vnd.apache.arrow.stream` as one Arrow IPC stream, of any size.
  */
 export interface RunQueryParams {
   statement?: string | null;
@@ -219,9 +277,24 @@ export interface RunQueryParams {
   row_limit?: number | null;
   timeout_seconds?: number | null;
   rows_as?: 'arrays' | 'objects';
-  disposition?: 'INLINE' | 'EXTERNAL_LINKS';
+  disposition?: 'INLINE' | 'EXTERNAL_LINKS' | null;
 }
 export type RunQueryResult = QueryResult;
+
+/**
+ * Start a statement and return its id at once; follow it with `query_status`, read it with
+ * `fetch_result`, stop it with `cancel_query`. Only the identity that submitted it sees it.
+ */
+export interface SubmitQueryParams {
+  statement?: string | null;
+  query?: string | null;
+  parameters?: Record<string, boolean | number | string | null> | QueryParameter[] | null;
+  warehouse_id?: string | null;
+  catalog?: string | null;
+  schema?: string | null;
+  row_limit?: number | null;
+}
+export type SubmitQueryResult = Submitted;
 
 /**
  * Write a file. Send raw bytes (`Content-Type: application/octet-stream`, params in the query
@@ -238,51 +311,65 @@ export interface WriteFileParams {
 export type WriteFileResult = Written;
 
 export type OpName =
+  | 'cancel_query'
   | 'create_directory'
   | 'delete_file'
   | 'ensure_volume'
+  | 'fetch_result'
   | 'file_info'
   | 'list_catalogs'
   | 'list_directory'
   | 'list_schemas'
   | 'list_volumes'
   | 'me'
+  | 'query_status'
   | 'read_file'
   | 'run_query'
+  | 'submit_query'
   | 'write_file';
 
 export interface OpParams {
+  cancel_query: CancelQueryParams;
   create_directory: CreateDirectoryParams;
   delete_file: DeleteFileParams;
   ensure_volume: EnsureVolumeParams;
+  fetch_result: FetchResultParams;
   file_info: FileInfoParams;
   list_catalogs: ListCatalogsParams;
   list_directory: ListDirectoryParams;
   list_schemas: ListSchemasParams;
   list_volumes: ListVolumesParams;
   me: MeParams;
+  query_status: QueryStatusParams;
   read_file: ReadFileParams;
   run_query: RunQueryParams;
+  submit_query: SubmitQueryParams;
   write_file: WriteFileParams;
 }
 
 export interface OpResult {
+  cancel_query: CancelQueryResult;
   create_directory: CreateDirectoryResult;
   delete_file: DeleteFileResult;
   ensure_volume: EnsureVolumeResult;
+  fetch_result: FetchResultResult;
   file_info: FileInfoResult;
   list_catalogs: ListCatalogsResult;
   list_directory: ListDirectoryResult;
   list_schemas: ListSchemasResult;
   list_volumes: ListVolumesResult;
   me: MeResult;
+  query_status: QueryStatusResult;
   read_file: ReadFileResult;
   run_query: RunQueryResult;
+  submit_query: SubmitQueryResult;
   write_file: WriteFileResult;
 }
 
 /** The client's method for every op but those with hand-written streaming helpers. */
 export interface OpMethods {
+  /** Cancel a submitted statement on the warehouse (a finished one stays as it is). */
+  cancelQuery(statement_id: string, call?: CallOptions): Promise<CancelQueryResult>;
   /** Create a directory and its parents (like `mkdir -p`); succeeds if it exists. */
   createDirectory(path: string, call?: CallOptions): Promise<CreateDirectoryResult>;
   /**
@@ -292,6 +379,12 @@ export interface OpMethods {
   deleteFile(path: string, opts?: Omit<DeleteFileParams, 'path'>, call?: CallOptions): Promise<DeleteFileResult>;
   /** Return the volume, creating it if it does not exist; `created` says which. */
   ensureVolume(params: EnsureVolumeParams, call?: CallOptions): Promise<EnsureVolumeResult>;
+  /**
+   * Rows of a finished statement: one chunk as JSON (`next_chunk_index` says where to go on), or
+   * with `Accept: application/x-ndjson` every row from `chunk_index` on, with a `{"chunk_done":
+   * n}` line after each chunk so an interrupted reader can resume.
+   */
+  fetchResult(statement_id: string, opts?: Omit<FetchResultParams, 'statement_id'>, call?: CallOptions): Promise<FetchResultResult>;
   /** Metadata of a file or directory; a missing path is `exists: false`, other errors stay errors. */
   fileInfo(path: string, call?: CallOptions): Promise<FileInfoResult>;
   /** Catalogs the identity can see (every page). */
@@ -308,8 +401,19 @@ export interface OpMethods {
   /** The user or service principal the request runs as (SCIM Me), asked afresh each time. */
   me(call?: CallOptions): Promise<MeResult>;
   /**
+   * Where a submitted statement is: its state, its error, and once it succeeded its columns and
+   * size.
+   */
+  queryStatus(statement_id: string, call?: CallOptions): Promise<QueryStatusResult>;
+  /**
    * Run SQL (`statement`, or the named `query` file) with bound `parameters` and return every row,
-   * typed. Send `Accept: application/x-ndjson` to stream rows as NDJSON instead.
+   * typed. `Accept: application/x-ndjson` streams rows as NDJSON, and `Accept:
+   * application/vnd.apache.arrow.stream` as one Arrow IPC stream, of any size.
    */
   query(params?: RunQueryParams, call?: CallOptions): Promise<RunQueryResult>;
+  /**
+   * Start a statement and return its id at once; follow it with `query_status`, read it with
+   * `fetch_result`, stop it with `cancel_query`. Only the identity that submitted it sees it.
+   */
+  submitQuery(params?: SubmitQueryParams, call?: CallOptions): Promise<SubmitQueryResult>;
 }

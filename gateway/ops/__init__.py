@@ -18,4 +18,8 @@ ALL_OPS: list[Callable[..., Any]] = [
     files.write_file,
     files.delete_file,
     sql.run_query,
+    sql.submit_query,
+    sql.query_status,
+    sql.fetch_result,
+    sql.cancel_query,
 ]

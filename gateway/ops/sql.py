@@ -1,50 +1,38 @@
-"""run_query: SQL Statement Execution with bound parameters, every chunk, typed values.
+"""SQL on a warehouse: run_query, and statements that outlive a request.
 
-A statement is submitted, polled with backoff until it ends, and cancelled on the warehouse when
-the deadline passes, the caller goes away, or the gateway shuts down. Results follow every chunk
-(`next_chunk_index`), typed per `gateway.sqltypes`; inline responses are capped and say
-`truncated`, streamed (NDJSON) responses fetch one chunk at a time as the client reads.
+`run_query` submits a statement (bound parameters only: SQL text is never built from values),
+waits for it within the query deadline and returns every row typed per `gateway.sqltypes`:
+as one JSON answer (capped: `truncated` says so), as NDJSON or as one Arrow IPC stream, read
+chunk by chunk with a prefetch window (`gateway.results`). The statement is cancelled on the
+warehouse when the deadline passes, the caller goes away or the gateway shuts down.
+
+`submit_query` / `query_status` / `fetch_result` / `cancel_query` split that in time for
+queries longer than a request may last (the Apps proxy cuts requests at ~120 s): the statement
+belongs to the identity that submitted it, and is invisible (404) to any other.
 """
 
 from __future__ import annotations
 
+import hashlib
 import math
 import re
-import threading
-from collections.abc import AsyncGenerator, AsyncIterator
+from collections.abc import AsyncGenerator
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import anyio
 import anyio.to_thread
-import httpx
 import orjson
-from databricks.sdk import WorkspaceClient
-from databricks.sdk.errors import BadRequest, NotImplemented
-from databricks.sdk.service.sql import (
-    Disposition,
-    ExecuteStatementRequestOnWaitTimeout,
-    Format,
-    ResultData,
-    StatementParameterListItem,
-    StatementResponse,
-    StatementState,
-)
 from pydantic import BaseModel, Field, StrictBool, StrictFloat, StrictInt
 
-from gateway.auth import get_workspace_client
-from gateway.errors import (
-    GatewayError,
-    UpstreamBadResponse,
-    bad_request,
-    masked_internal_error,
-    translate,
-)
+from gateway.auth import current_identity, get_workspace_client
+from gateway.errors import GatewayError, bad_request, masked_internal_error, translate
 from gateway.logs import current_request_id, logger
 from gateway.ops.catalog import Name
 from gateway.registry import ByteStream, Delivery
+from gateway.results import ARROW_MEDIA_TYPE, ChunkReader, Manifest
 from gateway.runtime import Runtime
-from gateway.sqltypes import RowTyper, type_from_text
+from gateway.statements import Execution, StatementsApi, Want, statement_error
 
 NDJSON = "application/x-ndjson"
 _MARKER = re.compile(r"(?<![:\w]):([A-Za-z_]\w*)")
@@ -52,7 +40,6 @@ _STRINGS_AND_COMMENTS = re.compile(
     r"'(?:[^'\\]|\\.)*'|\"(?:[^\"\\]|\\.)*\"|`[^`]*`|--[^\n]*|/\*.*?\*/", re.S
 )
 _DECLARED = re.compile(r"--\s*@param\s+([A-Za-z_]\w*)\s+([A-Za-z_][\w(), ]*)")
-_RUNNING = (StatementState.PENDING, StatementState.RUNNING)
 
 ParamValue = StrictBool | StrictInt | StrictFloat | str | None
 SqlType = Annotated[str, Field(pattern=r"^[A-Za-z_]+(\(\s*\d+\s*(,\s*\d+\s*)?\))?$", max_length=40)]
@@ -79,45 +66,73 @@ class QueryResult(BaseModel):
     truncated: bool
 
 
+StatementText = Annotated[str | None, Field(min_length=1, max_length=1_000_000)]
+QueryName = Annotated[str | None, Field(pattern=r"^[a-z0-9_]+$", max_length=100)]
+WarehouseId = Annotated[str | None, Field(pattern=r"^[A-Za-z0-9]+$")]
+StatementId = Annotated[str, Field(pattern=r"^[A-Za-z0-9-]{1,64}$")]
+RowLimit = Annotated[int | None, Field(ge=1, le=2**63 - 1)]
+Parameters = dict[str, ParamValue] | list[QueryParameter] | None
+
+
+class Submitted(BaseModel):
+    statement_id: str
+    state: str
+
+
+class QueryStatus(BaseModel):
+    statement_id: str
+    state: str = Field(description="PENDING, RUNNING, SUCCEEDED, FAILED, CANCELED or CLOSED")
+    error: dict[str, Any] | None = Field(None, description="the error envelope when FAILED")
+    columns: list[Column] | None = None
+    row_count: int | None = None
+    chunk_count: int | None = None
+    truncated: bool | None = None
+
+
+class ChunkRows(BaseModel):
+    statement_id: str
+    chunk_index: int
+    columns: list[Column]
+    rows: list[list[Any]] | list[dict[str, Any]]
+    next_chunk_index: int | None = Field(None, description="absent after the last chunk")
+
+
+class Cancelled(BaseModel):
+    statement_id: str
+
+
 async def run_query(
     runtime: Runtime,
     delivery: Delivery,
-    statement: Annotated[str | None, Field(min_length=1, max_length=1_000_000)] = None,
-    query: Annotated[str | None, Field(pattern=r"^[a-z0-9_]+$", max_length=100)] = None,
-    parameters: dict[str, ParamValue] | list[QueryParameter] | None = None,
-    warehouse_id: Annotated[str | None, Field(pattern=r"^[A-Za-z0-9]+$")] = None,
+    statement: StatementText = None,
+    query: QueryName = None,
+    parameters: Parameters = None,
+    warehouse_id: WarehouseId = None,
     catalog: Name | None = None,
     schema: Name | None = None,
-    row_limit: Annotated[int | None, Field(ge=1, le=2**63 - 1)] = None,
+    row_limit: RowLimit = None,
     timeout_seconds: Annotated[float | None, Field(gt=0, le=600)] = None,
     rows_as: Literal["arrays", "objects"] = "arrays",
-    disposition: Literal["INLINE", "EXTERNAL_LINKS"] = "INLINE",
+    disposition: Literal["INLINE", "EXTERNAL_LINKS"] | None = None,
 ) -> QueryResult | ByteStream:
     """Run SQL (`statement`, or the named `query` file) with bound `parameters` and return every
-    row, typed. Send `Accept: application/x-ndjson` to stream rows as NDJSON instead."""
+    row, typed. `Accept: application/x-ndjson` streams rows as NDJSON, and
+    `Accept: application/vnd.apache.arrow.stream` as one Arrow IPC stream, of any size."""
     settings = runtime.settings
-    sql, declared = _sql_text(runtime, statement, query)
-    bound = _bind(parameters, declared, _markers(sql) if query else None)
-    warehouse = warehouse_id or settings.warehouse_id
-    if not warehouse:
-        raise bad_request("WAREHOUSE_REQUIRED", "Give warehouse_id or set DATABRICKS_WAREHOUSE_ID.")
-    client = await anyio.to_thread.run_sync(get_workspace_client)
-    execution = Execution(client, runtime)
+    submit = _submission(runtime, statement, query, parameters, warehouse_id, catalog, schema)
+    submit["row_limit"] = row_limit
+    api = await _api()
+    execution = Execution(api, runtime.running_statements, runtime.sql_shapes)
     # Inside the request deadline, so the query's own 504 (naming the cancelled statement) wins.
     ceiling = min(settings.query_timeout_seconds, settings.request_timeout_seconds * 0.95)
     limit = min(timeout_seconds or ceiling, ceiling)
-    submit = {
-        "statement": sql,
-        "warehouse_id": warehouse,
-        "catalog": catalog,
-        "schema": schema,
-        "parameters": bound,
-        "row_limit": row_limit,
-    }
-    response = await execution.run(submit, Disposition(disposition), limit)
-    reader = ResultReader(client, runtime, response)
+    want: Want = "stream" if delivery.stream or delivery.arrow else "rows"
+    response = await execution.run(submit, want, disposition, limit, settings.max_inline_bytes)
+    reader = ChunkReader(api, runtime.links_http, Manifest.of(response), settings.prefetch_chunks)
+    if delivery.arrow:
+        return ByteStream(_guarded(reader.arrow_stream(), execution), ARROW_MEDIA_TYPE)
     if delivery.stream:
-        return ByteStream(_ndjson(reader, execution), NDJSON)
+        return ByteStream(_guarded(_ndjson(reader), execution), NDJSON)
     try:
         return await _collect(reader, rows_as, settings.max_inline_rows, settings.max_inline_bytes)
     except BaseException:
@@ -125,6 +140,249 @@ async def run_query(
         raise
     finally:
         execution.forget()
+
+
+async def submit_query(
+    runtime: Runtime,
+    statement: StatementText = None,
+    query: QueryName = None,
+    parameters: Parameters = None,
+    warehouse_id: WarehouseId = None,
+    catalog: Name | None = None,
+    schema: Name | None = None,
+    row_limit: RowLimit = None,
+) -> Submitted:
+    """Start a statement and return its id at once; follow it with `query_status`, read it with
+    `fetch_result`, stop it with `cancel_query`. Only the identity that submitted it sees it."""
+    submit = _submission(runtime, statement, query, parameters, warehouse_id, catalog, schema)
+    submit["row_limit"] = row_limit
+    api = await _api()
+    execution = Execution(api, {}, runtime.sql_shapes)  # not cancelled when this request ends
+    response = await execution.submit_only(submit, "stream")
+    statement_id = str(response.get("statement_id") or "")
+    runtime.statement_owners[statement_id] = _owner()
+    state = (response.get("status") or {}).get("state") or "PENDING"
+    return Submitted(statement_id=statement_id, state=state)
+
+
+async def query_status(runtime: Runtime, statement_id: StatementId) -> QueryStatus:
+    """Where a submitted statement is: its state, its error, and once it succeeded its columns
+    and size."""
+    api = await _owned(runtime, statement_id)
+    response = await anyio.to_thread.run_sync(api.get, statement_id, abandon_on_cancel=True)
+    state = str((response.get("status") or {}).get("state") or "UNKNOWN")
+    status = QueryStatus(statement_id=statement_id, state=state)
+    if state in ("FAILED", "CANCELED", "CLOSED"):
+        status.error = statement_error(response, statement_id).fields(current_request_id())
+    if state == "SUCCEEDED":
+        manifest = Manifest.of(response)
+        status.columns = _columns(manifest)
+        status.chunk_count = manifest.total_chunks
+        status.truncated = manifest.truncated
+        status.row_count = (response.get("manifest") or {}).get("total_row_count")
+    return status
+
+
+async def fetch_result(
+    runtime: Runtime,
+    delivery: Delivery,
+    statement_id: StatementId,
+    chunk_index: Annotated[int, Field(ge=0)] = 0,
+    rows_as: Literal["arrays", "objects"] = "arrays",
+) -> ChunkRows | ByteStream:
+    """Rows of a finished statement: one chunk as JSON (`next_chunk_index` says where to go
+    on), or with `Accept: application/x-ndjson` every row from `chunk_index` on, with a
+    `{"chunk_done": n}` line after each chunk so an interrupted reader can resume."""
+    api = await _owned(runtime, statement_id)
+    response = await anyio.to_thread.run_sync(api.get, statement_id, abandon_on_cancel=True)
+    if (response.get("status") or {}).get("state") != "SUCCEEDED":
+        raise (
+            statement_error(response, statement_id)
+            if _ended(response)
+            else GatewayError(
+                409, "QUERY_RUNNING", "The statement has not finished; poll query_status."
+            )
+        )
+    manifest = Manifest.of(response)
+    if chunk_index and chunk_index >= manifest.total_chunks:
+        raise bad_request("INVALID_PARAMS", "chunk_index is past the last chunk.")
+    reader = ChunkReader(api, runtime.links_http, manifest, runtime.settings.prefetch_chunks)
+    reader.start = chunk_index
+    if delivery.stream:
+        return ByteStream(_ndjson(reader, checkpoints=True), NDJSON)
+    rows: list[list[Any]] = []
+    async for batch in reader.row_batches(last=chunk_index):
+        rows += batch
+    following = chunk_index + 1
+    columns = _columns(manifest)
+    shaped, columns = _shape(rows, columns, rows_as)
+    return ChunkRows(
+        statement_id=statement_id,
+        chunk_index=chunk_index,
+        columns=columns,
+        rows=shaped,
+        next_chunk_index=following if following < manifest.total_chunks else None,
+    )
+
+
+async def cancel_query(runtime: Runtime, statement_id: StatementId) -> Cancelled:
+    """Cancel a submitted statement on the warehouse (a finished one stays as it is)."""
+    api = await _owned(runtime, statement_id)
+    await anyio.to_thread.run_sync(api.cancel, statement_id, abandon_on_cancel=True)
+    return Cancelled(statement_id=statement_id)
+
+
+# --- shared parts ---------------------------------------------------------------------------
+
+
+def _submission(
+    runtime: Runtime,
+    statement: str | None,
+    query: str | None,
+    parameters: Parameters,
+    warehouse_id: str | None,
+    catalog: str | None,
+    schema: str | None,
+) -> dict[str, Any]:
+    sql, declared = _sql_text(runtime, statement, query)
+    bound = _bind(parameters, declared, _markers(sql) if query else None)
+    warehouse = warehouse_id or runtime.settings.warehouse_id
+    if not warehouse:
+        raise bad_request("WAREHOUSE_REQUIRED", "Give warehouse_id or set DATABRICKS_WAREHOUSE_ID.")
+    return {
+        "statement": sql,
+        "warehouse_id": warehouse,
+        "catalog": catalog,
+        "schema": schema,
+        "parameters": bound,
+    }
+
+
+async def _api() -> StatementsApi:
+    client = await anyio.to_thread.run_sync(get_workspace_client)
+    return StatementsApi(client)
+
+
+def _owner() -> str:
+    """Who may see a submitted statement: a digest of the identity (host and token)."""
+    host, token_digest = current_identity().cache_key
+    return hashlib.sha256(f"{host}|{token_digest}".encode()).hexdigest()
+
+
+async def _owned(runtime: Runtime, statement_id: str) -> StatementsApi:
+    if runtime.statement_owners.get(statement_id) != _owner():
+        # Another identity's statement, or one we never submitted: the same answer, so ids
+        # cannot be probed.
+        raise GatewayError(404, "STATEMENT_NOT_FOUND", "No such statement for this identity.")
+    return await _api()
+
+
+def _ended(response: dict[str, Any]) -> bool:
+    return (response.get("status") or {}).get("state") in ("FAILED", "CANCELED", "CLOSED")
+
+
+def _columns(manifest: Manifest) -> list[Column]:
+    return [Column(name=c.name, type=c.type, type_text=c.type_text) for c in manifest.columns]
+
+
+async def _collect(reader: ChunkReader, rows_as: str, max_rows: int, max_bytes: int) -> QueryResult:
+    rows: list[list[Any]] = []
+    size, capped = 0, False
+    async for batch in reader.row_batches():
+        for row in batch:
+            size += _row_size(row)
+            if len(rows) >= max_rows or size > max_bytes:
+                capped = True
+                break
+            rows.append(row)
+        if capped:
+            break
+    shaped, columns = _shape(rows, _columns(reader.manifest), rows_as)
+    return QueryResult(
+        statement_id=reader.manifest.statement_id,
+        columns=columns,
+        rows=shaped,
+        row_count=len(rows),
+        truncated=capped or reader.manifest.truncated,
+    )
+
+
+def _row_size(row: list[Any]) -> int:
+    return sum(len(v) if isinstance(v, str) else 8 for v in row) + 4 * len(row)
+
+
+def _shape(
+    rows: list[list[Any]], columns: list[Column], rows_as: str
+) -> tuple[list[list[Any]] | list[dict[str, Any]], list[Column]]:
+    if rows_as != "objects":
+        return rows, columns
+    keys = _unique_keys([c.name for c in columns])
+    columns = [c.model_copy(update={"key": k}) for c, k in zip(columns, keys, strict=True)]
+    return [dict(zip(keys, row, strict=True)) for row in rows], columns
+
+
+def _unique_keys(names: list[str]) -> list[str]:
+    """Object keys that never collapse two columns: a second `a` becomes `a_2`."""
+    taken: set[str] = set()
+    keys = []
+    for name in names:
+        key, n = name, 1
+        while key in taken:
+            n += 1
+            key = f"{name}_{n}"
+        taken.add(key)
+        keys.append(key)
+    return keys
+
+
+def _line(value: Any) -> bytes:
+    return orjson.dumps(value, option=orjson.OPT_APPEND_NEWLINE, default=str)
+
+
+async def _ndjson(reader: ChunkReader, checkpoints: bool = False) -> AsyncGenerator[bytes, None]:
+    manifest = reader.manifest
+    header: dict[str, Any] = {
+        "statement_id": manifest.statement_id,
+        "columns": [c.model_dump(exclude_none=True) for c in _columns(manifest)],
+    }
+    if checkpoints:
+        header["chunk_index"] = reader.start
+    yield _line(header)
+    count = 0
+    try:
+        async for chunk in reader.chunks():
+            for batch in reader.rows_of(chunk):
+                yield b"".join([_line(row) for row in batch])
+                count += len(batch)
+            if checkpoints:
+                yield _line({"chunk_done": chunk.index})
+        yield _line({"row_count": count, "truncated": manifest.truncated})
+    except Exception as exc:
+        yield _line({"error": _stream_error(exc)})
+
+
+async def _guarded(
+    chunks: AsyncGenerator[bytes, None], execution: Execution
+) -> AsyncGenerator[bytes, None]:
+    """A result stream that cancels its statement if the caller leaves before the end."""
+    finished = False
+    try:
+        async for data in chunks:
+            yield data
+        finished = True
+    finally:
+        await chunks.aclose()
+        if not finished:
+            await execution.cancel()
+        execution.forget()
+
+
+def _stream_error(exc: Exception) -> dict[str, Any]:
+    error = translate(exc)
+    if error is None:
+        logger.error("stream failed", exc_info=exc, extra={"request_id": current_request_id()})
+        error = masked_internal_error()
+    return error.fields(current_request_id())
 
 
 # --- SQL text and parameters ------------------------------------------------------------------
@@ -159,13 +417,13 @@ def _bind(
     given: dict[str, ParamValue] | list[QueryParameter] | None,
     declared: dict[str, str],
     used: set[str] | None,
-) -> list[StatementParameterListItem]:
+) -> list[dict[str, Any]]:
     """Parameters always travel as the API's `parameters`; SQL text is never built from them."""
     if isinstance(given, list):
         items = [_item(p.name, p.value, p.type) for p in given]
     else:
         items = [_item(n, v, declared.get(n)) for n, v in (given or {}).items()]
-    names = [item.name for item in items]
+    names = [item["name"] for item in items]
     if len(set(names)) != len(names):
         raise bad_request("PARAMETER_MISMATCH", "A parameter is given twice.")
     if used is not None and set(names) != used:
@@ -179,7 +437,7 @@ def _bind(
     return items
 
 
-def _item(name: str, value: ParamValue, sql_type: str | None) -> StatementParameterListItem:
+def _item(name: str, value: ParamValue, sql_type: str | None) -> dict[str, Any]:
     if not re.fullmatch(r"[A-Za-z_]\w*", name):
         raise bad_request("INVALID_PARAMS", f"Invalid parameter name {name!r}.")
     if _outside_int64(value):
@@ -190,7 +448,8 @@ def _item(name: str, value: ParamValue, sql_type: str | None) -> StatementParame
             "with an explicit type (e.g. DECIMAL(38,0)).",
             field=f"parameters.{name}",
         )
-    return StatementParameterListItem(name=name, value=_text(value), type=sql_type or _infer(value))
+    item = {"name": name, "value": _text(value), "type": sql_type or _infer(value)}
+    return {k: v for k, v in item.items() if v is not None}
 
 
 def _outside_int64(value: ParamValue) -> bool:
@@ -217,297 +476,3 @@ def _text(value: ParamValue) -> str | None:
     if isinstance(value, bool):
         return "true" if value else "false"
     return repr(value) if isinstance(value, float) else str(value)
-
-
-# --- execution --------------------------------------------------------------------------------
-
-
-class Execution:
-    """One statement's life on the warehouse, cancelled unless it ends by itself."""
-
-    def __init__(self, client: WorkspaceClient, runtime: Runtime) -> None:
-        self.api = client.statement_execution
-        self.runtime = runtime
-        self.statement_id: str | None = None
-        self._lock = threading.Lock()
-        self._abandoned = False
-        self._cancelled = False
-
-    async def run(
-        self, submit: dict[str, Any], disposition: Disposition, seconds: float
-    ) -> StatementResponse:
-        with anyio.move_on_after(seconds) as scope:
-            try:
-                response = await self._submit(submit, disposition)
-                response = await self._wait(response)
-            except BaseException:
-                await self.cancel()
-                raise
-        if scope.cancelled_caught:
-            await self.cancel()
-            raise GatewayError(
-                504,
-                "QUERY_TIMEOUT",
-                f"The query did not finish within {seconds:g} s; it was cancelled.",
-                {"statement_id": self.statement_id},
-            )
-        return self._finished(response)
-
-    async def _submit(self, submit: dict[str, Any], disposition: Disposition) -> StatementResponse:
-        try:
-            return await self._execute(submit, disposition)
-        except (BadRequest, NotImplemented):
-            if disposition != Disposition.EXTERNAL_LINKS:
-                raise
-            # The workspace refused external links (by error class): fall back to inline.
-            return await self._execute(submit, Disposition.INLINE)
-
-    async def _execute(self, submit: dict[str, Any], disposition: Disposition) -> StatementResponse:
-        def execute() -> StatementResponse:
-            response = self.api.execute_statement(
-                **submit,
-                disposition=disposition,
-                format=Format.JSON_ARRAY,
-                # No server-side wait: the statement id must be ours at once, so a deadline, a
-                # client leaving or a shutdown can cancel it immediately; waiting (even 5 s)
-                # left a window where none of them could. Costs one poll on fast queries.
-                wait_timeout="0s",
-                on_wait_timeout=ExecuteStatementRequestOnWaitTimeout.CONTINUE,
-            )
-            with self._lock:  # a caller that gave up meanwhile still gets its statement cancelled
-                self.statement_id = response.statement_id
-                abandoned = self._abandoned
-            if abandoned:
-                self._cancel_now()
-                self.forget()
-            return response
-
-        # Known from before the submit, so a shutdown can wait for the id and cancel it.
-        self.runtime.running_statements[self] = self.cancel
-        try:
-            return await anyio.to_thread.run_sync(execute, abandon_on_cancel=True)
-        except anyio.get_cancelled_exc_class():
-            with self._lock:
-                self._abandoned = True  # the thread, still submitting, cancels when it returns
-            raise
-        except BaseException:
-            self.forget()
-            raise
-
-    async def _wait(self, response: StatementResponse) -> StatementResponse:
-        delay = 0.05
-        while response.status and response.status.state in _RUNNING:
-            await anyio.sleep(delay)
-            delay = min(delay * 2, 1.0)
-            assert self.statement_id is not None  # a running statement has an id
-            response = await anyio.to_thread.run_sync(
-                self.api.get_statement, self.statement_id, abandon_on_cancel=True
-            )
-        return response
-
-    def _finished(self, response: StatementResponse) -> StatementResponse:
-        status = response.status
-        state = status.state if status else None
-        if state == StatementState.SUCCEEDED:
-            return response
-        self.forget()
-        details = {"statement_id": self.statement_id}
-        if state == StatementState.FAILED and status is not None:
-            error = status.error
-            return_code = error.error_code.value if error and error.error_code else None
-            raise GatewayError(
-                400,
-                "SQL_ERROR",
-                (error.message if error else None) or "The statement failed.",
-                {**details, "sql_state": status.sql_state},
-                databricks_error_code=return_code,
-            )
-        if state == StatementState.CANCELED:
-            raise GatewayError(409, "QUERY_CANCELED", "The statement was cancelled.", details)
-        raise GatewayError(
-            410, "QUERY_CLOSED", "The statement's result is no longer available.", details
-        )
-
-    async def cancel(self) -> None:
-        """Cancel on the warehouse (idempotent, shielded: it runs even while being cancelled)."""
-        with self._lock:
-            if self.statement_id is None:
-                self._abandoned = True  # still submitting: cancelled as soon as the id is known
-                return
-            if self._cancelled:
-                return
-            self._cancelled = True
-        with anyio.CancelScope(shield=True), anyio.move_on_after(5):
-            await anyio.to_thread.run_sync(self._cancel_now, abandon_on_cancel=True)
-        self.forget()
-
-    def _cancel_now(self) -> None:
-        try:
-            self.api.cancel_execution(self.statement_id or "")
-            logger.info("statement cancelled", extra={"statement_id": self.statement_id})
-        except Exception as exc:  # best effort: the statement may have ended meanwhile
-            logger.warning(
-                "cancel failed",
-                extra={"statement_id": self.statement_id, "error": type(exc).__name__},
-            )
-
-    def forget(self) -> None:
-        self.runtime.running_statements.pop(self, None)
-
-
-# --- results ---------------------------------------------------------------------------------
-
-
-class ResultReader:
-    """Every chunk of a finished statement, in order, one request per chunk as asked."""
-
-    def __init__(
-        self, client: WorkspaceClient, runtime: Runtime, response: StatementResponse
-    ) -> None:
-        self.api = client.statement_execution
-        self.http = runtime.links_http
-        self.statement_id = response.statement_id or ""
-        manifest = response.manifest
-        columns = manifest.schema.columns if manifest and manifest.schema else None
-        self.columns = [
-            Column(
-                name=c.name or "",
-                type=c.type_name.value if c.type_name else type_from_text(c.type_text),
-                type_text=c.type_text,
-            )
-            for c in columns or []
-        ]
-        self.total_chunks = (manifest.total_chunk_count or 0) if manifest else 0
-        self.server_truncated = bool(manifest and manifest.truncated)
-        self.first = response.result
-        self.typer = RowTyper([(c.type, c.type_text) for c in self.columns])
-
-    async def chunks(self) -> AsyncIterator[list[list[Any]]]:
-        result = self.first
-        if result is None and self.total_chunks:
-            result = await self._fetch(0)
-        for _ in range(self.total_chunks):
-            if result is None:
-                return
-            yield await self._rows(result)
-            following = _next_chunk_index(result)
-            if following is None:
-                return
-            result = await self._fetch(following)
-
-    async def _fetch(self, index: int) -> ResultData:
-        return await anyio.to_thread.run_sync(
-            self.api.get_statement_result_chunk_n, self.statement_id, index, abandon_on_cancel=True
-        )
-
-    async def _rows(self, result: ResultData) -> list[list[Any]]:
-        if result.data_array is not None:
-            return result.data_array
-        rows: list[list[Any]] = []
-        for link in result.external_links or []:
-            # Presigned URLs carry their own signature: never send our Authorization header.
-            response = await self.http.get(
-                link.external_link or "", headers=link.http_headers or {}
-            )
-            response.raise_for_status()
-            rows += _link_rows(response)
-        return rows
-
-
-def _link_rows(response: httpx.Response) -> list[list[Any]]:
-    """The rows of one external link: a JSON array of arrays, or an upstream that is not the
-    storage the link promised (a proxy's HTML page, an error document)."""
-    try:
-        rows = orjson.loads(response.content)
-    except orjson.JSONDecodeError:
-        rows = None
-    if not isinstance(rows, list):
-        kind = response.headers.get("content-type", "")
-        raise UpstreamBadResponse(f"external link answered {response.status_code} {kind!r}")
-    return rows
-
-
-def _next_chunk_index(result: ResultData) -> int | None:
-    if result.next_chunk_index is not None:
-        return result.next_chunk_index
-    links = result.external_links or []
-    return links[-1].next_chunk_index if links else None
-
-
-async def _collect(
-    reader: ResultReader, rows_as: str, max_rows: int, max_bytes: int
-) -> QueryResult:
-    rows: list[list[Any]] = []
-    size, capped = 0, False
-    async for chunk in reader.chunks():
-        for row in chunk:
-            size += sum(len(v) for v in row if isinstance(v, str)) + 4 * len(row)
-            if len(rows) >= max_rows or size > max_bytes:
-                capped = True
-                break
-            rows.append(reader.typer(row))
-        if capped:
-            break
-    columns = reader.columns
-    shaped: list[list[Any]] | list[dict[str, Any]] = rows
-    if rows_as == "objects":
-        keys = _unique_keys([c.name for c in columns])
-        columns = [c.model_copy(update={"key": k}) for c, k in zip(columns, keys, strict=True)]
-        shaped = [dict(zip(keys, row, strict=True)) for row in rows]
-    return QueryResult(
-        statement_id=reader.statement_id,
-        columns=columns,
-        rows=shaped,
-        row_count=len(rows),
-        truncated=capped or reader.server_truncated,
-    )
-
-
-def _unique_keys(names: list[str]) -> list[str]:
-    """Object keys that never collapse two columns: a second `a` becomes `a_2`."""
-    taken: set[str] = set()
-    keys = []
-    for name in names:
-        key, n = name, 1
-        while key in taken:
-            n += 1
-            key = f"{name}_{n}"
-        taken.add(key)
-        keys.append(key)
-    return keys
-
-
-async def _ndjson(reader: ResultReader, execution: Execution) -> AsyncGenerator[bytes, None]:
-    header = {
-        "statement_id": reader.statement_id,
-        "columns": [c.model_dump(exclude_none=True) for c in reader.columns],
-    }
-    yield orjson.dumps(header, option=orjson.OPT_APPEND_NEWLINE)
-    count, finished = 0, False
-    try:
-        async for chunk in reader.chunks():
-            typer = reader.typer
-            yield b"".join(
-                [orjson.dumps(typer(row), option=orjson.OPT_APPEND_NEWLINE) for row in chunk]
-            )
-            count += len(chunk)
-        finished = True
-        yield orjson.dumps(
-            {"row_count": count, "truncated": reader.server_truncated},
-            option=orjson.OPT_APPEND_NEWLINE,
-        )
-    except Exception as exc:
-        finished = True
-        yield orjson.dumps({"error": _stream_error(exc)}, option=orjson.OPT_APPEND_NEWLINE)
-    finally:
-        if not finished:  # the client went away mid-stream
-            await execution.cancel()
-        execution.forget()
-
-
-def _stream_error(exc: Exception) -> dict[str, Any]:
-    error = translate(exc)
-    if error is None:
-        logger.error("stream failed", exc_info=exc, extra={"request_id": current_request_id()})
-        error = masked_internal_error()
-    return error.fields(current_request_id())

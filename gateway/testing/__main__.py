@@ -18,6 +18,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--trips", type=int, default=5000, help="rows in samples.nyctaxi.trips")
     parser.add_argument("--sql-delay", type=float, default=0.0, help="seconds a statement runs")
     parser.add_argument("--latency-ms", type=float, default=0.0, help="added to every API call")
+    parser.add_argument(
+        "--link-latency-ms", type=float, default=0.0, help="added to every external link fetch"
+    )
     args = parser.parse_args(argv)
     ws = FakeWorkspace(page_size=args.page_size)
     ws.latency = args.latency_ms / 1000
@@ -25,6 +28,7 @@ def main(argv: list[str] | None = None) -> int:
     if ws.warehouse is not None:
         ws.warehouse.chunk_rows = args.chunk_rows
         ws.warehouse.delay_seconds = args.sql_delay
+        ws.warehouse.link_latency_seconds = args.link_latency_ms / 1000
     ws.start(port=args.port)
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):

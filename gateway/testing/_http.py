@@ -11,15 +11,21 @@ import socket
 import uuid
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 from urllib.parse import parse_qsl, urlsplit
 
 import orjson
 
 if TYPE_CHECKING:
-    from gateway.testing.workspace import FakeUser, FakeWorkspace
+    from gateway.testing.workspace import FakeUser
 
 READ_CHUNK = 1024 * 1024
+
+
+class Dispatcher(Protocol):
+    """What a server hands each request to: the workspace, or the link host."""
+
+    def handle(self, rq: Handler) -> None: ...
 
 
 class Server(ThreadingHTTPServer):
@@ -27,7 +33,7 @@ class Server(ThreadingHTTPServer):
     allow_reuse_address = True
     request_queue_size = 128
 
-    def __init__(self, address: tuple[str, int], workspace: FakeWorkspace) -> None:
+    def __init__(self, address: tuple[str, int], workspace: Dispatcher) -> None:
         super().__init__(address, Handler)
         self.workspace = workspace
 

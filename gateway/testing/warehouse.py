@@ -1,27 +1,57 @@
 """The fake workspace's SQL warehouse: the Statement Execution API on top of DuckDB.
 
-Like Databricks it binds `:name` markers (never interpolates), returns **every value as a
-string** (SQL NULL as JSON null), splits results into chunks linked by `next_chunk_index`,
-moves statements through PENDING/RUNNING to a terminal state, reports failures as HTTP 200 with
-state FAILED and a SQLSTATE, and serves EXTERNAL_LINKS that reject an Authorization header.
+It behaves like Databricks SQL where that shapes a client (shared/reference/databricks-rest.md,
+section 6 and 8), not like a convenient test double:
+- `:name` markers are bound, never interpolated; every JSON_ARRAY value is a **string**.
+- Statements go PENDING -> RUNNING -> SUCCEEDED | FAILED | CANCELED on a clock
+  (`pending_seconds`, `delay_seconds`), so `wait_timeout: "0s"` clients really poll;
+  `wait_timeout` must be `0s` or `5s`..`50s`. Failures are HTTP 200 with state FAILED.
+- INLINE takes only JSON_ARRAY and fails a result over `inline_byte_cap` (25 MiB) with
+  Databricks' error; `byte_limit` truncates instead. Results are chunked **by bytes**
+  (`chunk_bytes`, and at most `chunk_rows` rows) with `row_offset`, `row_count`,
+  `byte_count` and `next_chunk_index`; a zero-row result has no chunks and no data.
+- EXTERNAL_LINKS serve JSON_ARRAY, ARROW_STREAM (Arrow IPC stream per chunk) or CSV from a
+  separate link host that rejects any Authorization header and refuses expired links
+  (`link_ttl_seconds`).
+- Switches for what some warehouses do: `reject_json_array` (serverless-like), an INLINE
+  ARROW_STREAM answered as a base64 `attachment` (`inline_arrow_attachment`), JSON-typed
+  values (`typed_values`), columns without `type_name` (`omit_type_names`).
 """
 
 from __future__ import annotations
 
+import base64
+import hashlib
+import hmac
 import importlib.util
+import io
 import math
 import re
+import secrets
 import threading
 import time
 import uuid
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
 
 import orjson
+
+from gateway.testing._http import Server
 
 if TYPE_CHECKING:
     from gateway.testing._http import Handler
     from gateway.testing.workspace import FakeWorkspace
+
+MiB = 1024 * 1024
+INLINE_BYTE_CAP = 25 * MiB
+_INLINE_LIMIT_MESSAGE = (
+    "Inline byte limit exceeded. Statements executed with disposition=INLINE can have a result "
+    "size of at most {cap} bytes. Please execute the statement with disposition=EXTERNAL_LINKS "
+    "if you want to download the full result."
+)
+_WAIT_TIMEOUT = re.compile(r"(\d+)s")
+_FORMATS = ("JSON_ARRAY", "ARROW_STREAM", "CSV")
 
 WAREHOUSE_ID = "fakewarehouse0001"
 # Literals and comments first, so a `:name` inside them is left alone, as Databricks does.
@@ -50,16 +80,29 @@ _DECIMAL = re.compile(r"DECIMAL\((\d+),\s*(\d+)\)")
 
 
 @dataclass
+class Chunk:
+    index: int
+    row_offset: int
+    row_count: int
+    byte_count: int
+
+
+@dataclass
 class Statement:
     id: str
-    table: str | None
+    owner: str | None
+    table: str | None  # the typed result, one row per result row, in order
     columns: list[dict[str, Any]]
+    chunks: list[Chunk]
     total_rows: int
     truncated: bool
     disposition: str
+    format: str
+    pending_until: float
     ready_at: float
     state: str = "PENDING"
     error: dict[str, Any] | None = None
+    duck_types: list[str] = field(default_factory=list)
     fetched_chunks: list[int] = field(default_factory=list)
 
 
@@ -71,23 +114,53 @@ class Warehouse:
         self.workspace = workspace
         self.db = duckdb.connect(":memory:")
         self.lock = threading.RLock()
-        self.chunk_rows = 1000
-        self.delay_seconds = 0.0  # time a statement spends RUNNING
-        self.external_base: str | None = None  # where EXTERNAL_LINKS point (default: this server)
+        self.chunk_bytes = 4 * MiB
+        self.chunk_rows = 100_000  # a cap per chunk on top of the bytes (tests set it low)
+        self.inline_byte_cap = INLINE_BYTE_CAP
+        self.pending_seconds = 0.01  # time a statement spends PENDING
+        self.delay_seconds = 0.02  # then RUNNING
+        self.link_ttl_seconds = 900.0
+        self.link_latency_seconds = 0.0  # added to every external link fetch (benchmarks)
+        self.external_base: str | None = None  # where EXTERNAL_LINKS point (default: link host)
         # Variants some Databricks-compatible servers send: JSON-typed values in `data_array`
         # instead of strings, and columns with no `type_name` (only `type_text`).
         self.typed_values = False
         self.omit_type_names = False
+        self.reject_json_array = False
+        self.inline_arrow_attachment = False
         self.statements: dict[str, Statement] = {}
         self.canceled: list[str] = []
         self.submitted: list[dict[str, Any]] = []  # request bodies, for tests
+        self.link_fetches: list[tuple[str, int, str | None]] = []  # (id, chunk, Authorization)
+        self.stale_links_to_issue = (
+            0  # links whose signature has expired though `expiration` says not
+        )
+        self.links_in_flight = 0
+        self.most_links_in_flight = 0  # how many link fetches overlapped at most (prefetch)
+        self._link_key = secrets.token_bytes(16)
+        self._links: Server | None = None
 
     @staticmethod
     def available() -> bool:
         return importlib.util.find_spec("duckdb") is not None
 
+    def start(self) -> None:
+        """The link host: a separate server, like the cloud storage presigned URLs point at."""
+        self._links = Server(("127.0.0.1", 0), _LinkHost(self))
+        threading.Thread(target=self._links.serve_forever, name="fake-links", daemon=True).start()
+
     def close(self) -> None:
+        if self._links is not None:
+            self._links.shutdown()
+            self._links.server_close()
         self.db.close()
+
+    @property
+    def links_url(self) -> str:
+        assert self._links is not None, "start() the workspace first"
+        host, port = self._links.server_address[:2]
+        assert isinstance(host, str)  # an AF_INET address; typeshed allows bytes for others
+        return f"http://{host}:{port}"
 
     def execute_setup(self, sql: str) -> None:
         with self.lock:
@@ -103,7 +176,6 @@ class Warehouse:
                 self._chunk,
             ),
             ("POST", r"/api/2\.0/sql/statements/(?P<id>[\w-]+)/cancel", self._cancel),
-            ("GET", r"/external/(?P<id>[\w-]+)/(?P<n>\d+)", self._external),
         ]
 
     # --- endpoints -----------------------------------------------------------------------------
@@ -112,6 +184,10 @@ class Warehouse:
         body = rq.json_body()
         with self.lock:
             self.submitted.append(body)
+        problem = self._invalid(body)
+        if problem:
+            rq.send_error_body(400, "INVALID_PARAMETER_VALUE", problem)
+            return
         if body.get("warehouse_id") != WAREHOUSE_ID:
             rq.send_error_body(
                 404,
@@ -119,22 +195,29 @@ class Warehouse:
                 f"Warehouse {body.get('warehouse_id')} does not exist.",
             )
             return
-        disposition = body.get("disposition", "INLINE")
-        if disposition == "INLINE" and body.get("format", "JSON_ARRAY") != "JSON_ARRAY":
-            rq.send_error_body(
-                400,
-                "INVALID_PARAMETER_VALUE",
-                "ARROW_STREAM and CSV require EXTERNAL_LINKS disposition.",
-            )
-            return
-        statement = self._run(body, disposition)
-        wait = _seconds(body.get("wait_timeout", "10s"))
+        statement = self._run(body, getattr(rq, "user", None))
+        wait = int(_WAIT_TIMEOUT.fullmatch(body.get("wait_timeout", "10s"))[1])  # type: ignore[index]
         remaining = statement.ready_at - time.monotonic()
         if remaining > 0 and wait > 0:
             time.sleep(min(wait, remaining))
         if body.get("on_wait_timeout") == "CANCEL" and time.monotonic() < statement.ready_at:
             self._mark_canceled(statement)
         rq.send_json(200, self._response(statement))
+
+    def _invalid(self, body: dict[str, Any]) -> str | None:
+        wait = _WAIT_TIMEOUT.fullmatch(str(body.get("wait_timeout", "10s")))
+        if not wait or not (int(wait[1]) == 0 or 5 <= int(wait[1]) <= 50):
+            return "wait_timeout must be 0s or between 5s and 50s."
+        disposition = body.get("disposition", "INLINE")
+        fmt = body.get("format", "JSON_ARRAY")
+        if disposition not in ("INLINE", "EXTERNAL_LINKS") or fmt not in _FORMATS:
+            return f"Unsupported disposition/format {disposition}/{fmt}."
+        if fmt == "JSON_ARRAY" and self.reject_json_array:
+            return "JSON_ARRAY format is not supported on this warehouse; use ARROW_STREAM."
+        inline_arrow = fmt == "ARROW_STREAM" and self.inline_arrow_attachment
+        if disposition == "INLINE" and fmt != "JSON_ARRAY" and not inline_arrow:
+            return "ARROW_STREAM and CSV require EXTERNAL_LINKS disposition."
+        return None
 
     def _get(self, rq: Handler, match: re.Match[str]) -> None:
         statement = self._find(rq, match["id"])
@@ -147,7 +230,7 @@ class Warehouse:
             return
         self._advance(statement)
         n = int(match["n"])
-        if statement.state != "SUCCEEDED" or n >= self._chunk_count(statement):
+        if statement.state != "SUCCEEDED" or n >= len(statement.chunks):
             rq.send_error_body(400, "INVALID_PARAMETER_VALUE", f"Chunk index {n} is not valid.")
             return
         rq.send_json(200, self._result(statement, n))
@@ -160,46 +243,28 @@ class Warehouse:
         self._mark_canceled(statement)
         rq.send_json(200, {})
 
-    def _external(self, rq: Handler, match: re.Match[str]) -> None:
-        # Presigned cloud storage URLs reject a second auth mechanism.
-        if rq.headers.get("Authorization"):
-            rq.send(
-                400,
-                b"<Error><Code>InvalidArgument</Code><Message>Only one auth mechanism allowed</Message></Error>",
-                content_type="application/xml",
-            )
-            return
-        with self.lock:
-            statement = self.statements.get(match["id"])
-        if statement is None:
-            rq.send(404, b"<Error><Code>NoSuchKey</Code></Error>", content_type="application/xml")
-            return
-        rq.send(
-            200,
-            orjson.dumps(self._rows(statement, int(match["n"]))),
-            content_type="application/json",
-        )
-
     # --- execution -----------------------------------------------------------------------------
 
-    def _run(self, body: dict[str, Any], disposition: str) -> Statement:
+    def _run(self, body: dict[str, Any], user: Any) -> Statement:
         statement_id = f"01ef{uuid.uuid4().hex[4:8]}-{uuid.uuid4()}"[:36]
-        ready_at = time.monotonic() + self.delay_seconds
+        now = time.monotonic()
+        pending_until = now + self.pending_seconds
+        ready_at = pending_until + self.delay_seconds
+        disposition = body.get("disposition", "INLINE")
+        fmt = body.get("format", "JSON_ARRAY")
+        owner = getattr(user, "user_name", None)
+        statement = Statement(
+            statement_id, owner, None, [], [], 0, False, disposition, fmt, pending_until, ready_at
+        )
         try:
-            table, columns, total, truncated = self._materialise(statement_id, body)
-            statement = Statement(
-                statement_id, table, columns, total, truncated, disposition, ready_at
-            )
+            self._materialise(statement, body)
         except self._duckdb.Error as exc:
-            statement = Statement(statement_id, None, [], 0, False, disposition, ready_at)
             statement.error = _failure(exc)
         with self.lock:
             self.statements[statement_id] = statement
         return statement
 
-    def _materialise(
-        self, statement_id: str, body: dict[str, Any]
-    ) -> tuple[str | None, list[dict[str, Any]], int, bool]:
+    def _materialise(self, statement: Statement, body: dict[str, Any]) -> None:
         sql, params = _bind(str(body.get("statement", "")).strip(), body.get("parameters") or [])
         statements = self._duckdb.extract_statements(sql)
         if len(statements) != 1:
@@ -212,31 +277,63 @@ class Warehouse:
             self._use(cursor, body.get("catalog"), body.get("schema"))
             if statements[0].type != self._duckdb.StatementType.SELECT:
                 cursor.execute(sql, params)
-                return None, [], 0, False
+                return
             # DESCRIBE keeps duplicate column names as Databricks does (a subquery renames them).
             described = [
                 (name, dtype)
                 for name, dtype, *_ in cursor.execute(f"DESCRIBE {sql}", params).fetchall()
             ]
-            columns = [_column(i, name, dtype) for i, (name, dtype) in enumerate(described)]
+            statement.columns = [_column(i, n, d) for i, (n, d) in enumerate(described)]
+            statement.duck_types = [duck for _, duck in described]
             row_limit = int(body.get("row_limit") or 0)
             limit = f" LIMIT {row_limit + 1}" if row_limit else ""
-            aliases = ", ".join(f"c{i}" for i in range(len(columns)))
-            exprs = ", ".join(
-                _as_string(f"c{i}", dtype) + f" AS c{i}" for i, (_, dtype) in enumerate(described)
-            )
-            table = f"r_{statement_id.replace('-', '_')}"
+            aliases = ", ".join(f"c{i}" for i in range(len(described)))
+            table = f"r_{statement.id.replace('-', '_')}"
             cursor.execute(
-                f"CREATE TABLE {table} AS SELECT {exprs} FROM ({sql}) AS q({aliases}){limit}",
-                params,
+                f"CREATE TABLE {table} AS SELECT * FROM ({sql}) AS q({aliases}){limit}", params
             )
-            counted = cursor.execute(f"SELECT count(*) FROM {table}").fetchone()
-            assert counted is not None  # count(*) always returns one row
-            total = counted[0]
-            truncated = bool(row_limit) and total > row_limit
-            return table, columns, min(total, row_limit) if row_limit else total, truncated
+            sizes = [
+                row[0] for row in cursor.execute(self._size_query(table, described)).fetchall()
+            ]
         finally:
             cursor.close()
+        statement.table = table
+        truncated = bool(row_limit) and len(sizes) > row_limit
+        sizes = sizes[:row_limit] if row_limit else sizes
+        byte_limit = int(body.get("byte_limit") or 0)
+        if byte_limit:
+            kept = _prefix_within(sizes, byte_limit)
+            truncated = truncated or kept < len(sizes)
+            sizes = sizes[:kept]
+        if statement.disposition == "INLINE" and sum(sizes) > self.inline_byte_cap:
+            statement.error = {
+                "error_code": "BAD_REQUEST",
+                "message": _INLINE_LIMIT_MESSAGE.format(cap=self.inline_byte_cap),
+            }
+            return
+        statement.total_rows, statement.truncated = len(sizes), truncated
+        statement.chunks = self._split(sizes)
+
+    def _size_query(self, table: str, described: list[tuple[str, str]]) -> str:
+        # A row's size as JSON_ARRAY text: each value's string form, quotes and separators.
+        parts = [
+            f"coalesce(length({_as_string(f'c{i}', duck)}) + 3, 5)"
+            for i, (_, duck) in enumerate(described)
+        ]
+        return f"SELECT {' + '.join(parts) or '0'} + 2 FROM {table}"
+
+    def _split(self, sizes: list[int]) -> list[Chunk]:
+        chunks: list[Chunk] = []
+        start, size = 0, 0
+        for i, row_size in enumerate(sizes):
+            count = i - start
+            if count and (count >= self.chunk_rows or size + row_size > self.chunk_bytes):
+                chunks.append(Chunk(len(chunks), start, count, size))
+                start, size = i, 0
+            size += row_size
+        if len(sizes) > start:
+            chunks.append(Chunk(len(chunks), start, len(sizes) - start, size))
+        return chunks
 
     def _use(self, cursor: Any, catalog: str | None, schema: str | None) -> None:
         if catalog and schema:
@@ -247,9 +344,10 @@ class Warehouse:
     def _advance(self, statement: Statement) -> None:
         with self.lock:
             if statement.state in ("PENDING", "RUNNING"):
-                if time.monotonic() >= statement.ready_at:
+                now = time.monotonic()
+                if now >= statement.ready_at:
                     statement.state = "FAILED" if statement.error else "SUCCEEDED"
-                else:
+                elif now >= statement.pending_until:
                     statement.state = "RUNNING"
 
     def _mark_canceled(self, statement: Statement) -> None:
@@ -275,72 +373,230 @@ class Warehouse:
         out: dict[str, Any] = {"statement_id": statement.id, "status": status}
         if statement.state == "FAILED" and statement.error:
             status["error"] = {k: v for k, v in statement.error.items() if k != "sql_state"}
-            status["sql_state"] = statement.error["sql_state"]
+            if "sql_state" in statement.error:
+                status["sql_state"] = statement.error["sql_state"]
         if statement.state != "SUCCEEDED":
             return out
-        count = self._chunk_count(statement)
         columns = statement.columns
         if self.omit_type_names:
             columns = [{k: v for k, v in c.items() if k != "type_name"} for c in columns]
-        out["manifest"] = {
-            "format": "JSON_ARRAY",
+        manifest: dict[str, Any] = {
+            "format": statement.format,
             "schema": {"column_count": len(columns), "columns": columns},
-            "total_chunk_count": count,
-            "chunks": [self._chunk_meta(statement, n) for n in range(count)],
+            "total_chunk_count": len(statement.chunks),
             "total_row_count": statement.total_rows,
             "truncated": statement.truncated,
         }
-        if count:
+        if statement.chunks:  # Databricks leaves chunks and result out of an empty result
+            manifest["chunks"] = [_chunk_meta(c) for c in statement.chunks]
+            manifest["total_byte_count"] = sum(c.byte_count for c in statement.chunks)
             out["result"] = self._result(statement, 0)
+        out["manifest"] = manifest
         return out
-
-    def _chunk_count(self, statement: Statement) -> int:
-        return -(-statement.total_rows // self.chunk_rows)
-
-    def _chunk_meta(self, statement: Statement, n: int) -> dict[str, Any]:
-        offset = n * self.chunk_rows
-        return {
-            "chunk_index": n,
-            "row_offset": offset,
-            "row_count": min(self.chunk_rows, statement.total_rows - offset),
-        }
 
     def _result(self, statement: Statement, n: int) -> dict[str, Any]:
         with self.lock:
             statement.fetched_chunks.append(n)
-        meta = self._chunk_meta(statement, n)
-        links: dict[str, Any] = {}
-        if n + 1 < self._chunk_count(statement):
-            links = {
-                "next_chunk_index": n + 1,
-                "next_chunk_internal_link": f"/api/2.0/sql/statements/{statement.id}/result/chunks/{n + 1}",
-            }
+        chunk = statement.chunks[n]
+        meta = _chunk_meta(chunk)
+        if n + 1 < len(statement.chunks):
+            meta["next_chunk_index"] = n + 1
+            meta["next_chunk_internal_link"] = (
+                f"/api/2.0/sql/statements/{statement.id}/result/chunks/{n + 1}"
+            )
         if statement.disposition == "EXTERNAL_LINKS":
+            expires = time.time() + self.link_ttl_seconds
             link = {
                 **meta,
-                **links,
-                "byte_count": 0,
-                "external_link": f"{self.external_base or self.workspace.url}/external/{statement.id}/{n}?X-Amz-Signature=fake",
-                "expiration": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(time.time() + 900)),
+                "external_link": self._link_url(statement.id, n, expires),
+                "expiration": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(expires)),
             }
             return {"external_links": [link]}
-        return {**meta, **links, "data_array": self._rows(statement, n)}
+        if statement.format == "ARROW_STREAM":  # INLINE, on warehouses that do it
+            return {**meta, "attachment": base64.b64encode(self.arrow_bytes(statement, n)).decode()}
+        return {**meta, "data_array": self._rows(statement, n)}
 
-    def _rows(self, statement: Statement, n: int) -> list[list[str | None]]:
-        if statement.table is None:
-            return []
-        meta = self._chunk_meta(statement, n)  # row_count stops at total_rows (row_limit)
+    def _link_url(self, statement_id: str, n: int, expires: float) -> str:
+        path = f"/external/{statement_id}/{n}"
+        with self.lock:
+            if self.stale_links_to_issue > 0:
+                self.stale_links_to_issue -= 1
+                expires = time.time() - 60
+        signature = _sign(self._link_key, f"{path}:{int(expires)}")
+        base = self.external_base or self.links_url
+        return f"{base}{path}?X-Amz-Expires={int(expires)}&X-Amz-Signature={signature}"
+
+    def _select(self, statement: Statement, n: int, as_strings: bool) -> Any:
+        chunk = statement.chunks[n]
+        assert statement.table is not None
+        columns = "*"
+        if as_strings:
+            columns = ", ".join(
+                _as_string(f"c{i}", duck) for i, duck in enumerate(statement.duck_types)
+            )
         cursor = self.db.cursor()
         try:
-            rows = cursor.execute(
-                f"SELECT * FROM {statement.table} LIMIT {max(meta['row_count'], 0)} OFFSET {meta['row_offset']}"
-            ).fetchall()
+            return cursor.execute(
+                f"SELECT {columns} FROM {statement.table} "
+                f"LIMIT {chunk.row_count} OFFSET {chunk.row_offset}"
+            )
+        except BaseException:
+            cursor.close()
+            raise
+
+    def _rows(self, statement: Statement, n: int) -> list[list[Any]]:
+        cursor = self._select(statement, n, as_strings=True)
+        try:
+            rows = cursor.fetchall()
         finally:
             cursor.close()
         if self.typed_values:
             types = [c["type_name"] for c in statement.columns]
             return [[_typed(v, t) for v, t in zip(r, types, strict=True)] for r in rows]
         return [list(r) for r in rows]
+
+    def arrow_bytes(self, statement: Statement, n: int) -> bytes:
+        """Chunk `n` as one Arrow IPC stream (schema, batches, end marker), as links serve it."""
+        import pyarrow as pa
+
+        cursor = self._select(statement, n, as_strings=False)
+        try:
+            table = cursor.fetch_arrow_table()
+        finally:
+            cursor.close()
+        names = [c["name"] for c in statement.columns]
+        table = table.rename_columns(names)
+        sink = io.BytesIO()
+        with pa.ipc.new_stream(sink, table.schema) as writer:
+            writer.write_table(table, max_chunksize=10_000)
+        return sink.getvalue()
+
+    def _csv_bytes(self, statement: Statement, n: int) -> bytes:
+        import csv
+
+        out = io.StringIO()
+        writer = csv.writer(out, lineterminator="\n")
+        if n == 0:  # the header row travels in the first chunk only
+            writer.writerow([c["name"] for c in statement.columns])
+        writer.writerows(self._rows(statement, n))
+        return out.getvalue().encode()
+
+    def serve_link(self, rq: Handler) -> None:
+        """GET on the link host: presigned, expiring, and allergic to Authorization headers."""
+        path = urlsplit(rq.path).path
+        match = re.fullmatch(r"/external/(?P<id>[\w-]+)/(?P<n>\d+)", path)
+        with self.lock:
+            self.link_fetches.append(
+                (
+                    match["id"] if match else path,
+                    int(match["n"]) if match else -1,
+                    rq.headers.get("Authorization"),
+                )
+            )
+        with self.lock:
+            self.links_in_flight += 1
+            self.most_links_in_flight = max(self.most_links_in_flight, self.links_in_flight)
+        try:
+            self._serve_link(rq, path, match)
+        except self._duckdb.Error:  # the workspace is stopping
+            rq.close_connection = True
+        finally:
+            with self.lock:
+                self.links_in_flight -= 1
+
+    def _serve_link(self, rq: Handler, path: str, match: re.Match[str] | None) -> None:
+        if self.link_latency_seconds:
+            time.sleep(self.link_latency_seconds)
+        if rq.headers.get("Authorization"):
+            rq.send(
+                400,
+                _s3_error("InvalidArgument", "Only one auth mechanism allowed"),
+                content_type="application/xml",
+            )
+            return
+        expires = rq.query.get("X-Amz-Expires", "0")
+        valid = match and hmac.compare_digest(
+            rq.query.get("X-Amz-Signature", ""), _sign(self._link_key, f"{path}:{expires}")
+        )
+        if not valid:
+            rq.send(
+                403,
+                _s3_error("SignatureDoesNotMatch", "The request signature does not match"),
+                content_type="application/xml",
+            )
+            return
+        if time.time() > int(expires):
+            rq.send(
+                403,
+                _s3_error("AccessDenied", "Request has expired"),
+                content_type="application/xml",
+            )
+            return
+        with self.lock:
+            statement = self.statements.get(match["id"])  # type: ignore[index]
+        n = int(match["n"])  # type: ignore[index]
+        if statement is None or n >= len(statement.chunks):
+            rq.send(
+                404,
+                _s3_error("NoSuchKey", "The specified key does not exist."),
+                content_type="application/xml",
+            )
+            return
+        body, kind = self.link_body(statement, n)
+        rq.send(200, body, content_type=kind)
+
+    def link_body(self, statement: Statement, n: int) -> tuple[bytes, str]:
+        """What a link of chunk `n` serves, in the statement's format, with its content type."""
+        if statement.format == "ARROW_STREAM":
+            return self.arrow_bytes(statement, n), "application/vnd.apache.arrow.stream"
+        if statement.format == "CSV":
+            return self._csv_bytes(statement, n), "text/csv"
+        return orjson.dumps(self._rows(statement, n)), "application/json"
+
+
+class _LinkHost:
+    """What the link server dispatches to (the `workspace` of its handler)."""
+
+    def __init__(self, warehouse: Warehouse) -> None:
+        self.warehouse = warehouse
+
+    def handle(self, rq: Handler) -> None:
+        if self.warehouse.workspace.apply_fault(rq, urlsplit(rq.path).path):
+            return  # tests inject faults on "/external/" paths as on any other
+        if rq.command != "GET":
+            rq.send(
+                405,
+                _s3_error("MethodNotAllowed", "Method not allowed"),
+                content_type="application/xml",
+            )
+            return
+        self.warehouse.serve_link(rq)
+
+
+def _chunk_meta(chunk: Chunk) -> dict[str, Any]:
+    return {
+        "chunk_index": chunk.index,
+        "row_offset": chunk.row_offset,
+        "row_count": chunk.row_count,
+        "byte_count": chunk.byte_count,
+    }
+
+
+def _prefix_within(sizes: list[int], limit: int) -> int:
+    total = 0
+    for i, size in enumerate(sizes):
+        total += size
+        if total > limit:
+            return i
+    return len(sizes)
+
+
+def _sign(key: bytes, message: str) -> str:
+    return hmac.new(key, message.encode(), hashlib.sha256).hexdigest()
+
+
+def _s3_error(code: str, message: str) -> bytes:
+    return f"<Error><Code>{code}</Code><Message>{message}</Message></Error>".encode()
 
 
 def _typed(value: str | None, type_name: str) -> Any:
@@ -448,6 +704,11 @@ def _as_string(column: str, duck: str) -> str:
         return f"base64({column})"
     if duck.endswith("[]") or duck.startswith(("STRUCT", "MAP")):
         return f"CAST(to_json({column}) AS VARCHAR)"
+    if duck in ("DOUBLE", "FLOAT"):  # Spark's spellings of the non-finite values
+        return (
+            f"CASE WHEN isnan({column}) THEN 'NaN' WHEN {column} = 'inf'::DOUBLE THEN 'Infinity' "
+            f"WHEN {column} = '-inf'::DOUBLE THEN '-Infinity' ELSE CAST({column} AS VARCHAR) END"
+        )
     return f"CAST({column} AS VARCHAR)"
 
 
@@ -465,8 +726,3 @@ def _failure(exc: Exception) -> dict[str, Any]:
         "message": f"[{label}] {first_line} SQLSTATE: {sql_state}",
         "sql_state": sql_state,
     }
-
-
-def _seconds(value: str) -> float:
-    match = re.fullmatch(r"(\d+)s", str(value))
-    return float(match[1]) if match else 10.0

@@ -116,6 +116,8 @@ class FakeWorkspace:
             target=self._server.serve_forever, name="fake-workspace", daemon=True
         )
         self._thread.start()
+        if self.warehouse is not None:
+            self.warehouse.start()
         return self
 
     def stop(self) -> None:
@@ -216,7 +218,7 @@ class FakeWorkspace:
             )
         if self.latency and path.startswith("/api/"):
             time.sleep(self.latency)
-        if self._apply_fault(rq, path):
+        if self.apply_fault(rq, path):
             return
         for method, pattern, fn in self._routes:
             match = pattern.fullmatch(path)
@@ -256,7 +258,7 @@ class FakeWorkspace:
             table += self.warehouse.routes()
         return [(m, re.compile(p), fn) for m, p, fn in table]
 
-    def _apply_fault(self, rq: Handler, path: str) -> bool:
+    def apply_fault(self, rq: Handler, path: str) -> bool:
         with self.lock:
             fault = next((f for f in self.faults if f.matches(rq.command, path)), None)
             if fault is None:
@@ -408,6 +410,9 @@ class FakeWorkspace:
         token = rq.query.get("page_token")
         if self.empty_first_page and not token:
             rq.send_json(200, {key: [], "next_page_token": "0"})
+            return
+        if token is not None and not (token.isdigit() and int(token) <= len(items)):
+            rq.send_error_body(400, "INVALID_PARAMETER_VALUE", f"Invalid page_token: {token!r}.")
             return
         start = int(token or 0)
         body: dict[str, Any] = {key: items[start : start + size]}

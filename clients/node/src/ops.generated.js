@@ -8,15 +8,19 @@
  */
 export function opMethods(run) {
   return {
+    cancelQuery: (statement_id, call) => run('cancel_query', { statement_id }, call),
     createDirectory: (path, call) => run('create_directory', { path }, call),
     deleteFile: (path, opts = {}, call) => run('delete_file', { path, ...opts }, call),
     ensureVolume: (params, call) => run('ensure_volume', params, call),
+    fetchResult: (statement_id, opts = {}, call) => run('fetch_result', { statement_id, ...opts }, call),
     fileInfo: (path, call) => run('file_info', { path }, call),
     listCatalogs: (call) => run('list_catalogs', {}, call),
     listDirectory: (path, opts = {}, call) => run('list_directory', { path, ...opts }, call),
     listSchemas: (catalog, call) => run('list_schemas', { catalog }, call),
     listVolumes: (catalog, schema, call) => run('list_volumes', { catalog, schema }, call),
     me: (call) => run('me', {}, call),
+    queryStatus: (statement_id, call) => run('query_status', { statement_id }, call),
     query: (params = {}, call) => run('run_query', params, call),
+    submitQuery: (params = {}, call) => run('submit_query', params, call),
   };
 }

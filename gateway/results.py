@@ -1,0 +1,308 @@
+"""Reading a finished statement's result, whatever shape the warehouse chose.
+
+A result is a list of chunks. A chunk arrives as JSON_ARRAY rows (`data_array`), as a base64
+Arrow `attachment` (INLINE ARROW_STREAM on some warehouses), or as `external_links` to fetch
+without our Authorization header (JSON_ARRAY, ARROW_STREAM or CSV bytes). `ChunkReader` fetches
+up to `window` chunks ahead concurrently and hands them over in order, so the next chunks
+download while the caller reads this one; an expired link is refreshed once through the chunk
+endpoint. Memory stays bounded by the window, whatever the result size.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import csv
+import io
+import time
+from collections import deque
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any, TypeVar
+
+import anyio
+import anyio.to_thread
+import httpx
+import orjson
+
+from gateway.errors import UpstreamBadResponse, error_from_response
+from gateway.sqltypes import RowTyper, arrow_rows, type_from_text
+from gateway.statements import StatementsApi
+
+ARROW_MEDIA_TYPE = "application/vnd.apache.arrow.stream"
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class ResultColumn:
+    name: str
+    type: str | None
+    type_text: str | None
+
+
+@dataclass
+class Manifest:
+    statement_id: str
+    format: str
+    columns: list[ResultColumn]
+    total_chunks: int
+    truncated: bool
+    first: dict[str, Any] | None  # chunk 0 as the statement response carried it, if it did
+
+    @classmethod
+    def of(cls, response: dict[str, Any]) -> Manifest:
+        manifest = response.get("manifest") or {}
+        schema = manifest.get("schema") or {}
+        columns = [
+            ResultColumn(
+                name=str(c.get("name") or ""),
+                type=c.get("type_name") or type_from_text(c.get("type_text")),
+                type_text=c.get("type_text"),
+            )
+            for c in schema.get("columns") or []
+        ]
+        first = response.get("result")
+        total = manifest.get("total_chunk_count")
+        if total is None:  # not every server says; a first chunk implies at least one
+            total = 1 if first else 0
+        return cls(
+            statement_id=str(response.get("statement_id") or ""),
+            format=str(manifest.get("format") or "JSON_ARRAY"),
+            columns=columns,
+            total_chunks=int(total),
+            truncated=bool(manifest.get("truncated")),
+            first=first if isinstance(first, dict) else None,
+        )
+
+
+@dataclass
+class Chunk:
+    """One chunk's data: JSON rows, Arrow IPC bytes or CSV bytes (the first has a header)."""
+
+    index: int
+    rows: list[list[Any]] | None = None
+    arrow: bytes | None = None
+    csv: bytes | None = None
+
+
+class ChunkReader:
+    def __init__(
+        self,
+        api: StatementsApi,
+        http: httpx.AsyncClient,
+        manifest: Manifest,
+        window: int,
+    ) -> None:
+        self.api = api
+        self.http = http
+        self.manifest = manifest
+        self.window = max(1, window)
+        self.typer = RowTyper([(c.type, c.type_text) for c in manifest.columns])
+        self.start = 0  # the first chunk to read (fetch_result resumes from any)
+
+    # --- chunks, in order, fetched ahead ------------------------------------------------------
+
+    def chunks(self, last: int | None = None) -> AsyncIterator[Chunk]:
+        total = self.manifest.total_chunks
+        end = total if last is None else min(last + 1, total)
+        return in_order(self._fetch, range(self.start, end), self.window)
+
+    async def row_batches(self, last: int | None = None) -> AsyncIterator[list[list[Any]]]:
+        """Typed rows, one list per Arrow batch or JSON chunk."""
+        async for chunk in self.chunks(last):
+            for rows in self.rows_of(chunk):
+                yield rows
+
+    def rows_of(self, chunk: Chunk) -> list[list[list[Any]]]:
+        if chunk.arrow is not None:
+            return [arrow_rows(batch) for batch in _arrow_batches(chunk.arrow)]
+        if chunk.csv is not None:
+            lines = list(csv.reader(io.StringIO(chunk.csv.decode("utf-8"))))
+            rows: list[list[Any]] = [
+                [None if v == "" else v for v in line] for line in lines[chunk.index == 0 :]
+            ]
+            return [[self.typer(row) for row in rows]]
+        return [[self.typer(row) for row in chunk.rows or []]]
+
+    async def _fetch(self, index: int) -> Chunk:
+        first = self.manifest.first
+        if index == 0 and first is not None:
+            result = first
+        else:
+            result = await anyio.to_thread.run_sync(
+                self.api.chunk, self.manifest.statement_id, index, abandon_on_cancel=True
+            )
+        return await self._data(index, result)
+
+    async def _data(self, index: int, result: dict[str, Any]) -> Chunk:
+        if "attachment" in result:
+            return Chunk(index, arrow=base64.b64decode(result["attachment"]))
+        links = result.get("external_links")
+        if not links:
+            return Chunk(index, rows=result.get("data_array") or [])
+        parts = [await self._download(index, link, refreshed=False) for link in links]
+        body = b"".join(parts)
+        if self.manifest.format == "ARROW_STREAM":
+            return Chunk(index, arrow=body if len(parts) == 1 else _merge_arrow(parts))
+        if self.manifest.format == "CSV":
+            return Chunk(index, csv=body)
+        rows: list[list[Any]] = []
+        for part in parts:
+            rows += _json_rows(part)
+        return Chunk(index, rows=rows)
+
+    async def _download(self, index: int, link: dict[str, Any], refreshed: bool) -> bytes:
+        """One presigned link: no Authorization header ever; refreshed once if it expired."""
+        if not refreshed and _expired(link.get("expiration")):
+            link = await self._fresh_link(index, link)
+            refreshed = True
+        response = await self.http.get(
+            str(link.get("external_link") or ""), headers=link.get("http_headers") or {}
+        )
+        if response.status_code == 403 and not refreshed:
+            return await self._download(index, await self._fresh_link(index, link), True)
+        if response.status_code >= 400:
+            raise error_from_response(response.status_code, b"")
+        return response.content
+
+    async def _fresh_link(self, index: int, stale: dict[str, Any]) -> dict[str, Any]:
+        result = await anyio.to_thread.run_sync(
+            self.api.chunk, self.manifest.statement_id, index, abandon_on_cancel=True
+        )
+        links: list[dict[str, Any]] = result.get("external_links") or []
+        for link in links:
+            if link.get("row_offset") == stale.get("row_offset"):
+                return link
+        raise UpstreamBadResponse(f"chunk {index} has no fresh link")
+
+    # --- Arrow passthrough --------------------------------------------------------------------
+
+    async def arrow_stream(self) -> AsyncGenerator[bytes, None]:
+        """One Arrow IPC stream (schema, every batch, end marker) from all chunks: batches are
+        moved, never rows. A warehouse that refused Arrow gives utf8 columns of its strings."""
+        import pyarrow as pa
+
+        sink = _Drain()
+        writer: Any = None
+        async for chunk in self.chunks():
+            for batch in self._arrow_of(chunk):
+                if writer is None:
+                    writer = pa.ipc.new_stream(sink, batch.schema)
+                writer.write_batch(batch)
+                yield sink.take()
+        if writer is None:
+            writer = pa.ipc.new_stream(sink, self._string_schema())
+        writer.close()
+        yield sink.take()
+
+    def _arrow_of(self, chunk: Chunk) -> list[Any]:
+        import pyarrow as pa
+
+        if chunk.arrow is not None:
+            return list(_arrow_batches(chunk.arrow))
+        rows = (chunk.rows or []) if chunk.csv is None else self._csv_strings(chunk)
+        columns = [pa.array([_text(r[i]) for r in rows], pa.string()) for i in range(self.width)]
+        return [pa.RecordBatch.from_arrays(columns, schema=self._string_schema())] if rows else []
+
+    def _csv_strings(self, chunk: Chunk) -> list[list[Any]]:
+        lines: list[list[Any]] = list(csv.reader(io.StringIO((chunk.csv or b"").decode("utf-8"))))
+        return lines[chunk.index == 0 :]
+
+    @property
+    def width(self) -> int:
+        return len(self.manifest.columns)
+
+    def _string_schema(self) -> Any:
+        import pyarrow as pa
+
+        return pa.schema([pa.field(c.name, pa.string()) for c in self.manifest.columns])
+
+
+async def in_order(
+    fetch: Callable[[int], Awaitable[T]], indices: range, window: int
+) -> AsyncIterator[T]:
+    """fetch(i) for every index, up to `window` at once, yielded in index order. The caller's
+    pace is the backpressure: a new fetch starts only when one is handed over."""
+    pending: deque[asyncio.Future[T]] = deque()
+    upcoming = iter(indices)
+    try:
+        while True:
+            while len(pending) < window and (index := next(upcoming, None)) is not None:
+                pending.append(asyncio.ensure_future(fetch(index)))
+            if not pending:
+                return
+            yield await pending.popleft()
+    finally:
+        for task in pending:
+            task.cancel()
+        with anyio.CancelScope(shield=True):
+            await asyncio.gather(*pending, return_exceptions=True)
+
+
+class _Drain(io.RawIOBase):
+    """A write-only sink whose bytes are taken as they come (the IPC writer's output)."""
+
+    def __init__(self) -> None:
+        self._parts: list[bytes] = []
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, data: Any) -> int:
+        self._parts.append(bytes(data))
+        return len(data)
+
+    def take(self) -> bytes:
+        out, self._parts = b"".join(self._parts), []
+        return out
+
+
+def _arrow_batches(data: bytes) -> Any:
+    import pyarrow as pa
+
+    try:
+        return list(pa.ipc.open_stream(data))
+    except pa.ArrowInvalid as exc:
+        raise UpstreamBadResponse(f"an Arrow chunk did not parse: {exc}") from exc
+
+
+def _merge_arrow(parts: list[bytes]) -> bytes:
+    import pyarrow as pa
+
+    batches = [batch for part in parts for batch in _arrow_batches(part)]
+    sink = io.BytesIO()
+    with pa.ipc.new_stream(sink, batches[0].schema) as writer:
+        for batch in batches:
+            writer.write_batch(batch)
+    return sink.getvalue()
+
+
+def _json_rows(body: bytes) -> list[list[Any]]:
+    """The rows of one JSON_ARRAY link, or a clear error for a body that is not them (a proxy's
+    HTML page, an XML error document)."""
+    try:
+        rows = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        rows = None
+    if not isinstance(rows, list):
+        raise UpstreamBadResponse("an external link did not answer JSON rows")
+    return rows
+
+
+def _expired(expiration: Any) -> bool:
+    if not isinstance(expiration, str):
+        return False
+    try:
+        when = datetime.fromisoformat(expiration.replace("Z", "+00:00"))
+    except ValueError:
+        return False
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)
+    return when.timestamp() <= time.time() + 5  # a link about to expire is as good as gone
+
+
+def _text(value: Any) -> str | None:
+    if value is None or isinstance(value, str):
+        return value
+    return orjson.dumps(value).decode() if isinstance(value, list | dict) else str(value)

@@ -1,0 +1,324 @@
+"""SQL statements on a warehouse: submit in the best shape it accepts, poll, cancel.
+
+Raw JSON through the SDK's API client (its auth, retries and error classes), not the SDK's
+dataclasses: those drop fields real warehouses send, such as an INLINE `attachment`.
+
+Shapes (disposition + format) are tried in order of preference for what the caller asked:
+
+    rows in a JSON answer   INLINE/JSON_ARRAY (byte_limit), INLINE/ARROW_STREAM,
+                            EXTERNAL_LINKS/ARROW_STREAM, EXTERNAL_LINKS/JSON_ARRAY
+    NDJSON or Arrow stream  EXTERNAL_LINKS/ARROW_STREAM, EXTERNAL_LINKS/JSON_ARRAY,
+                            INLINE/JSON_ARRAY
+
+A shape the warehouse refuses at submit (a 400/501 *class* of error: nothing ran) moves to the
+next; the shape that worked is remembered per warehouse (bounded, an hour) and logged once. An
+INLINE statement that FAILED with BAD_REQUEST and no SQLSTATE is the inline byte cap (a SQL
+error always has a SQLSTATE): it runs again with EXTERNAL_LINKS.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Coroutine
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import anyio
+import anyio.to_thread
+from cachetools import TTLCache
+from databricks.sdk import WorkspaceClient
+from databricks.sdk import errors as sdk_errors
+
+from gateway.errors import GatewayError
+from gateway.logs import logger
+
+Want = Literal["rows", "stream"]
+Cancel = Callable[[], Coroutine[Any, Any, None]]  # a running statement's cancel, for shutdown
+INLINE_BYTE_CAP = 25 * 1024 * 1024  # Databricks aborts an INLINE result above this
+_RUNNING = ("PENDING", "RUNNING")
+
+
+@dataclass(frozen=True)
+class Shape:
+    disposition: str
+    format: str
+
+    def __str__(self) -> str:
+        return f"{self.disposition}/{self.format}"
+
+
+INLINE_JSON = Shape("INLINE", "JSON_ARRAY")
+INLINE_ARROW = Shape("INLINE", "ARROW_STREAM")
+LINKS_ARROW = Shape("EXTERNAL_LINKS", "ARROW_STREAM")
+LINKS_JSON = Shape("EXTERNAL_LINKS", "JSON_ARRAY")
+
+PREFERENCES: dict[Want, tuple[Shape, ...]] = {
+    "rows": (INLINE_JSON, INLINE_ARROW, LINKS_ARROW, LINKS_JSON),
+    "stream": (LINKS_ARROW, LINKS_JSON, INLINE_JSON),
+}
+
+
+def shapes_for(want: Want, disposition: str | None) -> tuple[Shape, ...]:
+    """The caller may pin the disposition; the format is still ours to choose."""
+    shapes = PREFERENCES[want]
+    if disposition is None:
+        return shapes
+    return tuple(s for s in shapes if s.disposition == disposition) or shapes
+
+
+class StatementsApi:
+    """The four Statement Execution calls, as JSON (blocking: call from a worker thread)."""
+
+    def __init__(self, client: WorkspaceClient) -> None:
+        self._api = client.api_client
+
+    def execute(self, body: dict[str, Any]) -> dict[str, Any]:
+        return self._json(self._api.do("POST", "/api/2.0/sql/statements/", body=body))
+
+    def get(self, statement_id: str) -> dict[str, Any]:
+        return self._json(self._api.do("GET", f"/api/2.0/sql/statements/{statement_id}"))
+
+    def chunk(self, statement_id: str, index: int) -> dict[str, Any]:
+        path = f"/api/2.0/sql/statements/{statement_id}/result/chunks/{index}"
+        return self._json(self._api.do("GET", path))
+
+    def cancel(self, statement_id: str) -> None:
+        self._api.do("POST", f"/api/2.0/sql/statements/{statement_id}/cancel", body={})
+
+    @staticmethod
+    def _json(value: Any) -> dict[str, Any]:
+        if not isinstance(value, dict):
+            from gateway.errors import UpstreamBadResponse
+
+            raise UpstreamBadResponse("a Statement Execution answer was not a JSON object")
+        return value
+
+
+class ShapeMemory:
+    """Which shape each warehouse accepted, so later statements skip the refusals."""
+
+    def __init__(self) -> None:
+        self._known: TTLCache[tuple[str, Want, str | None], Shape] = TTLCache(256, 3600)
+        self._lock = threading.Lock()
+
+    def order(self, warehouse: str, want: Want, disposition: str | None) -> list[Shape]:
+        shapes = list(shapes_for(want, disposition))
+        with self._lock:
+            known = self._known.get((warehouse, want, disposition))
+        return [known, *(s for s in shapes if s != known)] if known in shapes else shapes
+
+    def accepted(
+        self, warehouse: str, want: Want, disposition: str | None, shape: Shape, first: Shape
+    ) -> None:
+        key = (warehouse, want, disposition)
+        with self._lock:
+            new = self._known.get(key) != shape
+            self._known[key] = shape
+        if new and shape != first:
+            logger.warning(
+                "warehouse refused a result shape; using a fallback",
+                extra={"warehouse_id": warehouse, "wanted": str(first), "using": str(shape)},
+            )
+
+
+class Execution:
+    """One statement's life on the warehouse, cancelled unless it ends by itself."""
+
+    def __init__(
+        self,
+        api: StatementsApi,
+        running: dict[object, Cancel],
+        memory: ShapeMemory,
+    ) -> None:
+        self.api = api
+        self.running = running  # the runtime's registry, cancelled at shutdown
+        self.memory = memory
+        self.statement_id: str | None = None
+        self.shape: Shape | None = None
+        self._lock = threading.Lock()
+        self._abandoned = False
+        self._cancelled = False
+
+    async def run(
+        self,
+        submit: dict[str, Any],
+        want: Want,
+        disposition: str | None,
+        seconds: float,
+        inline_bytes: int,
+    ) -> dict[str, Any]:
+        with anyio.move_on_after(seconds) as scope:
+            try:
+                response = await self._run(submit, want, disposition, inline_bytes)
+            except BaseException:
+                await self.cancel()
+                raise
+        if scope.cancelled_caught:
+            await self.cancel()
+            raise GatewayError(
+                504,
+                "QUERY_TIMEOUT",
+                f"The query did not finish within {seconds:g} s; it was cancelled. "
+                "Use submit_query and fetch_result for longer queries.",
+                {"statement_id": self.statement_id},
+            )
+        return response
+
+    async def submit_only(self, submit: dict[str, Any], want: Want) -> dict[str, Any]:
+        """Submit and return at once (submit_query): nobody waits, nobody cancels."""
+        shapes = self.memory.order(str(submit["warehouse_id"]), want, None)
+        response = await self._submit(submit, shapes, want, None, INLINE_BYTE_CAP)
+        self.forget()
+        return response
+
+    async def _run(
+        self, submit: dict[str, Any], want: Want, disposition: str | None, inline_bytes: int
+    ) -> dict[str, Any]:
+        warehouse = str(submit["warehouse_id"])
+        shapes = self.memory.order(warehouse, want, disposition)
+        response = await self._submit(submit, shapes, want, disposition, inline_bytes)
+        response = await self._wait(response)
+        if _inline_cap_hit(response, self.shape):
+            logger.info("result over the inline cap; running again with external links")
+            self.forget()
+            self.statement_id, self._cancelled = None, False
+            links = [s for s in shapes if s.disposition == "EXTERNAL_LINKS"]
+            response = await self._submit(submit, links, want, disposition, inline_bytes)
+            response = await self._wait(response)
+        return self._finished(response)
+
+    async def _submit(
+        self,
+        submit: dict[str, Any],
+        shapes: list[Shape],
+        want: Want,
+        disposition: str | None,
+        inline_bytes: int,
+    ) -> dict[str, Any]:
+        for i, shape in enumerate(shapes):
+            body = {**submit, "disposition": shape.disposition, "format": shape.format}
+            if shape.disposition == "INLINE":
+                # Truncate (truncated: true) rather than abort at Databricks' 25 MiB cap.
+                body["byte_limit"] = min(inline_bytes, INLINE_BYTE_CAP)
+            try:
+                response = await self._execute(body)
+            # (Not `from ... import NotImplemented`: it would shadow the builtin dataclasses use.)
+            except (sdk_errors.BadRequest, sdk_errors.NotImplemented):
+                if i + 1 == len(shapes):
+                    raise
+                continue  # refused before anything ran: the next shape is safe to try
+            self.shape = shape
+            self.memory.accepted(str(submit["warehouse_id"]), want, disposition, shape, shapes[0])
+            return response
+        raise AssertionError("no shapes to try")
+
+    async def _execute(self, body: dict[str, Any]) -> dict[str, Any]:
+        body = {k: v for k, v in body.items() if v is not None}
+        # No server-side wait: the statement id must be ours at once, so a deadline, a client
+        # leaving or a shutdown can cancel it immediately. Costs one poll on fast queries.
+        body.update(wait_timeout="0s", on_wait_timeout="CONTINUE")
+
+        def execute() -> dict[str, Any]:
+            response = self.api.execute(body)
+            with self._lock:  # a caller that gave up meanwhile still gets its statement cancelled
+                self.statement_id = str(response.get("statement_id") or "") or None
+                abandoned = self._abandoned
+            if abandoned:
+                self._cancel_now()
+                self.forget()
+            return response
+
+        # Known from before the submit, so a shutdown can wait for the id and cancel it.
+        self.running[self] = self.cancel
+        try:
+            return await anyio.to_thread.run_sync(execute, abandon_on_cancel=True)
+        except anyio.get_cancelled_exc_class():
+            with self._lock:
+                self._abandoned = True  # the thread, still submitting, cancels when it returns
+            raise
+        except BaseException:
+            self.forget()
+            raise
+
+    async def _wait(self, response: dict[str, Any]) -> dict[str, Any]:
+        delay = 0.05
+        statement_id = self.statement_id
+        assert statement_id is not None  # set by the submit that gave us `response`
+        while _state(response) in _RUNNING:
+            await anyio.sleep(delay)
+            delay = min(delay * 2, 1.0)
+            response = await anyio.to_thread.run_sync(
+                self.api.get, statement_id, abandon_on_cancel=True
+            )
+        return response
+
+    def _finished(self, response: dict[str, Any]) -> dict[str, Any]:
+        state = _state(response)
+        if state == "SUCCEEDED":
+            return response
+        self.forget()
+        raise statement_error(response, self.statement_id)
+
+    async def cancel(self) -> None:
+        """Cancel on the warehouse (idempotent, shielded: it runs even while being cancelled)."""
+        with self._lock:
+            if self.statement_id is None:
+                self._abandoned = True  # still submitting: cancelled as soon as the id is known
+                return
+            if self._cancelled:
+                return
+            self._cancelled = True
+        with anyio.CancelScope(shield=True), anyio.move_on_after(5):
+            await anyio.to_thread.run_sync(self._cancel_now, abandon_on_cancel=True)
+        self.forget()
+
+    def _cancel_now(self) -> None:
+        try:
+            self.api.cancel(self.statement_id or "")
+            logger.info("statement cancelled", extra={"statement_id": self.statement_id})
+        except Exception as exc:  # best effort: the statement may have ended meanwhile
+            logger.warning(
+                "cancel failed",
+                extra={"statement_id": self.statement_id, "error": type(exc).__name__},
+            )
+
+    def forget(self) -> None:
+        self.running.pop(self, None)
+
+
+def statement_error(response: dict[str, Any], statement_id: str | None) -> GatewayError:
+    """The error for a statement that ended in anything but SUCCEEDED."""
+    state = _state(response)
+    details: dict[str, Any] = {"statement_id": statement_id}
+    if state == "FAILED":
+        status = response.get("status") or {}
+        error = status.get("error") or {}
+        return GatewayError(
+            400,
+            "SQL_ERROR",
+            str(error.get("message") or "The statement failed."),
+            {**details, "sql_state": status.get("sql_state")},
+            databricks_error_code=error.get("error_code"),
+        )
+    if state == "CANCELED":
+        return GatewayError(409, "QUERY_CANCELED", "The statement was cancelled.", details)
+    return GatewayError(
+        410, "QUERY_CLOSED", "The statement's result is no longer available.", details
+    )
+
+
+def _state(response: dict[str, Any]) -> str | None:
+    status = response.get("status")
+    return status.get("state") if isinstance(status, dict) else None
+
+
+def _inline_cap_hit(response: dict[str, Any], shape: Shape | None) -> bool:
+    status = response.get("status") or {}
+    error = status.get("error") or {}
+    return (
+        shape is not None
+        and shape.disposition == "INLINE"
+        and _state(response) == "FAILED"
+        and error.get("error_code") == "BAD_REQUEST"
+        and not status.get("sql_state")
+    )

@@ -17,7 +17,7 @@ from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
-from gateway import __version__
+from gateway import __version__, readiness
 from gateway.auth import (
     clear_databricks_auth,
     make_backend,
@@ -32,12 +32,9 @@ from gateway.ops import ALL_OPS
 from gateway.registry import ByteStream, Delivery, Op, Registry, Upload
 from gateway.runtime import Runtime
 from gateway.settings import Settings
-from gateway.upstream import unreachable_reason
 
 NDJSON = "application/x-ndjson"
 ARROW_STREAM = "application/vnd.apache.arrow.stream"
-READY_TIMEOUT_SECONDS = 5.0
-PROBE_TIMEOUT_SECONDS = 3.0  # connect and read each: /ready answers within a few seconds
 
 
 def create_app(settings: Settings | None = None, runtime: Runtime | None = None) -> FastAPI:
@@ -374,33 +371,11 @@ async def _until(
 
 
 async def _ready(runtime: Runtime, deep: bool) -> Response:
-    settings = runtime.settings
-    if settings.databricks_host is None:
-        return _not_ready("DATABRICKS_HOST is not configured.")
-    reason = await anyio.to_thread.run_sync(
-        unreachable_reason, runtime.download_http, settings.databricks_host, PROBE_TIMEOUT_SECONDS
-    )
-    if reason is not None:
-        return _not_ready(reason)
-    if settings.service_auth_type is None and not settings.config_profile:
-        if settings.auth_mode == "user":
-            return _json({"status": "ready", "identity": "user-only"})
-        return _not_ready("No service identity is configured.")
-    try:
-        with anyio.fail_after(READY_TIMEOUT_SECONDS):
-            client = await anyio.to_thread.run_sync(
-                runtime.backend.service_client, abandon_on_cancel=True
-            )
-            if deep:
-                await anyio.to_thread.run_sync(client.current_user.me, abandon_on_cancel=True)
-    except TimeoutError:
-        return _not_ready("Databricks did not answer within the readiness timeout.")
-    except GatewayError as exc:
-        return _not_ready(exc.message)
-    except Exception as exc:
-        mapped = translate(exc)
-        logger.warning("not ready", extra={"error": type(exc).__name__})
-        return _not_ready(mapped.message if mapped else "The service identity is unusable.")
+    state = await readiness.check(runtime, deep)
+    if not state.ready:
+        return _not_ready(state.reason or "Not ready.")
+    if state.identity:
+        return _json({"status": "ready", "identity": state.identity})
     return _json({"status": "ready", "deep": deep})
 
 

@@ -3,7 +3,8 @@
 An op is a plain function (sync ones run in a worker thread, async ones on the loop). Its
 parameters become a pydantic model (unknown fields forbidden), its docstring the description,
 its return annotation the result schema. Parameters annotated with one of the *injected* types
-(`Runtime`, `Upload`, `Delivery`) are supplied by the gateway, not by the caller.
+(subclasses of `Injected`: `Runtime`, `Upload`, `Delivery`) are supplied by the gateway, not
+by the caller. The registry knows nothing else of the gateway: it imports no runtime.
 """
 
 from __future__ import annotations
@@ -20,7 +21,11 @@ from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError,
 from pydantic_core import core_schema
 
 from gateway.errors import GatewayError, bad_request
-from gateway.runtime import Runtime
+
+
+class Injected:
+    """Marks a type the gateway supplies to ops (the runtime, an upload, the delivery wanted):
+    a parameter annotated with one is no caller parameter and has no schema."""
 
 
 class Stream:
@@ -37,7 +42,7 @@ class Stream:
         return dict(cls.schema)
 
 
-class Upload(Stream):
+class Upload(Stream, Injected):
     """A request body streamed in chunks (injected into ops that accept raw uploads)."""
 
     def __init__(
@@ -66,15 +71,12 @@ class ByteStream(Stream):
 
 
 @dataclass(frozen=True)
-class Delivery:
+class Delivery(Injected):
     """How the caller wants the result (from its Accept header): `stream` asks for NDJSON,
     `arrow` for one Arrow IPC stream."""
 
     stream: bool = False
     arrow: bool = False
-
-
-INJECTED: tuple[type, ...] = (Runtime, Upload, Delivery)
 
 
 @dataclass(frozen=True)
@@ -170,7 +172,7 @@ def _build(fn: Callable[..., Any]) -> Op:
     arguments: dict[str, str] = {}
     for pname, param in inspect.signature(fn).parameters.items():
         annotation = hints[pname]
-        if annotation in INJECTED:
+        if isinstance(annotation, type) and issubclass(annotation, Injected):
             injected[pname] = annotation
             continue
         default = ... if param.default is inspect.Parameter.empty else param.default

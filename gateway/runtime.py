@@ -11,6 +11,7 @@ from cachetools import TTLCache
 
 from gateway.auth import SdkBackend, ToolsCoreBackend
 from gateway.metrics import Metrics
+from gateway.registry import Injected
 from gateway.settings import Settings
 from gateway.statements import Cancel, ShapeMemory
 
@@ -22,7 +23,7 @@ TRANSFER_OPS = frozenset({"read_file", "write_file"})
 
 
 @dataclass
-class Runtime:
+class Runtime(Injected):
     settings: Settings
     backend: SdkBackend | ToolsCoreBackend
     # Worker threads for blocking SDK calls.

@@ -17,7 +17,7 @@ from urllib.parse import parse_qsl, urlsplit
 import orjson
 
 if TYPE_CHECKING:
-    from gateway.testing.workspace import FakeUser
+    from gateway.testing.users import FakeUser
 
 READ_CHUNK = 1024 * 1024
 

@@ -31,6 +31,7 @@ import secrets
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
@@ -41,7 +42,6 @@ from gateway.testing._http import Server
 
 if TYPE_CHECKING:
     from gateway.testing._http import Handler
-    from gateway.testing.workspace import FakeWorkspace
 
 MiB = 1024 * 1024
 INLINE_BYTE_CAP = 25 * MiB
@@ -107,11 +107,11 @@ class Statement:
 
 
 class Warehouse:
-    def __init__(self, workspace: FakeWorkspace) -> None:
+    def __init__(self, apply_fault: Callable[[Handler, str], bool]) -> None:
         import duckdb
 
         self._duckdb = duckdb
-        self.workspace = workspace
+        self.apply_fault = apply_fault  # the workspace's faults apply to link fetches too
         self.db = duckdb.connect(":memory:")
         self.lock = threading.RLock()
         self.chunk_bytes = 4 * MiB
@@ -561,7 +561,7 @@ class _LinkHost:
         self.warehouse = warehouse
 
     def handle(self, rq: Handler) -> None:
-        if self.warehouse.workspace.apply_fault(rq, urlsplit(rq.path).path):
+        if self.warehouse.apply_fault(rq, urlsplit(rq.path).path):
             return  # tests inject faults on "/external/" paths as on any other
         if rq.command != "GET":
             rq.send(

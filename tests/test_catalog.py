@@ -5,6 +5,7 @@ from __future__ import annotations
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
+from databricks.sdk import WorkspaceClient
 
 from gateway.testing import DEMO
 from tests.support import run
@@ -40,7 +41,11 @@ def test_catalog_visibility_follows_the_user(gateway):
 
 def test_list_schemas_and_volumes(gateway):
     _, client = gateway()
-    assert names(run(client, "list_schemas", catalog="main")) == ["app", "default"]
+    assert names(run(client, "list_schemas", catalog="main")) == [
+        "app",
+        "default",
+        "information_schema",
+    ]
     volumes = run(client, "list_volumes", catalog="main", schema="app").json()["result"]
     assert volumes[0]["full_name"] == "main.app.files"
     assert volumes[0]["path"] == "/Volumes/main/app/files"
@@ -104,3 +109,49 @@ def test_hostile_names_are_rejected_before_databricks(gateway, workspace, bad):
     assert response.status_code == 400
     assert response.json()["error"]["code"] == "INVALID_PARAMS"
     assert not [r for r in workspace.requests if "unity-catalog" in r.path]
+
+
+# --- the warehouse sees the workspace's Unity Catalog ------------------------------------------
+
+
+def test_every_catalog_has_default_and_information_schema(gateway):
+    _, client = gateway()
+    for catalog in ("main", "samples", "demo"):
+        schemas = names(run(client, "list_schemas", catalog=catalog))
+        assert {"default", "information_schema"} <= set(schemas), catalog
+
+
+def test_schemas_and_tables_created_through_sql_appear_in_unity_catalog(gateway, workspace):
+    _, client = gateway()
+    for statement in (
+        "CREATE SCHEMA demo.staging",
+        "CREATE TABLE demo.staging.orders (id BIGINT, total DECIMAL(10,2), note STRING)",
+        "CREATE VIEW demo.staging.big AS SELECT * FROM demo.staging.orders WHERE total > 100",
+    ):
+        assert run(client, "run_query", statement=statement).status_code == 200
+    assert "staging" in names(run(client, "list_schemas", catalog="demo"))
+    sdk = WorkspaceClient(host=workspace.url, token=DEMO.service_token, auth_type="pat")
+    tables = {t.name: t for t in sdk.tables.list(catalog_name="demo", schema_name="staging")}
+    assert set(tables) == {"orders", "big"}
+    assert tables["orders"].full_name == "demo.staging.orders"
+    assert [(c.name, c.type_text) for c in tables["orders"].columns or []] == [
+        ("id", "bigint"),
+        ("total", "decimal(10,2)"),
+        ("note", "string"),
+    ]
+    assert tables["big"].table_type is not None and tables["big"].table_type.value == "VIEW"
+
+
+def test_current_user_is_the_caller(gateway):
+    _, client = gateway(auth_mode="auto")
+    for headers, expected in (
+        ({"X-Databricks-Token": DEMO.alice_token}, "alice@example.com"),
+        ({}, "gateway-service@example.com"),
+    ):
+        out = run(
+            client,
+            "run_query",
+            headers=headers,
+            statement="SELECT current_user() AS u, 'current_user()' AS literal",
+        )
+        assert out.json()["result"]["rows"] == [[expected, "current_user()"]]

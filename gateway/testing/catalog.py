@@ -20,6 +20,7 @@ class CatalogApi(WorkspaceState):
             ("GET", r"/api/2\.1/unity-catalog/volumes", self._list_volumes),
             ("POST", r"/api/2\.1/unity-catalog/volumes", self._create_volume),
             ("GET", r"/api/2\.1/unity-catalog/volumes/(?P<full>[^/]+)", self._read_volume),
+            ("GET", r"/api/2\.1/unity-catalog/tables", self._list_tables),
         ]
 
     def check_catalog(self, rq: Handler, catalog: str) -> bool:
@@ -66,9 +67,30 @@ class CatalogApi(WorkspaceState):
         catalog = rq.query.get("catalog_name", "").lower()
         if not self.check_catalog(rq, catalog):
             return
+        self._sync_schemas(catalog)
         with self.lock:
             items = [v for (c, _n), v in sorted(self.schemas.items()) if c == catalog]
         self._page(rq, "schemas", items)
+
+    def _sync_schemas(self, catalog: str) -> None:
+        """Schemas created through SQL (`CREATE SCHEMA`) are Unity Catalog schemas too."""
+        if self.warehouse is None:
+            return
+        for name in self.warehouse.schemas_of(catalog):
+            with self.lock:
+                known = (catalog, name) in self.schemas
+            if not known:
+                self.add_schema(catalog, name)
+
+    def _list_tables(self, rq: Handler, _: re.Match[str]) -> None:
+        catalog = rq.query.get("catalog_name", "").lower()
+        schema = rq.query.get("schema_name", "").lower()
+        if catalog in self.catalogs:
+            self._sync_schemas(catalog)
+        if not self._schema_exists(rq, catalog, schema):
+            return
+        tables = self.warehouse.tables_of(catalog, schema) if self.warehouse else []
+        self._page(rq, "tables", tables)
 
     def _schema_exists(self, rq: Handler, catalog: str, schema: str) -> bool:
         if not self.check_catalog(rq, catalog):

@@ -54,8 +54,6 @@ def seed_demo(ws: FakeWorkspace, trips: int = 5000) -> DemoIdentities:
 def _seed_tables(ws: FakeWorkspace, trips: int) -> None:
     assert ws.warehouse is not None
     for statement in (
-        "ATTACH ':memory:' AS samples",
-        "CREATE SCHEMA samples.nyctaxi",
         f"""CREATE TABLE samples.nyctaxi.trips AS SELECT
               TIMESTAMP '2016-01-01 00:00:00' + INTERVAL (range * 7) MINUTE AS tpep_pickup_datetime,
               TIMESTAMP '2016-01-01 00:00:00' + INTERVAL (range * 7 + 5 + range % 30) MINUTE
@@ -65,8 +63,6 @@ def _seed_tables(ws: FakeWorkspace, trips: int) -> None:
               (10001 + range % 90)::INTEGER AS pickup_zip,
               (10001 + (range * 7) % 90)::INTEGER AS dropoff_zip
             FROM range({trips})""",
-        "ATTACH ':memory:' AS demo",
-        "CREATE SCHEMA demo.shop",
         """CREATE TABLE demo.shop.sales (id BIGINT, region VARCHAR, amount DECIMAL(10,2),
               sold_on DATE, paid BOOLEAN)""",
         """INSERT INTO demo.shop.sales VALUES

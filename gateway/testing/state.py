@@ -17,6 +17,7 @@ from typing import Any
 
 from gateway.testing._http import Handler
 from gateway.testing.users import FakeUser
+from gateway.testing.warehouse import Warehouse
 
 WORKSPACE_ID = "1234567890"
 METASTORE_ID = "11111111-2222-3333-4444-555555555555"
@@ -74,10 +75,14 @@ class WorkspaceState:
     schemas: dict[tuple[str, str], dict[str, Any]]
     volumes: dict[tuple[str, str, str], dict[str, Any]]
     files_root: Path
+    warehouse: Warehouse | None
 
     @property
     def url(self) -> str:
         raise NotImplementedError
+
+    def add_schema(self, catalog: str, name: str) -> None:
+        raise NotImplementedError  # FakeWorkspace's (it also creates it in the warehouse)
 
     def add_volume(self, catalog: str, schema: str, name: str, owner: str = "admins") -> None:
         raise NotImplementedError  # FakeWorkspace's (it also makes the folder on disk)

@@ -58,6 +58,15 @@ WAREHOUSE_ID = "fakewarehouse0001"
 _MARKER = re.compile(
     r"'(?:[^'\\]|\\.)*'|\"(?:[^\"\\]|\\.)*\"|--[^\n]*|/\*.*?\*/|(?<![:\w]):([A-Za-z_]\w*)", re.S
 )
+# `current_user()` is the caller, as in Databricks SQL (outside literals and comments).
+_CURRENT_USER = re.compile(
+    r"'(?:[^'\\]|\\.)*'|\"(?:[^\"\\]|\\.)*\"|--[^\n]*|/\*.*?\*/|(\bcurrent_user\s*\(\s*\))",
+    re.S | re.I,
+)
+# DuckDB's own schemas in every database: not Unity Catalog's to list.
+_DUCKDB_SCHEMAS = {"main", "pg_catalog", "information_schema"}
+# Names DuckDB keeps for itself: a Unity Catalog catalog called so has no tables in the fake.
+_RESERVED_DATABASES = {"main", "temp", "system", "memory"}
 _PARAM_TYPES = {
     "STRING": "VARCHAR",
     "BIGINT": "BIGINT",
@@ -166,6 +175,74 @@ class Warehouse:
         with self.lock:
             self.db.execute(sql)
 
+    # --- the warehouse sees the workspace's Unity Catalog --------------------------------------
+
+    def ensure_catalog(self, name: str) -> None:
+        """A Unity Catalog catalog is a database SQL can use (in memory, like everything here)."""
+        with self.lock:
+            attached = {
+                row[0]
+                for row in self.db.execute(
+                    "SELECT database_name FROM duckdb_databases()"
+                ).fetchall()
+            }
+            if name not in attached and name not in _RESERVED_DATABASES:
+                self.db.execute(f"ATTACH ':memory:' AS \"{name}\"")
+
+    def ensure_schema(self, catalog: str, name: str) -> None:
+        if catalog in _RESERVED_DATABASES:
+            return
+        with self.lock:
+            self.db.execute(f'CREATE SCHEMA IF NOT EXISTS "{catalog}"."{name}"')
+
+    def schemas_of(self, catalog: str) -> list[str]:
+        """Schemas SQL created (or the workspace did), as Unity Catalog would list them."""
+        with self.lock:
+            rows = self.db.execute(
+                "SELECT schema_name FROM information_schema.schemata WHERE catalog_name = ?",
+                [catalog],
+            ).fetchall()
+        return sorted({row[0] for row in rows} - _DUCKDB_SCHEMAS)
+
+    def tables_of(self, catalog: str, schema: str) -> list[dict[str, Any]]:
+        """Tables and views of a schema with their columns, shaped like Unity Catalog's."""
+        with self.lock:
+            tables = self.db.execute(
+                "SELECT table_name, table_type FROM information_schema.tables "
+                "WHERE table_catalog = ? AND table_schema = ? ORDER BY table_name",
+                [catalog, schema],
+            ).fetchall()
+            columns = self.db.execute(
+                "SELECT table_name, column_name, data_type, ordinal_position, is_nullable "
+                "FROM information_schema.columns WHERE table_catalog = ? AND table_schema = ? "
+                "ORDER BY table_name, ordinal_position",
+                [catalog, schema],
+            ).fetchall()
+        by_table: dict[str, list[dict[str, Any]]] = {}
+        for table, column, duck, position, nullable in columns:
+            type_name, type_text = _databricks_type(duck)
+            by_table.setdefault(table, []).append(
+                {
+                    "name": column,
+                    "type_name": type_name,
+                    "type_text": type_text.lower(),
+                    "position": position - 1,
+                    "nullable": nullable == "YES",
+                }
+            )
+        return [
+            {
+                "name": name,
+                "catalog_name": catalog,
+                "schema_name": schema,
+                "full_name": f"{catalog}.{schema}.{name}",
+                "table_type": "VIEW" if kind == "VIEW" else "MANAGED",
+                "data_source_format": None if kind == "VIEW" else "DELTA",
+                "columns": by_table.get(name, []),
+            }
+            for name, kind in tables
+        ]
+
     def routes(self) -> list[tuple[str, str, Any]]:
         return [
             ("POST", r"/api/2\.0/sql/statements/?", self._submit),
@@ -265,7 +342,9 @@ class Warehouse:
         return statement
 
     def _materialise(self, statement: Statement, body: dict[str, Any]) -> None:
-        sql, params = _bind(str(body.get("statement", "")).strip(), body.get("parameters") or [])
+        sql, params = _bind(
+            str(body.get("statement", "")).strip(), body.get("parameters") or [], statement.owner
+        )
         statements = self._duckdb.extract_statements(sql)
         if len(statements) != 1:
             raise self._duckdb.ParserException(
@@ -615,7 +694,9 @@ def _typed(value: str | None, type_name: str) -> Any:
     return value
 
 
-def _bind(sql: str, parameters: list[dict[str, Any]]) -> tuple[str, dict[str, Any]]:
+def _bind(
+    sql: str, parameters: list[dict[str, Any]], user: str | None = None
+) -> tuple[str, dict[str, Any]]:
     """Turn Databricks `:name` markers into typed DuckDB `$name` parameters."""
     given = {p["name"]: p for p in parameters}
     values: dict[str, Any] = {}
@@ -636,7 +717,14 @@ def _bind(sql: str, parameters: list[dict[str, Any]]) -> tuple[str, dict[str, An
         import duckdb
 
         raise duckdb.BinderException(f"UNBOUND_SQL_PARAMETER: {exc.args[0]}") from None
-    return bound, values
+
+    def current_user(match: re.Match[str]) -> str:
+        if match[1] is None:
+            return match[0]  # a literal or a comment
+        values["__current_user"] = user or "unknown@example.com"
+        return "CAST($__current_user AS VARCHAR)"
+
+    return _CURRENT_USER.sub(current_user, bound), values
 
 
 class _UnboundParameter(Exception):

@@ -132,8 +132,14 @@ class FakeWorkspace(IdentityApi, CatalogApi, FilesApi):
                 **({"comment": comment} if comment else {}),
             }
             self.readers[name] = readers
+        if self.warehouse is not None:
+            self.warehouse.ensure_catalog(name)
+        for schema in ("default", "information_schema"):  # every Unity Catalog catalog has them
+            self.add_schema(name, schema)
 
     def add_schema(self, catalog: str, name: str) -> None:
+        if self.warehouse is not None and name != "information_schema":
+            self.warehouse.ensure_schema(catalog, name)
         with self.lock:
             self.schemas[(catalog, name)] = {
                 "name": name,

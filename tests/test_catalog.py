@@ -155,3 +155,16 @@ def test_current_user_is_the_caller(gateway):
             statement="SELECT current_user() AS u, 'current_user()' AS literal",
         )
         assert out.json()["result"]["rows"] == [[expected, "current_user()"]]
+
+
+def test_list_tables_through_the_gateway(gateway):
+    _, client = gateway()
+    run(client, "run_query", statement="CREATE TABLE demo.shop.returns (id BIGINT, why STRING)")
+    tables = run(client, "list_tables", catalog="demo", schema="shop").json()["result"]
+    returns = next(t for t in tables if t["name"] == "returns")
+    assert returns["full_name"] == "demo.shop.returns"
+    assert [(c["name"], c["type_text"]) for c in returns["columns"]] == [
+        ("id", "bigint"),
+        ("why", "string"),
+    ]
+    assert {t["name"] for t in tables} >= {"sales", "returns"}

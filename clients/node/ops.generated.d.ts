@@ -117,6 +117,19 @@ export interface Submitted {
   state: string;
 }
 
+export interface Table {
+  name: string;
+  full_name?: string | null;
+  table_type?: string | null;
+  columns?: TableColumn[];
+}
+
+export interface TableColumn {
+  name: string;
+  type_text?: string | null;
+  nullable?: boolean | null;
+}
+
 export interface TextContent {
   content: string;
   size: number;
@@ -229,6 +242,13 @@ export interface ListSchemasParams {
 }
 export type ListSchemasResult = Schema[];
 
+/** Tables and views of a schema with their columns (every page). */
+export interface ListTablesParams {
+  catalog: string;
+  schema: string;
+}
+export type ListTablesResult = Table[];
+
 /** Volumes of a schema (every page). */
 export interface ListVolumesParams {
   catalog: string;
@@ -320,6 +340,7 @@ export type OpName =
   | 'list_catalogs'
   | 'list_directory'
   | 'list_schemas'
+  | 'list_tables'
   | 'list_volumes'
   | 'me'
   | 'query_status'
@@ -338,6 +359,7 @@ export interface OpParams {
   list_catalogs: ListCatalogsParams;
   list_directory: ListDirectoryParams;
   list_schemas: ListSchemasParams;
+  list_tables: ListTablesParams;
   list_volumes: ListVolumesParams;
   me: MeParams;
   query_status: QueryStatusParams;
@@ -357,6 +379,7 @@ export interface OpResult {
   list_catalogs: ListCatalogsResult;
   list_directory: ListDirectoryResult;
   list_schemas: ListSchemasResult;
+  list_tables: ListTablesResult;
   list_volumes: ListVolumesResult;
   me: MeResult;
   query_status: QueryStatusResult;
@@ -396,6 +419,8 @@ export interface OpMethods {
   listDirectory(path: string, opts?: Omit<ListDirectoryParams, 'path'>, call?: CallOptions): Promise<ListDirectoryResult>;
   /** Schemas of a catalog (every page). */
   listSchemas(catalog: string, call?: CallOptions): Promise<ListSchemasResult>;
+  /** Tables and views of a schema with their columns (every page). */
+  listTables(catalog: string, schema: string, call?: CallOptions): Promise<ListTablesResult>;
   /** Volumes of a schema (every page). */
   listVolumes(catalog: string, schema: string, call?: CallOptions): Promise<ListVolumesResult>;
   /** The user or service principal the request runs as (SCIM Me), asked afresh each time. */

@@ -10,6 +10,7 @@ ALL_OPS: list[Callable[..., Any]] = [
     catalog.list_catalogs,
     catalog.list_schemas,
     catalog.list_volumes,
+    catalog.list_tables,
     catalog.ensure_volume,
     files.list_directory,
     files.create_directory,

@@ -82,6 +82,35 @@ def list_schemas(catalog: Name) -> list[Schema]:
     ]
 
 
+class TableColumn(BaseModel):
+    name: str
+    type_text: str | None = None
+    nullable: bool | None = None
+
+
+class Table(BaseModel):
+    name: str
+    full_name: str | None = None
+    table_type: str | None = None
+    columns: list[TableColumn] = []
+
+
+def list_tables(catalog: Name, schema: Name) -> list[Table]:
+    """Tables and views of a schema with their columns (every page)."""
+    return [
+        Table(
+            name=t.name or "",
+            full_name=t.full_name,
+            table_type=t.table_type.value if t.table_type else None,
+            columns=[
+                TableColumn(name=c.name or "", type_text=c.type_text, nullable=c.nullable)
+                for c in t.columns or []
+            ],
+        )
+        for t in get_workspace_client().tables.list(catalog_name=catalog, schema_name=schema)
+    ]
+
+
 def list_volumes(catalog: Name, schema: Name) -> list[Volume]:
     """Volumes of a schema (every page)."""
     volumes = get_workspace_client().volumes.list(catalog_name=catalog, schema_name=schema)

@@ -17,6 +17,7 @@ export function opMethods(run) {
     listCatalogs: (call) => run('list_catalogs', {}, call),
     listDirectory: (path, opts = {}, call) => run('list_directory', { path, ...opts }, call),
     listSchemas: (catalog, call) => run('list_schemas', { catalog }, call),
+    listTables: (catalog, schema, call) => run('list_tables', { catalog, schema }, call),
     listVolumes: (catalog, schema, call) => run('list_volumes', { catalog, schema }, call),
     me: (call) => run('me', {}, call),
     queryStatus: (statement_id, call) => run('query_status', { statement_id }, call),

@@ -107,6 +107,8 @@ export interface WaitOptions {
 export interface FetchStreamOptions {
   /** The chunk to start at; default 0. */
   fromChunk?: number;
+  /** Rows of `fromChunk` to skip (from an earlier stream's `meta.position.row`); default 0. */
+  skipRows?: number;
   /** Reopenings in a row that yield nothing new before giving up; default 5. */
   maxResumes?: number;
 }
@@ -116,6 +118,8 @@ export interface ResultRowStream extends AsyncGenerator<unknown[], void, undefin
     statementId: string; columns?: Column[]; rowCount: number; truncated?: boolean;
     /** How many times the stream was reopened after a cut. */
     resumes: number;
+    /** Where the next row is: pass back as `{ fromChunk: chunk, skipRows: row }` to go on. */
+    readonly position: { chunk: number; row: number };
   };
 }
 

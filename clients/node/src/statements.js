@@ -67,12 +67,19 @@ export function statementMethods({ run, openStream }) {
    * being read and the rows of it already yielded are skipped. A finished statement's chunks
    * never change, so nothing is skipped or yielded twice, and nothing is buffered. After
    * `maxResumes` reopenings in a row that yield nothing new it gives up with the last error.
+   * The same mechanism lets a caller stop and go on later: `meta.position` is where the next
+   * row is, `{ chunk, row }`, to pass back as `{ fromChunk: chunk, skipRows: row }`.
    */
   function fetchResultStream(statementId, opts = {}, call = {}) {
-    const { fromChunk = 0, maxResumes = 5 } = opts;
-    const meta = { statementId, columns: undefined, rowCount: 0, truncated: undefined, resumes: 0 };
+    const { fromChunk = 0, skipRows = 0, maxResumes = 5 } = opts;
+    const meta = {
+      statementId, columns: undefined, rowCount: 0, truncated: undefined, resumes: 0,
+      get position() {
+        return { chunk, row: seen };
+      },
+    };
     let chunk = fromChunk; // the chunk being read
-    let seen = 0; // rows of `chunk` already yielded
+    let seen = skipRows; // rows of `chunk` already yielded (or skipped at the caller's word)
 
     async function* once() {
       const response = await openStream(
@@ -125,7 +132,7 @@ export function statementMethods({ run, openStream }) {
           } catch (abort) {
             throw asGatewayError(abort);
           }
-          if (chunk > fromChunk && seen === 0 && (await pastLast())) return;
+          if (seen === 0 && chunk > fromChunk && (await pastLast())) return;
         }
       }
     }

@@ -125,3 +125,17 @@ test('cuts that let nothing through give up after maxResumes with a GatewayError
     return true;
   });
 });
+
+test('a reader can stop mid-chunk and go on later from meta.position', async () => {
+  const statementId = await finished(NUMBERS);
+  const rows = [];
+  const first = client.fetchResultStream(statementId, {}, ALICE);
+  for await (const row of first) {
+    rows.push(row);
+    if (rows.length === 10) break; // inside chunk 1 (7 rows a chunk)
+  }
+  assert.deepEqual(first.meta.position, { chunk: 1, row: 3 });
+  const { chunk, row } = first.meta.position;
+  for await (const r of client.fetchResultStream(statementId, { fromChunk: chunk, skipRows: row }, ALICE)) rows.push(r);
+  assert.deepEqual(rows, EXPECTED);
+});

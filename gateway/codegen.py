@@ -40,6 +40,7 @@ METHODS = ROOT / "clients" / "node" / "src" / "ops.generated.js"
 HAND_WRITTEN = {
     "read_file": "readFile streams the bytes; readText asks for them as text",
     "write_file": "writeFile streams the upload as the request body",
+    "submit_query": "submitQuery returns the handle waitForQuery and fetchResultStream take",
 }
 # Method names other than the op name in camelCase (kept stable for existing callers).
 METHOD_NAMES = {"run_query": "query"}

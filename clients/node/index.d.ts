@@ -1,8 +1,8 @@
 import type { Readable } from 'node:stream';
 import type { Dispatcher } from 'undici';
 import type {
-  Column, OpMethods, OpName, OpParams, OpResult, ReadFileParams, RunQueryParams, TextContent,
-  WriteFileParams, WriteFileResult,
+  Column, OpMethods, OpName, OpParams, OpResult, QueryStatus, ReadFileParams, RunQueryParams,
+  SubmitQueryParams, TextContent, WriteFileParams, WriteFileResult,
 } from './ops.generated.js';
 
 export interface GatewayClientOptions {
@@ -70,6 +70,59 @@ export interface RowStream extends AsyncGenerator<unknown[], void, undefined> {
   meta: { columns?: Column[]; statementId?: string; rowCount?: number; truncated?: boolean };
 }
 
+/** The Arrow IPC stream's bytes (for apache-arrow's `RecordBatchReader.from()`, or relayed). */
+export interface ArrowStream extends Readable {
+  requestId?: string;
+  contentType?: string;
+}
+
+/** A submitted statement: what `waitForQuery` and `fetchResultStream` take. */
+export interface SubmittedQuery {
+  statementId: string;
+  /** PENDING, RUNNING, SUCCEEDED, FAILED, CANCELED or CLOSED */
+  state: string;
+}
+
+/** A statement that SUCCEEDED, as `waitForQuery` resolves. */
+export interface FinishedQuery {
+  statementId: string;
+  state: 'SUCCEEDED';
+  columns: Column[];
+  rowCount?: number;
+  chunkCount: number;
+  truncated: boolean;
+}
+
+export interface WaitOptions {
+  /** Abort the wait: the statement is cancelled (best effort), then `ABORTED` is thrown. */
+  signal?: AbortSignal;
+  /** First poll interval (ms), growing 1.5x per poll up to 5 s; default 250. */
+  pollMs?: number;
+  /** Give up after this long with `WAIT_TIMEOUT` (the statement runs on); default no limit. */
+  timeoutMs?: number;
+  /** Every `query_status` answer, e.g. to report progress. */
+  onStatus?: (status: QueryStatus) => void;
+}
+
+export interface FetchStreamOptions {
+  /** The chunk to start at; default 0. */
+  fromChunk?: number;
+  /** Rows of `fromChunk` to skip (from an earlier stream's `meta.position.row`); default 0. */
+  skipRows?: number;
+  /** Reopenings in a row that yield nothing new before giving up; default 5. */
+  maxResumes?: number;
+}
+
+export interface ResultRowStream extends AsyncGenerator<unknown[], void, undefined> {
+  meta: {
+    statementId: string; columns?: Column[]; rowCount: number; truncated?: boolean;
+    /** How many times the stream was reopened after a cut. */
+    resumes: number;
+    /** Where the next row is: pass back as `{ fromChunk: chunk, skipRows: row }` to go on. */
+    readonly position: { chunk: number; row: number };
+  };
+}
+
 /** The client: one method per op (`OpMethods`, generated), the streaming helpers, health. */
 export interface GatewayClient extends OpMethods {
   run<K extends OpName>(op: K, params?: OpParams[K], call?: CallOptions): Promise<OpResult[K]>;
@@ -82,6 +135,14 @@ export interface GatewayClient extends OpMethods {
   queryStream(params: RunQueryParams, call?: CallOptions): RowStream;
   /** The raw NDJSON bytes of a streamed query, to relay without re-serialising. */
   queryNdjson(params: RunQueryParams, call?: CallOptions): Promise<Readable & { requestId?: string }>;
+  /** A query's rows as one Arrow IPC stream; errors (never ends quietly) if cut short. */
+  queryArrow(params: RunQueryParams, call?: CallOptions): Promise<ArrowStream>;
+  /** Start a statement that may outlive a request; only this identity can see it. */
+  submitQuery(params: SubmitQueryParams, call?: CallOptions): Promise<SubmittedQuery>;
+  /** Poll until the statement ends; rejects with its GatewayError if FAILED, CANCELED or CLOSED. */
+  waitForQuery(statementId: string, opts?: WaitOptions, call?: CallOptions): Promise<FinishedQuery>;
+  /** A finished statement's rows; reopens after a cut without skipping or repeating a row. */
+  fetchResultStream(statementId: string, opts?: FetchStreamOptions, call?: CallOptions): ResultRowStream;
   health(call?: CallOptions): Promise<{ status: 'ok'; version: string }>;
   ready(opts?: { deep?: boolean }, call?: CallOptions): Promise<{ ready: boolean; status: string; reason?: string }>;
   listOps(call?: CallOptions): Promise<{ ops: Array<{ name: OpName; description: string; params: unknown; result: unknown }> }>;

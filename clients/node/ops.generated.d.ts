@@ -436,9 +436,4 @@ export interface OpMethods {
    * application/vnd.apache.arrow.stream` as one Arrow IPC stream, of any size.
    */
   query(params?: RunQueryParams, call?: CallOptions): Promise<RunQueryResult>;
-  /**
-   * Start a statement and return its id at once; follow it with `query_status`, read it with
-   * `fetch_result`, stop it with `cancel_query`. Only the identity that submitted it sees it.
-   */
-  submitQuery(params?: SubmitQueryParams, call?: CallOptions): Promise<SubmitQueryResult>;
 }

@@ -17,6 +17,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--chunk-rows", type=int, default=1000)
     parser.add_argument("--trips", type=int, default=5000, help="rows in samples.nyctaxi.trips")
     parser.add_argument("--sql-delay", type=float, default=0.0, help="seconds a statement runs")
+    parser.add_argument(
+        "--sql-pending", type=float, default=None, help="seconds a statement waits (PENDING) first"
+    )
     parser.add_argument("--latency-ms", type=float, default=0.0, help="added to every API call")
     parser.add_argument(
         "--link-latency-ms", type=float, default=0.0, help="added to every external link fetch"
@@ -28,6 +31,8 @@ def main(argv: list[str] | None = None) -> int:
     if ws.warehouse is not None:
         ws.warehouse.chunk_rows = args.chunk_rows
         ws.warehouse.delay_seconds = args.sql_delay
+        if args.sql_pending is not None:
+            ws.warehouse.pending_seconds = args.sql_pending
         ws.warehouse.link_latency_seconds = args.link_latency_ms / 1000
     ws.start(port=args.port)
     stop = threading.Event()

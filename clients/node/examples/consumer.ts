@@ -56,6 +56,9 @@ export async function tour(call: CallOptions): Promise<void> {
   for await (const row of rows) console.log(row.length);
   console.log(rows.meta.columns?.length, rows.meta.rowCount, rows.meta.truncated);
 
+  const arrow = await gateway.queryArrow({ statement: 'SELECT 1 AS one' }, call);
+  for await (const bytes of arrow) console.log((bytes as Uint8Array).byteLength, arrow.contentType);
+
   const ready = await gateway.ready({ deep: true }, call);
   console.log(ready.ready, ready.status, ready.reason);
   await gateway.close();
@@ -71,6 +74,32 @@ export async function catalogsRoute(req: Request, res: Response, next: NextFunct
   } catch (err) {
     if (err instanceof GatewayError && err.code === 'USER_TOKEN_REQUIRED') {
       res.status(err.status).json(err.toJSON());
+      return;
+    }
+    next(err);
+  }
+}
+
+// Longer than the Apps proxy lets a request last: submit, then let the browser poll. Each poll
+// waits up to 60 s; the rows are read (resuming after any cut) once the statement SUCCEEDED.
+export async function startReport(req: Request, res: Response): Promise<void> {
+  const { statementId, state } = await gateway.submitQuery({ query: 'big_report' }, callOptions(req));
+  res.status(202).json({ statementId, state });
+}
+
+export async function reportRows(req: Request, res: Response, next: NextFunction): Promise<void> {
+  const statementId = String(req.params['id']);
+  try {
+    // No signal here: a browser that gives up on one poll must not cancel the statement.
+    const done = await gateway.waitForQuery(statementId, { timeoutMs: 60_000 }, callOptions(req));
+    res.type('application/x-ndjson');
+    const call = callOptions(req, { signal: abortOnClose(req, res) }); // leaving stops the read
+    const rows = gateway.fetchResultStream(statementId, { fromChunk: 0, maxResumes: 3 }, call);
+    for await (const row of rows) res.write(`${JSON.stringify(row)}\n`);
+    res.end(JSON.stringify({ rowCount: rows.meta.rowCount, of: done.rowCount, resumes: rows.meta.resumes }));
+  } catch (err) {
+    if (err instanceof GatewayError && err.code === 'WAIT_TIMEOUT') {
+      res.status(202).json({ statementId, state: err.details?.['state'] });
       return;
     }
     next(err);

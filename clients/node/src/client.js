@@ -1,8 +1,10 @@
 import { Readable } from 'node:stream';
+import { arrowChecked } from './arrow.js';
 import { Pool } from 'undici';
 import { GatewayError, fromEnvelope, fromTransport } from './errors.js';
 import { ndjsonValues } from './ndjson.js';
 import { opMethods } from './ops.generated.js';
+import { statementMethods } from './statements.js';
 import { saneTraceparent } from './trace.js';
 
 const DEFAULT_URL = 'http://127.0.0.1:8765';
@@ -10,6 +12,7 @@ const DEFAULT_URL = 'http://127.0.0.1:8765';
 // writes a request onto a socket the gateway is closing.
 const KEEP_ALIVE_MS = 20_000;
 const SANE_REQUEST_ID = /^[\x21-\x7e]{1,128}$/;
+const ARROW = 'application/vnd.apache.arrow.stream';
 
 /**
  * Create a client for a Databricks Gateway.
@@ -168,6 +171,19 @@ export function createGatewayClient(options = {}) {
     return response.body;
   }
 
+  /**
+   * A query's rows as one Arrow IPC stream (schema, record batches, end marker): a Readable of
+   * its bytes, for `apache-arrow`'s `RecordBatchReader.from()` or to relay as is. Destroying
+   * it before the end cancels the statement. A stream cut short errors, never ends quietly.
+   */
+  async function queryArrow(params, call = {}) {
+    const response = await openStream({ ...params, op: 'run_query' }, call, ARROW);
+    const stream = arrowChecked(response.body, response.requestId);
+    stream.requestId = response.requestId;
+    stream.contentType = response.headers['content-type'];
+    return stream;
+  }
+
   const ops = {
     ...opMethods(run), // one per op, generated from the registry (python -m gateway.codegen)
     readText: (path, opts = {}, call) => run('read_file', { path, encoding: 'utf-8', ...opts }, call),
@@ -180,6 +196,8 @@ export function createGatewayClient(options = {}) {
     writeFile,
     queryStream,
     queryNdjson,
+    queryArrow,
+    ...statementMethods({ run, openStream }),
     health: (call) => json({ method: 'GET', path: '/health', headers: headersFor(call) }, call),
     ready: ({ deep = false } = {}, call) => readiness(deep, call),
     listOps: (call) => json({ method: 'GET', path: '/ops', headers: headersFor(call) }, call),

@@ -3,7 +3,7 @@
 
 /**
  * The client's method for every op (see `OpMethods` in ops.generated.d.ts), each a call
- * of `run(op, params, call)`. Hand-written in client.js instead: read_file, write_file.
+ * of `run(op, params, call)`. Hand-written in client.js instead: read_file, submit_query, write_file.
  * @param {(op: string, params: object, call?: object) => Promise<unknown>} run
  */
 export function opMethods(run) {
@@ -22,6 +22,5 @@ export function opMethods(run) {
     me: (call) => run('me', {}, call),
     queryStatus: (statement_id, call) => run('query_status', { statement_id }, call),
     query: (params = {}, call) => run('run_query', params, call),
-    submitQuery: (params = {}, call) => run('submit_query', params, call),
   };
 }

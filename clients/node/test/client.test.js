@@ -112,3 +112,22 @@ test('traceparent and request id given per call are forwarded; a malformed trace
   await client.me({ traceparent: `${traceparent}\r\nx-gateway-secret: guess` });
   agent.assertNoPendingInterceptors();
 });
+
+test('queryArrow relays the bytes, and errors if they end without the end-of-stream marker', async () => {
+  const { pool, client } = mocked();
+  const END = Buffer.from([0xff, 0xff, 0xff, 0xff, 0, 0, 0, 0]);
+  const ARROW = { 'content-type': 'application/vnd.apache.arrow.stream' };
+  const accepts = { accept: 'application/vnd.apache.arrow.stream' };
+  pool.intercept({ path: '/run', method: 'POST', headers: accepts }).reply(200, Buffer.concat([Buffer.from('batches'), END]), { headers: ARROW });
+  const whole = await client.queryArrow({ statement: 'SELECT 1' });
+  const received = [];
+  for await (const chunk of whole) received.push(chunk);
+  assert.deepEqual(Buffer.concat(received), Buffer.concat([Buffer.from('batches'), END]));
+  assert.equal(whole.contentType, 'application/vnd.apache.arrow.stream');
+
+  pool.intercept({ path: '/run', method: 'POST', headers: accepts }).reply(200, Buffer.from('batches, then nothing'), { headers: ARROW });
+  const cut = await client.queryArrow({ statement: 'SELECT 1' });
+  await assert.rejects(async () => {
+    for await (const chunk of cut) assert.ok(chunk);
+  }, { name: 'GatewayError', code: 'GATEWAY_BAD_RESPONSE' });
+});

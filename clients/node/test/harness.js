@@ -1,6 +1,6 @@
 // Starts the real fake workspace and a real gateway (Python processes) for live tests.
 import { spawn } from 'node:child_process';
-import { createServer } from 'node:net';
+import { connect, createServer } from 'node:net';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
@@ -82,4 +82,46 @@ export async function startStack({ gatewayEnv = {}, fakeArgs = [] } = {}) {
       }
     },
   };
+}
+
+/**
+ * A TCP proxy to `url` that cuts its first connections short: the i-th connection is closed
+ * once `cuts[i](sent)` says so, given the response bytes relayed on it so far (a byte count,
+ * or a decision on the text). Later connections pass untouched. `connections` counts them.
+ */
+export async function cuttingProxy(url, cuts) {
+  const { hostname, port } = new URL(url);
+  const proxy = { connections: 0, url: '', close: async () => {} };
+  const sockets = new Set();
+  const server = createServer((client) => {
+    const cut = cuts[proxy.connections];
+    proxy.connections += 1;
+    const upstream = connect(Number(port), hostname);
+    for (const socket of [client, upstream]) {
+      sockets.add(socket);
+      socket.on('close', () => sockets.delete(socket));
+      socket.on('error', () => {});
+    }
+    client.pipe(upstream);
+    let sent = Buffer.alloc(0);
+    upstream.on('data', (data) => {
+      if (!cut) return void client.write(data);
+      const room = cut(Buffer.concat([sent, data]));
+      if (room === undefined || room >= sent.length + data.length) {
+        sent = Buffer.concat([sent, data]);
+        return void client.write(data);
+      }
+      // Relay up to the cut, then drop both sides: the client sees the connection break.
+      client.end(data.subarray(0, Math.max(0, room - sent.length)), () => client.destroy());
+      upstream.destroy();
+    });
+    upstream.on('end', () => client.end());
+  });
+  proxy.close = () => {
+    for (const socket of sockets) socket.destroy();
+    return new Promise((r) => server.close(r));
+  };
+  await new Promise((r) => server.listen(0, '127.0.0.1', r));
+  proxy.url = `http://127.0.0.1:${server.address().port}`;
+  return proxy;
 }

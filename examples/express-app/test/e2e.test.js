@@ -126,6 +126,10 @@ test('query as JSON and as a relayed NDJSON stream', async () => {
   const bad = await post('/api/query', { statement: 'SELECT * FROM nowhere' });
   assert.equal(bad.status, 400);
   assert.equal(bad.body.error.code, 'SQL_ERROR');
+  // The gateway's envelope, its request id included, reaches the browser under the same name.
+  assert.equal(bad.body.error.status, 400);
+  assert.match(bad.body.error.request_id, /^[\x21-\x7e]{1,128}$/);
+  assert.equal(bad.body.error.requestId, undefined);
 });
 
 // No Chromium at all: a loud skip. A CHROMIUM_PATH / CHROME_PATH that points nowhere: a failure.

@@ -68,6 +68,7 @@ def create_app(settings: Settings | None = None, runtime: Runtime | None = None)
         secret=settings.secret.get_secret_value() if settings.secret else None,
         is_draining=lambda: runtime.draining,
         metrics=runtime.metrics,
+        telemetry=runtime.telemetry,
     )
     runtime.metrics.watch_admission(lambda: runtime.admission)
 
@@ -406,6 +407,10 @@ def _json(body: Any, status: int = 200, headers: dict[str, str] | None = None) -
 
 async def _gateway_error_response(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, GatewayError)
+    # For the request's log line (and its span, when GATEWAY_OTEL is on).
+    request.state.log["error_code"] = exc.code
+    if exc.databricks_error_code:
+        request.state.log["databricks_error_code"] = exc.databricks_error_code
     return _json(exc.body(request.state.request_id), exc.status, exc.headers)
 
 

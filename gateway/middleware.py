@@ -9,7 +9,7 @@ import re
 import time
 import uuid
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -18,6 +18,9 @@ from gateway.errors import GatewayError, masked_internal_error
 from gateway.logs import bind_request_id, logger, unbind_request_id
 from gateway.metrics import Metrics
 from gateway.tracing import traceparent_from
+
+if TYPE_CHECKING:
+    from gateway.telemetry import Telemetry
 
 _SANE_REQUEST_ID = re.compile(r"^[\x21-\x7e]{1,128}$")
 SECRET_HEADER = b"x-gateway-secret"
@@ -51,11 +54,13 @@ class RequestContext:
         secret: str | None,
         is_draining: Callable[[], bool] = lambda: False,
         metrics: Metrics | None = None,
+        telemetry: Telemetry | None = None,
     ) -> None:
         self.app = app
         self.secret = secret.encode() if secret else None
         self.is_draining = is_draining
         self.metrics = metrics
+        self.telemetry = telemetry
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -69,6 +74,9 @@ class RequestContext:
             log["trace_id"] = trace[1]
             echoed.append((b"traceparent", trace[0].encode()))
         scope.setdefault("state", {}).update(request_id=request_id, log=log)
+        span = None
+        if self.telemetry is not None and scope["path"] == "/run":
+            span = self.telemetry.start(trace[0] if trace else None)
         started = time.perf_counter()
         bound = bind_request_id(request_id)
         status, started_response = 500, False
@@ -117,6 +125,8 @@ class RequestContext:
         finally:
             unbind_request_id(bound)
             elapsed = time.perf_counter() - started
+            if span is not None:
+                span.end(log, status)
             if self.metrics is not None:
                 self.metrics.in_flight.dec()
                 route = scope["path"] if scope["path"] in ROUTES else "other"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import anyio
 import httpx
@@ -14,6 +15,9 @@ from gateway.metrics import Metrics
 from gateway.registry import Injected
 from gateway.settings import Settings
 from gateway.statements import Cancel, ShapeMemory
+
+if TYPE_CHECKING:
+    from gateway.telemetry import Telemetry
 
 # Ops that move file bytes: each has its own pool and admission cap, so slow transfers can only
 # exhaust their own slots, never the API calls' threads or another kind of transfer.
@@ -41,6 +45,7 @@ class Runtime(Injected):
     # Set when the server starts shutting down: new requests are refused with SHUTTING_DOWN.
     draining: bool = False
     metrics: Metrics = field(default_factory=Metrics)
+    telemetry: Telemetry | None = None  # GATEWAY_OTEL=1
     # The result shape each warehouse accepted (after refusals), and who submitted which
     # long-running statement (submit_query): a digest of the identity, for a day at most.
     sql_shapes: ShapeMemory = field(default_factory=ShapeMemory)
@@ -71,6 +76,7 @@ class Runtime(Injected):
             ),
             upload_http=async_client(transfers),
             links_http=async_client(32),
+            telemetry=_telemetry(settings),
         )
 
     def admission_for(self, op: str) -> anyio.CapacityLimiter:
@@ -86,3 +92,14 @@ class Runtime(Injected):
         await self.upload_http.aclose()
         await self.links_http.aclose()
         self.download_http.clear()
+        if self.telemetry is not None:
+            await anyio.to_thread.run_sync(self.telemetry.shutdown)
+
+
+def _telemetry(settings: Settings) -> Telemetry | None:
+    if not settings.otel:
+        return None
+    # Imported only when enabled: without GATEWAY_OTEL the OpenTelemetry SDK is never loaded.
+    from gateway.telemetry import Telemetry
+
+    return Telemetry.from_environment()

@@ -57,6 +57,8 @@ class Settings(BaseSettings):
     thread_limit: int = Field(32, ge=1, le=512, validation_alias=_env("GATEWAY_THREAD_LIMIT"))
     log_level: str = Field("INFO", validation_alias=_env("GATEWAY_LOG_LEVEL"))
     log_format: Literal["json", "text"] = Field("json", validation_alias=_env("GATEWAY_LOG_FORMAT"))
+    # OpenTelemetry spans per op (the `otel` extra; gateway/telemetry.py); OTEL_* say where.
+    otel: bool = Field(False, validation_alias=_env("GATEWAY_OTEL"))
 
     # --- identities ---------------------------------------------------------------------
     auth_mode: Literal["service", "user", "auto"] = Field(

@@ -18,9 +18,10 @@ from tests.support import GatewayServer, running_gateway, settings_for
 def clean_environment(
     monkeypatch: pytest.MonkeyPatch, tmp_path_factory: pytest.TempPathFactory
 ) -> None:
-    """No DATABRICKS_*/GATEWAY_* variable or config file of the machine may leak into a test."""
+    """No DATABRICKS_*/GATEWAY_*/OTEL_* variable or config file of the machine may leak into a
+    test."""
     for name in list(os.environ):
-        if name.startswith(("DATABRICKS_", "GATEWAY_")):
+        if name.startswith(("DATABRICKS_", "GATEWAY_", "OTEL_")):
             monkeypatch.delenv(name)
     missing = tmp_path_factory.mktemp("cfg") / "missing.databrickscfg"
     monkeypatch.setenv("DATABRICKS_CONFIG_FILE", str(missing))

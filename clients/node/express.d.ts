@@ -9,7 +9,11 @@ export declare function callOptions(
 ): CallOptions;
 /** An AbortSignal that fires when the response closes before finishing. */
 export declare function abortOnClose(req: unknown, res: { on(event: 'close', fn: () => void): unknown; writableFinished: boolean }): AbortSignal;
-/** Express error middleware mapping GatewayError to an HTTP response. */
+/**
+ * Express error middleware: every error answers `{ error: { code, message, status, request_id } }`
+ * (`GatewayErrorBody`) with the same id in X-Request-Id; a GatewayError keeps its status, anything
+ * unexpected is a 500 logged under that id.
+ */
 export declare function gatewayErrorHandler(opts?: { log?: { error?(e: unknown): void } }): (
   err: unknown, req: unknown, res: unknown, next: (err?: unknown) => void,
 ) => void;

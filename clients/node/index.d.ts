@@ -49,7 +49,22 @@ export declare class GatewayError extends Error {
   requestId?: string;
   details?: Record<string, unknown>;
   databricksErrorCode?: string;
-  toJSON(): { code: string; status: number; message: string; requestId?: string };
+  /** The envelope's inside, spelled as the gateway spells it: `res.json({ error: err })`. */
+  toJSON(): GatewayErrorFields;
+}
+
+/** What every error response carries, from the gateway and from `gatewayErrorHandler`. */
+export interface GatewayErrorBody {
+  error: GatewayErrorFields;
+}
+export interface GatewayErrorFields {
+  code: string;
+  message: string;
+  status: number;
+  /** Always set by the gateway and by `gatewayErrorHandler`; absent only on a GatewayError that never reached either. */
+  request_id?: string;
+  details?: Record<string, unknown>;
+  databricks_error_code?: string;
 }
 
 // --- op params and results: generated from the op registry (python -m gateway.codegen) ----

@@ -21,6 +21,7 @@ export function createApp({
   gateway = createGatewayClient(),
   authMode = process.env.GATEWAY_AUTH_MODE ?? 'service',
   local = process.env.GATEWAY_LOCAL === '1',  // start.sh --local: the workspace is the fake one
+  log = console,
 } = {}) {
   const app = express();
   app.disable('x-powered-by');
@@ -86,9 +87,9 @@ export function createApp({
     await pipeline(stream, res);
   }));
 
-  app.use('/api', (req, res) => res.status(404).json({ error: { code: 'ROUTE_NOT_FOUND', message: 'No such API route.' } }));
+  app.use('/api', (req, res, next) => next(new GatewayError({ code: 'ROUTE_NOT_FOUND', status: 404, message: 'No such API route.' })));
   app.use(express.static(join(here, 'public')));
-  app.use(gatewayErrorHandler());
+  app.use(gatewayErrorHandler({ log }));
   return app;
 }
 

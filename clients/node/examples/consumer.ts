@@ -7,6 +7,7 @@ import type { NextFunction, Request, Response } from 'express';
 import {
   type CallOptions,
   type Catalog,
+  type GatewayErrorBody,
   type QueryResult,
   type User,
   createGatewayClient,
@@ -73,7 +74,8 @@ export async function catalogsRoute(req: Request, res: Response, next: NextFunct
     res.json(await gateway.listCatalogs(call));
   } catch (err) {
     if (err instanceof GatewayError && err.code === 'USER_TOKEN_REQUIRED') {
-      res.status(err.status).json(err.toJSON());
+      const body: GatewayErrorBody = { error: err.toJSON() };
+      res.status(err.status).json(body);
       return;
     }
     next(err);

@@ -1,6 +1,9 @@
 /**
  * GatewayError: every failure the client reports, with a stable `code`, an HTTP `status`,
  * a `message` and the gateway's `requestId` when one was assigned.
+ *
+ * The property is `requestId` (JS naming); serialised it is the gateway's own envelope
+ * spelling, so `res.json({ error: err })` sends what the gateway would have sent.
  */
 export class GatewayError extends Error {
   constructor({ code, status, message, requestId, details, databricksErrorCode, cause } = {}) {
@@ -13,8 +16,12 @@ export class GatewayError extends Error {
     if (databricksErrorCode !== undefined) this.databricksErrorCode = databricksErrorCode;
   }
 
+  /** The inside of the error envelope, spelled as the gateway spells it (`request_id`). */
   toJSON() {
-    return { code: this.code, status: this.status, message: this.message, requestId: this.requestId };
+    const body = { code: this.code, message: this.message, status: this.status, request_id: this.requestId };
+    if (this.details !== undefined) body.details = this.details;
+    if (this.databricksErrorCode !== undefined) body.databricks_error_code = this.databricksErrorCode;
+    return body;
   }
 }
 

@@ -1,3 +1,4 @@
+import { randomUUID } from 'node:crypto';
 import { GatewayError } from './errors.js';
 import { saneTraceparent } from './trace.js';
 
@@ -17,8 +18,8 @@ const MODES = new Set(['service', 'user', 'auto']);
 export function callOptions(req, { authMode = process.env.GATEWAY_AUTH_MODE ?? 'service', signal } = {}) {
   if (!MODES.has(authMode)) throw new Error(`Unknown GATEWAY_AUTH_MODE ${authMode}`);
   const call = {};
-  const requestId = header(req, 'x-request-id');
-  if (requestId && SANE_REQUEST_ID.test(requestId)) call.requestId = requestId;
+  const requestId = saneRequestId(header(req, 'x-request-id'));
+  if (requestId) call.requestId = requestId;
   const traceparent = saneTraceparent(header(req, 'traceparent'));
   if (traceparent) call.traceparent = traceparent;
   if (authMode !== 'service') {
@@ -38,26 +39,45 @@ export function abortOnClose(req, res) {
   return controller.signal;
 }
 
-/** Express error middleware: GatewayError → its status and a JSON body; anything else → 500. */
+/**
+ * Express error middleware: every error leaves as the gateway's envelope,
+ * `{ error: { code, message, status, request_id } }`, the same id in `X-Request-Id`.
+ *
+ * A GatewayError keeps its status; a body-parser rejection (malformed JSON, too large) is the
+ * caller's fault and says so; anything else is a 500 whose detail stays in the log, under the
+ * request id the caller is shown — so a screenshot of the error finds the log line.
+ */
 export function gatewayErrorHandler({ log = console } = {}) {
   return (err, req, res, next) => {
     if (res.headersSent) {
       res.destroy(err);
       return;
     }
-    if (!(err instanceof GatewayError)) {
-      log.error?.(err);
-      res.status(500).json({ error: { code: 'INTERNAL_ERROR', message: 'Something went wrong.' } });
-      return;
-    }
-    const message = err.code === 'GATEWAY_UNAVAILABLE'
+    const error = asGatewayError(err);
+    const requestId = error.requestId ?? saneRequestId(header(req, 'x-request-id')) ?? randomUUID();
+    if (!(err instanceof GatewayError) && error.code === 'INTERNAL_ERROR') log.error?.(`request ${requestId} failed:`, err);
+    const status = error.status >= 400 && error.status < 600 ? error.status : 502;
+    const message = error.code === 'GATEWAY_UNAVAILABLE'
       ? 'The Databricks gateway is not reachable; try again shortly.'
-      : err.message;
-    if (err.requestId) res.set('x-request-id', err.requestId);
-    res.status(err.status >= 400 && err.status < 600 ? err.status : 502).json({
-      error: { code: err.code, message, requestId: err.requestId },
-    });
+      : error.message;
+    res.set('x-request-id', requestId);
+    res.status(status).json({ error: { ...error.toJSON(), message, status, request_id: requestId } });
   };
+}
+
+// http-errors (body-parser's) that mark themselves safe to show, by the gateway's own codes.
+const EXPOSED_CODES = { 413: 'BODY_TOO_LARGE', 415: 'UNSUPPORTED_MEDIA_TYPE' };
+
+function asGatewayError(err) {
+  if (err instanceof GatewayError) return err;
+  if (err?.expose === true && err.status >= 400 && err.status < 500) {
+    return new GatewayError({ code: EXPOSED_CODES[err.status] ?? 'INVALID_JSON', status: err.status, message: err.message });
+  }
+  return new GatewayError({ code: 'INTERNAL_ERROR', status: 500, message: 'Something went wrong.' });
+}
+
+function saneRequestId(value) {
+  return value && SANE_REQUEST_ID.test(value) ? value : undefined;
 }
 
 function header(req, name) {

@@ -50,17 +50,52 @@ function fakeResponse() {
 test('gatewayErrorHandler keeps 4xx messages and explains an unreachable gateway', () => {
   const handler = gatewayErrorHandler({ log: {} });
   const res = fakeResponse();
-  handler(new GatewayError({ code: 'NOT_FOUND', status: 404, message: 'gone', requestId: 'r' }), {}, res, () => {});
+  handler(new GatewayError({ code: 'NOT_FOUND', status: 404, message: 'gone', requestId: 'r' }), req({}), res, () => {});
   assert.equal(res.statusCode, 404);
-  assert.deepEqual(res.body, { error: { code: 'NOT_FOUND', message: 'gone', requestId: 'r' } });
+  assert.deepEqual(res.body, { error: { code: 'NOT_FOUND', message: 'gone', status: 404, request_id: 'r' } });
+  assert.equal(res.headers['x-request-id'], 'r');
   const down = fakeResponse();
-  handler(new GatewayError({ code: 'GATEWAY_UNAVAILABLE', status: 503, message: 'x' }), {}, down, () => {});
+  handler(new GatewayError({ code: 'GATEWAY_UNAVAILABLE', status: 503, message: 'x' }), req({}), down, () => {});
   assert.equal(down.statusCode, 503);
   assert.match(down.body.error.message, /not reachable/);
+  assert.equal(down.body.error.status, 503);
+});
+
+test('every error body is the gateway envelope, spelled request_id, with an id that finds the log', () => {
+  const logged = [];
+  const handler = gatewayErrorHandler({ log: { error: (...args) => logged.push(args) } });
   const bug = fakeResponse();
-  handler(new Error('secret detail'), {}, bug, () => {});
+  handler(new Error('secret detail'), req({ 'x-request-id': 'from-browser' }), bug, () => {});
   assert.equal(bug.statusCode, 500);
+  assert.deepEqual(bug.body, {
+    error: { code: 'INTERNAL_ERROR', message: 'Something went wrong.', status: 500, request_id: 'from-browser' },
+  });
   assert.doesNotMatch(JSON.stringify(bug.body), /secret detail/);
+  assert.match(logged[0][0], /from-browser/);
+  const unnamed = fakeResponse();
+  handler(new Error('x'), req({ 'x-request-id': 'bad id' }), unnamed, () => {});
+  assert.match(unnamed.body.error.request_id, /^[0-9a-f-]{36}$/);
+  assert.equal(unnamed.headers['x-request-id'], unnamed.body.error.request_id);
+  const malformed = fakeResponse();
+  const parseError = Object.assign(new SyntaxError('Unexpected token'), { status: 400, expose: true });
+  handler(parseError, req({}), malformed, () => {});
+  assert.equal(malformed.statusCode, 400);
+  assert.equal(malformed.body.error.code, 'INVALID_JSON');
+  assert.equal(logged.length, 2);
+});
+
+test('GatewayError keeps requestId in JS and serialises the gateway spelling', () => {
+  const err = new GatewayError({
+    code: 'SQL_ERROR', status: 400, message: 'bad', requestId: 'r9',
+    details: { sql_state: '42P01' }, databricksErrorCode: 'BAD_REQUEST',
+  });
+  assert.equal(err.requestId, 'r9');
+  assert.deepEqual(JSON.parse(JSON.stringify({ error: err })), {
+    error: {
+      code: 'SQL_ERROR', message: 'bad', status: 400, request_id: 'r9',
+      details: { sql_state: '42P01' }, databricks_error_code: 'BAD_REQUEST',
+    },
+  });
 });
 
 test('traceparent and x-request-id from the Express request reach the gateway', async () => {

@@ -1,14 +1,14 @@
 // End to end: the very scripts/start.sh the container runs, in local mode, driven through
 // every Express route, then stopped with SIGTERM.
 import assert from 'node:assert/strict';
-import { execFile, spawn } from 'node:child_process';
+import { spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { mkdtempSync, readdirSync, readFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { readdirSync, readFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { after, before, test } from 'node:test';
 import { fileURLToPath } from 'node:url';
 import { freePort } from '../../../clients/node/test/harness.js';
+import { launch } from './browser.js';
 import { findChromium, SKIP_MESSAGE } from './chromium.js';
 
 const root = join(dirname(fileURLToPath(import.meta.url)), '..', '..', '..');
@@ -126,29 +126,106 @@ test('query as JSON and as a relayed NDJSON stream', async () => {
   const bad = await post('/api/query', { statement: 'SELECT * FROM nowhere' });
   assert.equal(bad.status, 400);
   assert.equal(bad.body.error.code, 'SQL_ERROR');
+  // The gateway's envelope, its request id included, reaches the browser under the same name.
+  assert.equal(bad.body.error.status, 400);
+  assert.match(bad.body.error.request_id, /^[\x21-\x7e]{1,128}$/);
+  assert.equal(bad.body.error.requestId, undefined);
 });
 
 // No Chromium at all: a loud skip. A CHROMIUM_PATH / CHROME_PATH that points nowhere: a failure.
 const browser = findChromium();
 if (!browser.path && !browser.problem) console.error(SKIP_MESSAGE);
 
-test('the static page renders the user and the catalogs in headless Chromium', {
+// In-page helpers for the browser test (each runs inside the page, so no closures).
+const page$ = {
+  items: () => [...document.querySelectorAll('#items a')].map((a) => [a.textContent, a.getAttribute('href')]),
+  crumbs: () => [...document.querySelectorAll('#crumbs a, #crumbs [aria-current]')]
+    .map((n) => [n.textContent, n.getAttribute('href') ?? 'current']),
+  click: (selector, text) => {
+    const link = [...document.querySelectorAll(selector)].find((a) => a.textContent === text);
+    link?.click();
+    return Boolean(link);
+  },
+  // The listing once the page shows `crumb` as the current place and has finished loading it.
+  listed: (crumb) => {
+    const current = document.querySelector('#crumbs [aria-current]')?.textContent;
+    const done = document.querySelector('#items li, #browse-error .error, #items-empty:not([hidden])');
+    return current === crumb && done ? [...document.querySelectorAll('#items a')].map((a) => a.textContent) : null;
+  },
+  error: (where) => {
+    const box = document.querySelector(`${where} .error`);
+    return box && {
+      message: box.querySelector('strong').textContent,
+      code: box.querySelector('.error-code code')?.textContent,
+      requestId: box.querySelector('.error-request-id code')?.textContent,
+    };
+  },
+  shown: (id) => (document.getElementById(id).hidden ? null : document.getElementById(id).textContent),
+};
+
+test('the page in headless Chromium: banner, clickable breadcrumbs, empty states, errors with code and request id', {
   skip: browser.path || browser.problem ? false : SKIP_MESSAGE,
-}, async () => {
+}, async (t) => {
   assert.ok(browser.path, browser.problem);
-  const chromium = browser.path;
-  const profile = mkdtempSync(join(tmpdir(), 'chromium-'));
-  const dom = await new Promise((resolve, reject) => {
-    execFile(chromium, [
-      '--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
-      '--disable-background-networking', '--disable-component-update', '--disable-sync',
-      `--user-data-dir=${profile}`, '--virtual-time-budget=10000', '--dump-dom', `${base}/`,
-    ], { timeout: 60_000 }, (err, stdout) => (err ? reject(err) : resolve(stdout)));
-  });
-  assert.match(dom, /Signed in as Gateway Service \(gateway-service@example.com\)/);
-  assert.match(dom, /<p class="local-banner" role="alert">Local mode: fake Databricks workspace — data is not real<\/p>/);
-  for (const name of ['main', 'samples', 'demo']) assert.match(dom, new RegExp(`<li>${name}</li>`));
-  assert.doesNotMatch(dom, /<li>finance<\/li>/);
+  const chromium = await launch(browser.path);
+  t.after(() => chromium.close());
+  const page = await chromium.open(`${base}/`);
+
+  assert.equal(await page.until(() => document.querySelector('.local-banner[role=alert]')?.textContent),
+    'Local mode: fake Databricks workspace — data is not real');
+  assert.equal(await page.until(() => /Signed in/.test(document.getElementById('who').textContent) && document.getElementById('who').textContent),
+    'Signed in as Gateway Service (gateway-service@example.com)');
+  const catalogs = await page.until(page$.listed, 'Catalogs');
+  for (const name of ['main', 'samples', 'demo']) assert.ok(catalogs.includes(name), catalogs.join());
+  assert.ok(!catalogs.includes('finance'));
+  assert.ok((await page.evaluate(page$.items)).some(([name, href]) => name === 'main' && href === '#/Volumes/main'));
+
+  // Down through the listing by clicking: catalog, schema, volume, folder.
+  for (const [name, below] of [['main', 'app'], ['app', 'files'], ['files', 'e2e/'], ['e2e/', 'blob.bin']]) {
+    assert.ok(await page.evaluate(page$.click, '#items a', name), `no link ${name}`);
+    const listed = await page.until(page$.listed, name.replace(/\/$/, ''));
+    assert.ok(listed.includes(below), `${name}: ${listed.join()}`);
+  }
+  assert.deepEqual(await page.evaluate(page$.crumbs), [
+    ['Catalogs', '#/Volumes'], ['main', '#/Volumes/main'], ['app', '#/Volumes/main/app'],
+    ['files', '#/Volumes/main/app/files'], ['e2e', 'current'],
+  ]);
+  assert.ok((await page.evaluate(page$.items)).some(([name, href]) => name === 'blob.bin'
+    && href === `/api/files/content?path=${encodeURIComponent('/Volumes/main/app/files/e2e/blob.bin')}`));
+  assert.equal(await page.evaluate(() => document.getElementById('upload-target').textContent), '/Volumes/main/app/files/e2e');
+
+  // Back up by a breadcrumb.
+  assert.ok(await page.evaluate(page$.click, '#crumbs a', 'app'));
+  assert.ok((await page.until(page$.listed, 'app')).includes('e2e'));
+
+  // An empty folder (the volume ensured above) says so, with a hint.
+  await page.evaluate(() => { location.hash = '#/Volumes/main/app/e2e'; });
+  assert.deepEqual(await page.until(page$.listed, 'e2e'), []);
+  assert.match(await page.evaluate(page$.shown, 'items-empty'), /This folder is empty: upload a file/);
+
+  // An error shows its message, its code and the request id to look up.
+  await page.evaluate(() => { location.hash = '#/Volumes/finance'; });
+  const denied = await page.until(page$.error, '#browse-error');
+  assert.equal(denied.code, 'DATABRICKS_PERMISSION_DENIED');
+  assert.match(denied.message, /USE CATALOG/);
+  assert.match(denied.requestId, /^[\x21-\x7e]{8,128}$/);
+  assert.equal(await page.evaluate(page$.shown, 'items-empty'), null);
+
+  // Queries: no rows is a hint under the header, a failure an error with code and request id.
+  const run = (sql) => page.evaluate((statement) => {
+    document.getElementById('sql').value = statement;
+    document.getElementById('run').click();
+  }, sql);
+  await run("SELECT id FROM demo.shop.sales WHERE region = 'nowhere'");
+  assert.match(await page.until(page$.shown, 'result-empty'), /returned no rows/);
+  assert.deepEqual(await page.evaluate(() => [...document.querySelectorAll('#result th')].map((th) => th.textContent)), ['id']);
+  await run('SELECT region, count(*) AS n FROM demo.shop.sales GROUP BY region ORDER BY region');
+  assert.equal(await page.until(() => document.querySelectorAll('#result tbody tr').length), 4);
+  await run('SELECT * FROM nowhere');
+  const failed = await page.until(page$.error, '#query-error');
+  assert.equal(failed.code, 'SQL_ERROR');
+  assert.match(failed.requestId, /^[\x21-\x7e]{8,128}$/);
+  assert.equal(await page.evaluate(() => document.querySelectorAll('#result tr').length), 0);
 });
 
 test('SIGTERM stops everything within 15 s and leaves no process behind', async () => {

@@ -107,7 +107,13 @@ def from_schema(schema: dict[str, Any], defs: dict[str, Any]) -> st.SearchStrate
         return st.integers(schema.get("minimum"), schema.get("maximum"))
     if kind == "number":
         low = schema.get("minimum", schema.get("exclusiveMinimum"))
-        return st.floats(low, schema.get("maximum"), exclude_min="exclusiveMinimum" in schema)
+        return st.floats(
+            low,
+            schema.get("maximum"),
+            exclude_min="exclusiveMinimum" in schema,
+            allow_nan=False,  # JSON has neither; the client could not even send them
+            allow_infinity=False,
+        )
     if kind == "array":
         return st.lists(from_schema(schema.get("items", {}), defs), max_size=3)
     if kind == "object":

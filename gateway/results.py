@@ -16,7 +16,7 @@ import csv
 import io
 import time
 from collections import deque
-from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, TypeVar
@@ -114,16 +114,21 @@ class ChunkReader:
             for rows in self.rows_of(chunk):
                 yield rows
 
-    def rows_of(self, chunk: Chunk) -> list[list[list[Any]]]:
+    def rows_of(self, chunk: Chunk) -> Iterator[list[list[Any]]]:
+        """A chunk's typed rows, one Arrow batch at a time: only one batch is ever held as
+        Python objects (a whole chunk of them took over 100 MiB at 100,000 rows)."""
         if chunk.arrow is not None:
-            return [arrow_rows(batch) for batch in _arrow_batches(chunk.arrow)]
+            for batch in _arrow_batches(chunk.arrow):
+                yield arrow_rows(batch)
+            return
         if chunk.csv is not None:
             lines = list(csv.reader(io.StringIO(chunk.csv.decode("utf-8"))))
             rows: list[list[Any]] = [
                 [None if v == "" else v for v in line] for line in lines[chunk.index == 0 :]
             ]
-            return [[self.typer(row) for row in rows]]
-        return [[self.typer(row) for row in chunk.rows or []]]
+            yield [self.typer(row) for row in rows]
+            return
+        yield [self.typer(row) for row in chunk.rows or []]
 
     async def _fetch(self, index: int) -> Chunk:
         first = self.manifest.first

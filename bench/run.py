@@ -75,7 +75,7 @@ class Plan:
     @staticmethod
     def make(quick: bool, rows: int | None) -> Plan:
         if quick:
-            return Plan(True, 3, 60, 10, 300, 2, 40, 1, 64, (rows or 100_000,))
+            return Plan(True, 3, 40, 8, 200, 2, 30, 1, 64, (rows or 100_000,))
         return Plan(
             False, 5, 200, 40, 1500, 8, 200, 2, 1024, (rows,) if rows else (1_000_000, 10_000_000)
         )

@@ -552,7 +552,10 @@ def _query(fake: Proc, gateway: Proc, rows: int, samples: int) -> dict[str, Any]
             ) as response,
         ):
             for line in response.iter_lines():
-                if isinstance(orjson.loads(line), list):
+                value = orjson.loads(line)
+                if isinstance(value, dict) and "error" in value:
+                    raise RuntimeError(f"NDJSON stream ended in an error: {line[:300]}")
+                if isinstance(value, list):
                     if not count:
                         first = time.perf_counter() - started
                     count += 1

@@ -1,32 +1,40 @@
 """Benchmarks: the gateway against the direct SDK / direct Node client, side by side, one run.
 
-    bench/run.sh [--quick] [--file-mib N] [--rows N]
+    bench/run.sh [--quick] [--only per-op,concurrency,reuse,express,files,query] [--rows N]
 
-Every comparison runs both sides in the same process run against the same fake workspace, and
-reports medians and ratios. Results go to stdout, bench/out/results.json and bench/RESULTS.md.
+Honesty rules, enforced here rather than promised: both sides of every figure are measured in
+the same run against the same fake, in interleaved samples whose order rotates (ABAB…, then
+BABA…), at least 5 samples per figure (3 with --quick); every figure is a median with its
+min-max spread across samples; the gateway runs with its shipped settings (log level INFO
+included), printed with the results. RESULTS.md is generated from the numbers of a full run.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import logging
 import os
 import platform
+import shlex
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import httpx
 import orjson
 import urllib3
 from databricks.sdk import WorkspaceClient
 from databricks.sdk.config import Config
+from load import Load, run_load
 from stack import (
     ALICE,
     ROOT,
@@ -35,6 +43,9 @@ from stack import (
     PeakRss,
     Proc,
     fake_and_gateway,
+    gateway_settings,
+    log_offset,
+    server_durations_ms,
     start_fake,
     start_gateway,
 )
@@ -42,18 +53,35 @@ from stack import (
 OUT = ROOT / "bench" / "out"
 HEADERS = {"X-Gateway-Secret": SECRET}
 MiB = 1024 * 1024
+CONCURRENCY = (1, 8, 32, 64, 128, 256)
+T = TypeVar("T")
 
 
-def sdk_client(fake: Proc, token: str = SERVICE_TOKEN) -> WorkspaceClient:
-    return WorkspaceClient(
-        config=Config(
-            host=fake.url,
-            token=token,
-            auth_type="pat",
-            retry_timeout_seconds=60,
-            http_timeout_seconds=60,
+@dataclass(frozen=True)
+class Plan:
+    """How much to measure: samples per figure and requests per sample."""
+
+    quick: bool
+    samples: int
+    block_0ms: int  # sequential calls per sample, fake at 0 ms
+    block_20ms: int  # sequential calls per sample, fake at 20 ms
+    load_min: int  # requests per concurrency sample, at least load_per_c x c
+    load_per_c: int
+    per_request_min: int  # the same for the client-per-call pattern
+    per_request_per_c: int
+    file_mib: int
+    query_rows: tuple[int, ...]
+
+    @staticmethod
+    def make(quick: bool, rows: int | None) -> Plan:
+        if quick:
+            return Plan(True, 3, 40, 8, 200, 2, 30, 1, 64, (rows or 100_000,))
+        return Plan(
+            False, 5, 200, 40, 1500, 8, 200, 2, 1024, (rows,) if rows else (1_000_000, 10_000_000)
         )
-    )
+
+
+# --- measuring ------------------------------------------------------------------------------
 
 
 def pct(values: list[float], q: float) -> float:
@@ -61,9 +89,33 @@ def pct(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
-def timed(fn: Callable[[], Any], n: int) -> list[float]:
-    for _ in range(min(20, n)):  # warm-up: connections, caches
-        fn()
+def figure(values: list[float], digits: int = 3) -> dict[str, Any]:
+    """One reported figure: the median of its samples and their spread."""
+    return {
+        "median": round(statistics.median(values), digits),
+        "min": round(min(values), digits),
+        "max": round(max(values), digits),
+        "samples": [round(v, digits) for v in values],
+    }
+
+
+def ratio_figure(numerators: list[float], denominators: list[float]) -> dict[str, Any]:
+    """Ratios of the samples taken side by side (sample i of A with sample i of B)."""
+    return figure([a / b for a, b in zip(numerators, denominators, strict=True)])
+
+
+def interleave(sides: dict[str, Callable[[], T]], samples: int) -> dict[str, list[T]]:
+    """Run every side once per sample; the order rotates each sample (AB, BA, AB…; ABC, BCA…)."""
+    names = list(sides)
+    results: dict[str, list[T]] = {name: [] for name in names}
+    for i in range(samples):
+        shift = i % len(names)
+        for name in names[shift:] + names[:shift]:
+            results[name].append(sides[name]())
+    return results
+
+
+def sequential(fn: Callable[[], Any], n: int) -> list[float]:
     samples = []
     for _ in range(n):
         start = time.perf_counter()
@@ -72,44 +124,41 @@ def timed(fn: Callable[[], Any], n: int) -> list[float]:
     return samples
 
 
-def summary(samples: list[float], wall: float | None = None) -> dict[str, float]:
-    return {
-        "p50_ms": round(statistics.median(samples) * 1000, 3),
-        "p99_ms": round(pct(samples, 0.99) * 1000, 3),
-        "rps": round(len(samples) / (wall if wall else sum(samples)), 1),
-    }
+def block_stats(latencies: list[float]) -> dict[str, float]:
+    return {"p50_ms": statistics.median(latencies) * 1000, "p99_ms": pct(latencies, 0.99) * 1000}
 
 
-def concurrent_threads(fn: Callable[[], Any], total: int, concurrency: int) -> dict[str, float]:
+def threaded(pool: ThreadPoolExecutor, fn: Callable[[], Any], total: int) -> Load:
     def one(_: int) -> float:
         start = time.perf_counter()
         fn()
         return time.perf_counter() - start
 
-    with ThreadPoolExecutor(concurrency) as pool:
-        list(pool.map(one, range(concurrency * 2)))
-        start = time.perf_counter()
-        samples = list(pool.map(one, range(total)))
-        wall = time.perf_counter() - start
-    return summary(samples, wall)
+    start = time.perf_counter()
+    latencies = list(pool.map(one, range(total)))
+    return Load(latencies, time.perf_counter() - start)
 
 
-def concurrent_gateway(
-    url: str,
-    body: dict[str, Any],
-    total: int,
-    concurrency: int,
-    headers: dict[str, str] | None = None,
-) -> dict[str, float]:
-    return concurrent_threads(gateway_caller(url, body, headers, concurrency), total, concurrency)
+def sdk_client(fake: Proc, token: str = SERVICE_TOKEN, connections: int = 20) -> WorkspaceClient:
+    """The direct side: a cached client, its connection pool as large as its concurrency."""
+    return WorkspaceClient(
+        config=Config(
+            host=fake.url,
+            token=token,
+            auth_type="pat",
+            retry_timeout_seconds=60,
+            http_timeout_seconds=60,
+            max_connections_per_pool=max(connections, 20),
+        )
+    )
 
 
 def gateway_caller(
-    url: str, body: dict[str, Any], headers: dict[str, str] | None = None, connections: int = 1
+    url: str, body: dict[str, Any], headers: dict[str, str] | None = None
 ) -> Callable[[], None]:
     """A keep-alive urllib3 pool: the same HTTP machinery the SDK uses on the direct side."""
     parsed = urllib3.util.parse_url(url)
-    pool = urllib3.HTTPConnectionPool(parsed.host, parsed.port, maxsize=connections, block=True)
+    pool = urllib3.HTTPConnectionPool(parsed.host, parsed.port, maxsize=1, block=True)
     payload = orjson.dumps(body)
     all_headers = {**HEADERS, **(headers or {}), "Content-Type": "application/json"}
 
@@ -121,90 +170,230 @@ def gateway_caller(
     return call
 
 
+def latency_figures(blocks: list[dict[str, float]]) -> dict[str, Any]:
+    return {
+        "p50_ms": figure([b["p50_ms"] for b in blocks]),
+        "p99_ms": figure([b["p99_ms"] for b in blocks]),
+    }
+
+
+def load_stats(load: Load, server_ms: list[float] | None = None) -> dict[str, float]:
+    stats = {
+        "rps": load.rps,
+        "p50_ms": statistics.median(load.latencies) * 1000,
+        "p99_ms": pct(load.latencies, 0.99) * 1000,
+    }
+    if server_ms:
+        stats["server_p50_ms"] = statistics.median(server_ms)
+        stats["server_p99_ms"] = pct(server_ms, 0.99)
+    return stats
+
+
+def load_figures(samples: list[dict[str, float]]) -> dict[str, Any]:
+    return {key: figure([s[key] for s in samples], 2) for key in samples[0]}
+
+
+def gateway_load(
+    gateway: Proc, body: dict[str, Any], total: int, c: int, headers: dict[str, str] | None = None
+) -> dict[str, float]:
+    """Client latency and req/s from the load generator, service time from the gateway's log."""
+    since = log_offset(gateway)
+    load = run_load(gateway.url, body, {**HEADERS, **(headers or {})}, total, c)
+    durations = server_durations_ms(gateway, since)
+    return load_stats(load, durations[-total:])
+
+
 # --- sections -------------------------------------------------------------------------------
 
 
-def per_op(quick: bool) -> list[dict[str, Any]]:
+def per_op(plan: Plan) -> list[dict[str, Any]]:
     rows = []
     for latency in (0, 20):
+        n = plan.block_0ms if latency == 0 else plan.block_20ms
         with fake_and_gateway(latency_ms=latency) as (fake, gateway):
             direct = sdk_client(fake)
-            n = (100 if quick else 400) if latency == 0 else (40 if quick else 100)
-            total = 32 * (8 if quick else 30) if latency == 0 else 32 * (4 if quick else 10)
             for op, sdk_call in (
                 ("me", direct.current_user.me),
                 ("list_catalogs", lambda d=direct: list(d.catalogs.list())),
             ):
-                via = gateway_caller(gateway.url, {"op": op})
+                sides = {"gateway": gateway_caller(gateway.url, {"op": op}), "direct_sdk": sdk_call}
+                for fn in sides.values():
+                    sequential(fn, 20)  # warm-up: connections, caches
+                blocks = interleave(
+                    {
+                        k: (lambda fn=fn, n=n: block_stats(sequential(fn, n)))
+                        for k, fn in sides.items()
+                    },
+                    plan.samples,
+                )
                 rows.append(
                     {
-                        "section": "per-op",
                         "op": op,
                         "latency_ms": latency,
-                        "c1_gateway": summary(timed(via, n)),
-                        "c1_direct_sdk": summary(timed(sdk_call, n)),
-                        "c32_gateway": concurrent_gateway(gateway.url, {"op": op}, total, 32),
-                        "c32_direct_sdk": concurrent_threads(sdk_call, total, 32),
+                        "calls_per_sample": n,
+                        **{k: latency_figures(v) for k, v in blocks.items()},
+                        "p50_ratio": ratio_figure(
+                            [b["p50_ms"] for b in blocks["gateway"]],
+                            [b["p50_ms"] for b in blocks["direct_sdk"]],
+                        ),
                     }
                 )
     return rows
 
 
-def client_reuse(quick: bool) -> dict[str, Any]:
+def concurrency(plan: Plan) -> list[dict[str, Any]]:
+    """`me` at rising concurrency: the gateway, the direct SDK (cached client, threads), and the
+    client-per-call pattern (a new WorkspaceClient for every call, threads)."""
+    rows = []
+    with fake_and_gateway() as (fake, gateway):
+        for c in CONCURRENCY:
+            total = max(plan.load_min, plan.load_per_c * c)
+            fresh_total = max(plan.per_request_min, plan.per_request_per_c * c)
+            direct = sdk_client(fake, connections=c)
+            with ThreadPoolExecutor(c) as pool:
+                threaded(pool, direct.current_user.me, 2 * c)  # warm-up
+                sides = {
+                    "gateway": lambda c=c, total=total: gateway_load(
+                        gateway, {"op": "me"}, total, c
+                    ),
+                    "direct_sdk": lambda pool=pool, d=direct, total=total: load_stats(
+                        threaded(pool, d.current_user.me, total)
+                    ),
+                    "client_per_call": lambda pool=pool, n=fresh_total: load_stats(
+                        threaded(pool, lambda: sdk_client(fake).current_user.me(), n)
+                    ),
+                }
+                samples = interleave(sides, plan.samples)
+            rows.append(
+                {
+                    "concurrency": c,
+                    "requests_per_sample": {
+                        "gateway": total,
+                        "direct_sdk": total,
+                        "client_per_call": fresh_total,
+                    },
+                    **{k: load_figures(v) for k, v in samples.items()},
+                    "rps_vs_direct": ratio_figure(
+                        [s["rps"] for s in samples["gateway"]],
+                        [s["rps"] for s in samples["direct_sdk"]],
+                    ),
+                    "rps_vs_client_per_call": ratio_figure(
+                        [s["rps"] for s in samples["gateway"]],
+                        [s["rps"] for s in samples["client_per_call"]],
+                    ),
+                }
+            )
+    return rows
+
+
+def client_reuse(plan: Plan) -> list[dict[str, Any]]:
+    """`me` with a user token: the gateway's cached per-identity client against the same gateway
+    with the tools-core backend and a stand-in that builds a client per call."""
     fake = start_fake()
     cached = start_gateway(fake, GATEWAY_AUTH_MODE="auto")
-    per_request = start_gateway(fake, GATEWAY_AUTH_MODE="auto", GATEWAY_AUTH_BACKEND="tools-core")
+    per_call = start_gateway(fake, GATEWAY_AUTH_MODE="auto", GATEWAY_AUTH_BACKEND="tools-core")
     user = {"X-Databricks-Token": ALICE}
-    n = 100 if quick else 300
+    rows = []
     try:
-        return {
-            "section": "client-reuse",
-            "op": "me (user token)",
-            "c1_cached": summary(timed(gateway_caller(cached.url, {"op": "me"}, user), n)),
-            "c1_per_request": summary(
-                timed(gateway_caller(per_request.url, {"op": "me"}, user), n)
-            ),
-            "c8_cached": concurrent_gateway(cached.url, {"op": "me"}, 8 * n // 4, 8, user),
-            "c8_per_request": concurrent_gateway(
-                per_request.url, {"op": "me"}, 8 * n // 4, 8, user
-            ),
-        }
+        for c in (1, 8):
+            total = plan.per_request_min * (1 if c == 1 else 2)
+            samples = interleave(
+                {
+                    "cached_client": lambda c=c, t=total: gateway_load(
+                        cached, {"op": "me"}, t, c, user
+                    ),
+                    "client_per_call": lambda c=c, t=total: gateway_load(
+                        per_call, {"op": "me"}, t, c, user
+                    ),
+                },
+                plan.samples,
+            )
+            rows.append(
+                {
+                    "concurrency": c,
+                    **{k: load_figures(v) for k, v in samples.items()},
+                    "rps_ratio": ratio_figure(
+                        [s["rps"] for s in samples["cached_client"]],
+                        [s["rps"] for s in samples["client_per_call"]],
+                    ),
+                }
+            )
     finally:
-        for proc in (cached, per_request, fake):
+        for proc in (cached, per_call, fake):
             proc.stop()
+    return rows
 
 
-def express_path(quick: bool) -> list[dict[str, Any]]:
+def express_path(plan: Plan) -> list[dict[str, Any]]:
     results = []
     for latency in (0, 20):
+        n = plan.block_0ms if latency == 0 else plan.block_20ms
         with fake_and_gateway(latency_ms=latency) as (fake, gateway):
-            n = (150 if quick else 400) if latency == 0 else (40 if quick else 100)
+            args = [gateway.url, fake.url, SECRET, SERVICE_TOKEN, str(n), str(plan.samples)]
             output = subprocess.run(
-                [
-                    "node",
-                    str(ROOT / "bench" / "express.mjs"),
-                    gateway.url,
-                    fake.url,
-                    SECRET,
-                    SERVICE_TOKEN,
-                    str(n),
-                ],
+                ["node", str(ROOT / "bench" / "express.mjs"), *args],
                 cwd=ROOT,
                 check=True,
                 capture_output=True,
                 text=True,
                 timeout=600,
             ).stdout
-            results.append({"section": "express", "latency_ms": latency, **json.loads(output)})
+            raw = json.loads(output)
+            blocks = {k: raw[k] for k in ("express_gateway", "express_direct_client")}
+            results.append(
+                {
+                    "latency_ms": latency,
+                    "calls_per_sample": n,
+                    "same_answer": raw["same_answer"],
+                    **{k: latency_figures(v) for k, v in blocks.items()},
+                    "p50_ratio": ratio_figure(
+                        [b["p50_ms"] for b in blocks["express_gateway"]],
+                        [b["p50_ms"] for b in blocks["express_direct_client"]],
+                    ),
+                }
+            )
     return results
 
 
-def files(file_mib: int) -> dict[str, Any]:
+class SdkLog(logging.Handler):
+    """Keeps what the SDK says while it moves files, to notice (and report) its fallbacks."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.INFO)
+        self.messages: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.messages.append(record.getMessage())
+
+
+@contextmanager
+def sdk_log() -> Iterator[SdkLog]:
+    handler, sdk = SdkLog(), logging.getLogger("databricks.sdk")
+    level, propagate = sdk.level, sdk.propagate
+    sdk.addHandler(handler)
+    sdk.setLevel(logging.INFO)
+    sdk.propagate = False  # reported in RESULTS.md, not printed in the middle of the run
+    try:
+        yield handler
+    finally:
+        sdk.removeHandler(handler)
+        sdk.setLevel(level)
+        sdk.propagate = propagate
+
+
+def fallbacks(messages: list[str]) -> list[str]:
+    """The SDK's fallback notices, without the config dump some of them end with."""
+    found = [m for m in messages if "fall" in m.lower() or "presigned" in m.lower()]
+    return [m.split(". Config:")[0] for m in found]
+
+
+def files(plan: Plan) -> dict[str, Any]:
     with fake_and_gateway() as (fake, gateway):
-        return _files(fake, gateway, file_mib)
+        return _files(fake, gateway, plan)
 
 
-def _files(fake: Proc, gateway: Proc, file_mib: int) -> dict[str, Any]:
+def _files(fake: Proc, gateway: Proc, plan: Plan) -> dict[str, Any]:
+    file_mib = plan.file_mib
     direct = sdk_client(fake)
     size = file_mib * MiB
     source = Path(tempfile.mkdtemp()) / "source.bin"
@@ -217,10 +406,11 @@ def _files(fake: Proc, gateway: Proc, file_mib: int) -> dict[str, Any]:
         "/Volumes/main/app/files/bench-sdk.bin",
     )
     http = httpx.Client(base_url=gateway.url, headers=HEADERS, timeout=600)
+    sdk_said: dict[str, list[list[str]]] = {"upload": [], "download": []}
     try:
 
         def upload_gateway() -> None:
-            def chunks():
+            def chunks() -> Iterator[bytes]:
                 with source.open("rb") as f:
                     while data := f.read(MiB):
                         yield data
@@ -233,8 +423,9 @@ def _files(fake: Proc, gateway: Proc, file_mib: int) -> dict[str, Any]:
             ).raise_for_status()
 
         def upload_sdk() -> None:
-            with source.open("rb") as f:
+            with sdk_log() as said, source.open("rb") as f:
                 direct.files.upload(path_sdk, f, overwrite=True)
+            sdk_said["upload"].append(said.messages)
 
         def download_gateway() -> None:
             got = 0
@@ -254,24 +445,35 @@ def _files(fake: Proc, gateway: Proc, file_mib: int) -> dict[str, Any]:
 
         def download_sdk() -> None:
             got = 0
-            stream = direct.files.download(path_sdk).contents
-            while data := stream.read(MiB):
-                got += len(data)
+            with sdk_log() as said:
+                stream = direct.files.download(path_sdk).contents
+                while data := stream.read(MiB):
+                    got += len(data)
+            sdk_said["download"].append(said.messages)
             assert got == size
 
-        result: dict[str, Any] = {"section": "files", "file_mib": file_mib}
+        upload_gateway()  # the download samples need both files in place
+        upload_sdk()
+        sdk_said["upload"].clear()
+        result: dict[str, Any] = {"file_mib": file_mib}
         for name, gw, sdk in (
             ("upload", upload_gateway, upload_sdk),
             ("download", download_gateway, download_sdk),
         ):
             with PeakRss(gateway.process.pid) as rss:
-                gw_seconds = min(timed(gw, 2)) if file_mib <= 256 else _once(gw)
-            sdk_seconds = min(timed(sdk, 2)) if file_mib <= 256 else _once(sdk)
+                seconds = interleave(
+                    {"gateway": lambda g=gw: _once(g), "direct_sdk": lambda s=sdk: _once(s)},
+                    plan.samples,
+                )
+            said = sdk_said[name]
+            fell_back = [fallbacks(m) for m in said]
             result[name] = {
-                "gateway_mib_s": round(file_mib / gw_seconds, 1),
-                "direct_sdk_mib_s": round(file_mib / sdk_seconds, 1),
-                "ratio": round(sdk_seconds / gw_seconds, 3),
+                "gateway_mib_s": figure([file_mib / s for s in seconds["gateway"]], 1),
+                "direct_sdk_mib_s": figure([file_mib / s for s in seconds["direct_sdk"]], 1),
+                "ratio": ratio_figure(seconds["direct_sdk"], seconds["gateway"]),
                 "gateway_rss_growth_mib": round(rss.growth_mib, 1),
+                "sdk_fallback_samples": sum(1 for f in fell_back if f),
+                "sdk_fallback_messages": sorted({m[:160] for f in fell_back for m in f}),
             }
         return result
     finally:
@@ -350,7 +552,10 @@ def _query(fake: Proc, gateway: Proc, rows: int, samples: int) -> dict[str, Any]
             ) as response,
         ):
             for line in response.iter_lines():
-                if isinstance(orjson.loads(line), list):
+                value = orjson.loads(line)
+                if isinstance(value, dict) and "error" in value:
+                    raise RuntimeError(f"NDJSON stream ended in an error: {line[:300]}")
+                if isinstance(value, list):
                     if not count:
                         first = time.perf_counter() - started
                     count += 1
@@ -390,148 +595,347 @@ def _query(fake: Proc, gateway: Proc, rows: int, samples: int) -> dict[str, Any]
                     got = via_gateway_arrow()
                 timings[name].append(time.perf_counter() - started)
                 assert got == rows, (name, got)
-    median = {k: statistics.median(v) for k, v in timings.items()}
+    rates = {k: [rows / s for s in v] for k, v in timings.items()}
     return {
-        "section": "query",
         "rows": rows,
         "chunks": chunks_seen[0] if chunks_seen else None,
         "samples": samples,
         "link_latency_ms": LINK_LATENCY_MS,
-        "prefetch_chunks": 4,
-        "seconds": {k: [round(x, 3) for x in v] for k, v in timings.items()},
-        "rows_s": {k: round(rows / v) for k, v in median.items()},
-        "ndjson_vs_sdk": round(median["sdk"] / median["ndjson"], 2),
-        "arrow_vs_ndjson": round(median["ndjson"] / median["arrow"], 2),
-        "first_row_ms": round(statistics.median(first_rows) * 1000, 1),
+        "rows_s": {k: figure(v, 0) for k, v in rates.items()},
+        "ndjson_vs_sdk": ratio_figure(rates["ndjson"], rates["sdk"]),
+        "arrow_vs_ndjson": ratio_figure(rates["arrow"], rates["ndjson"]),
+        "first_row_ms": figure([f * 1000 for f in first_rows], 1),
         "gateway_rss_growth_mib": round(rss.growth_mib, 1),
     }
 
 
+SECTIONS = ("per-op", "concurrency", "reuse", "express", "files", "query")
+
+
+def machine() -> dict[str, Any]:
+    node = subprocess.run(["node", "--version"], capture_output=True, text=True).stdout.strip()
+    return {
+        "cpu_count": os.cpu_count(),
+        "arch": platform.machine(),
+        "python": platform.python_version(),
+        "node": node,
+        "os": platform.platform(terse=True),
+    }
+
+
+def git_commit() -> str:
+    def git(*args: str) -> str:
+        return subprocess.run(
+            ["git", *args], cwd=ROOT, capture_output=True, text=True, check=True
+        ).stdout.strip()
+
+    commit = git("rev-parse", "--short", "HEAD")
+    return commit + ("-dirty" if git("status", "--porcelain", "--", ".") else "")
+
+
 def main() -> int:
     parser = argparse.ArgumentParser()
-    parser.add_argument(
-        "--quick", action="store_true", help="fewer samples, 64 MiB file, 100k rows"
-    )
-    parser.add_argument("--file-mib", type=int, default=None)
-    parser.add_argument("--rows", type=int, default=None)
-    parser.add_argument("--only", default="per-op,reuse,express,files,query")
+    parser.add_argument("--quick", action="store_true", help="3 samples, 64 MiB file, 100k rows")
+    parser.add_argument("--rows", type=int, default=None, help="query rows (default 1M and 10M)")
+    parser.add_argument("--only", default=",".join(SECTIONS))
     parser.add_argument("--render", action="store_true", help="rewrite RESULTS.md from out/")
     args = parser.parse_args()
     if args.render:
         return render_only()
     only = set(args.only.split(","))
+    plan = Plan.make(args.quick, args.rows)
+    started = time.perf_counter()
     results: dict[str, Any] = {
+        "command": shlex.join(["bench/run.sh", *sys.argv[1:]]),
+        "commit": git_commit(),
         "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
-        "machine": f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}",
+        "machine": machine(),
+        "plan": plan.__dict__,
+        "gateway_settings": gateway_settings(),
+        "section_seconds": {},
     }
-    if "per-op" in only:
-        results["per_op"] = per_op(args.quick)
-    if "reuse" in only:
-        results["client_reuse"] = client_reuse(args.quick)
-    if "express" in only:
-        results["express"] = express_path(args.quick)
-    if "files" in only:
-        results["files"] = files(args.file_mib or (64 if args.quick else 1024))
-    if "query" in only:
-        samples = 3 if args.quick else 5
-        results["query"] = [
-            query(n, samples)
-            for n in (
-                [args.rows] if args.rows else [100_000] if args.quick else [1_000_000, 10_000_000]
-            )
-        ]
+    print(json.dumps({k: results[k] for k in ("command", "commit", "machine", "plan")}))
+    print("gateway settings:", json.dumps(results["gateway_settings"]), flush=True)
+    sections: dict[str, Callable[[], Any]] = {
+        "per-op": lambda: per_op(plan),
+        "concurrency": lambda: concurrency(plan),
+        "reuse": lambda: client_reuse(plan),
+        "express": lambda: express_path(plan),
+        "files": lambda: files(plan),
+        "query": lambda: [query(n, plan.samples) for n in plan.query_rows],
+    }
+    for name in SECTIONS:
+        if name in only:
+            section_started = time.perf_counter()
+            results[name.replace("-", "_")] = sections[name]()
+            results["section_seconds"][name] = round(time.perf_counter() - section_started, 1)
+            print(f"{name}: {results['section_seconds'][name]} s", flush=True)
+    results["total_seconds"] = round(time.perf_counter() - started, 1)
     OUT.mkdir(exist_ok=True)
-    (OUT / "results.json").write_text(json.dumps(results, indent=2))
-    print(json.dumps(results, indent=2))
-    if not args.quick and only == set(SECTIONS):
-        (ROOT / "bench" / "RESULTS.md").write_text(results_markdown(results))
+    name = "results-quick.json" if plan.quick else "results.json"
+    (OUT / name).write_text(json.dumps(results, indent=2))
+    markdown = results_markdown(results) if only == set(SECTIONS) else ""
+    print(markdown or json.dumps(results, indent=2))
+    if not plan.quick and only == set(SECTIONS):
+        (ROOT / "bench" / "RESULTS.md").write_text(markdown)
     return 0
 
 
-SECTIONS = ("per-op", "reuse", "express", "files", "query")
+# --- RESULTS.md: every sentence below is built from the run's numbers -------------------------
 
 
-def _ratio(a: float, b: float) -> str:
-    return f"{a / b:.2f}x"
+def fig(f: dict[str, Any], unit: str = "", fmt: str = "{:,.2f}") -> str:
+    """A figure as `median (min-max)`."""
+    return f"{fmt.format(f['median'])}{unit} ({fmt.format(f['min'])}-{fmt.format(f['max'])})"
+
+
+def ratio(f: dict[str, Any]) -> str:
+    return fig(f, "x")
 
 
 def _table(title: str, *columns: str) -> list[str]:
     return ["", f"## {title}", "", f"| {' | '.join(columns)} |", "|" + "---|" * len(columns)]
 
 
+def goals(r: dict[str, Any]) -> list[dict[str, Any]]:
+    """Every goal of issue 14 and issue 11's query goals, with the value this run measured."""
+    found: list[dict[str, Any]] = []
+
+    def goal(source: str, name: str, value: float, shown: str, target: str, met: bool) -> None:
+        found.append(
+            {
+                "source": source,
+                "goal": name,
+                "value": value,
+                "shown": shown,
+                "target": target,
+                "met": met,
+            }
+        )
+
+    for row in r["per_op"]:
+        limit = 1.3 if row["latency_ms"] == 0 else 1.03
+        value = row["p50_ratio"]["median"]
+        goal(
+            "issue 14",
+            f"`{row['op']}` gateway / direct SDK p50, fake at {row['latency_ms']} ms",
+            value,
+            ratio(row["p50_ratio"]),
+            f"≤ {limit}x",
+            value <= limit,
+        )
+    for row in r["express"]:
+        if row["latency_ms"] == 0:
+            value = row["p50_ratio"]["median"]
+            goal(
+                "issue 14",
+                "Express → gateway / direct Node client p50, fake at 0 ms",
+                value,
+                ratio(row["p50_ratio"]),
+                "≤ 1.6x",
+                value <= 1.6,
+            )
+    at64 = next(row for row in r["concurrency"] if row["concurrency"] == 64)
+    rps, p99 = at64["gateway"]["rps"], at64["gateway"]["p99_ms"]
+    goal(
+        "issue 14",
+        "`me` req/s through the gateway at c = 64",
+        rps["median"],
+        fig(rps, "", "{:,.0f}"),
+        "≥ 3,000 req/s",
+        rps["median"] >= 3000,
+    )
+    goal(
+        "issue 14",
+        "`me` client p99 through the gateway at c = 64",
+        p99["median"],
+        fig(p99, " ms"),
+        "≤ 50 ms",
+        p99["median"] <= 50,
+    )
+    vs = at64["rps_vs_client_per_call"]
+    goal(
+        "issue 14",
+        "gateway req/s / client-per-call pattern req/s at c = 64",
+        vs["median"],
+        ratio(vs),
+        "≥ 3x",
+        vs["median"] >= 3,
+    )
+    for direction, limit in (("upload", 0.9), ("download", 0.8)):
+        d = r["files"][direction]
+        goal(
+            "issue 14",
+            f"{direction} throughput, gateway / direct SDK ({r['files']['file_mib']} MiB)",
+            d["ratio"]["median"],
+            ratio(d["ratio"]),
+            f"≥ {limit}x",
+            d["ratio"]["median"] >= limit,
+        )
+    for q in r["query"]:
+        for key, label, limit in (
+            ("ndjson_vs_sdk", "gateway NDJSON rows/s / direct SDK rows/s", 1.5),
+            ("arrow_vs_ndjson", "Arrow passthrough rows/s / NDJSON rows/s", 3.0),
+        ):
+            value = q[key]["median"]
+            goal(
+                "issue 11",
+                f"{q['rows']:,} rows: {label}",
+                value,
+                ratio(q[key]),
+                f"≥ {limit}x",
+                value >= limit,
+            )
+        if q["rows"] >= 10_000_000:
+            growth = q["gateway_rss_growth_mib"]
+            goal(
+                "issue 11",
+                f"{q['rows']:,} rows: gateway peak RSS growth",
+                growth,
+                f"{growth} MiB",
+                "≤ 100 MiB",
+                growth <= 100,
+            )
+    if not any(q["rows"] >= 10_000_000 for q in r["query"]):
+        found.append(
+            {
+                "source": "issue 11",
+                "goal": "gateway peak RSS growth at 10,000,000 rows",
+                "value": None,
+                "shown": "not measured in this run",
+                "target": "≤ 100 MiB",
+                "met": None,
+            }
+        )
+    return found
+
+
 def results_markdown(r: dict[str, Any]) -> str:
-    """RESULTS.md, generated from one run's numbers (edit notes() below, not the output)."""
+    m = r["machine"]
+    all_goals = goals(r)
+    verdict = {True: "met", False: "**MISSED**", None: "not measured"}
     lines = [
         "# Benchmark results",
         "",
-        f"Run {r['date']} on {r['machine']} with `bench/run.sh` (generated; see bench/README.md).",
-        "Both sides of every row were measured in this one run against the same fake workspace.",
-        *_table(
-            "Per-op overhead (gateway vs direct SDK, cached client)",
-            "op",
-            "fake latency",
-            "concurrency",
-            "gateway p50 / p99 ms",
-            "direct p50 / p99 ms",
-            "p50 ratio",
-            "gateway rps",
-            "direct rps",
-            "target",
-        ),
+        f"Generated by `{r['command']}` at commit `{r['commit']}` on {r['date']}; "
+        f"machine: {m['cpu_count']} CPUs ({m['arch']}, {m['os']}), Python {m['python']}, "
+        f"Node {m['node']}. The run took {r['total_seconds'] / 60:.1f} min "
+        f"({', '.join(f'{k} {v:.0f} s' for k, v in r['section_seconds'].items())}).",
+        "",
+        f"Every figure: median (min-max) of {r['plan']['samples']} samples, gateway and baseline "
+        "samples interleaved with rotating order.",
+        "",
+        f"{sum(1 for g in all_goals if g['met'])} of {len(all_goals)} goals met.",
+        *_table("Goals", "source", "goal", "measured", "target", "verdict"),
     ]
-    for row in r["per_op"]:
-        target = "p50 ≤ 1.5x" if row["latency_ms"] == 0 else "p50 ≤ 1.05x"
-        for c in ("c1", "c32"):
-            gw, sdk = row[f"{c}_gateway"], row[f"{c}_direct_sdk"]
-            lines.append(
-                f"| {row['op']} | {row['latency_ms']} ms | {c[1:]} | {gw['p50_ms']} / {gw['p99_ms']} | "
-                f"{sdk['p50_ms']} / {sdk['p99_ms']} | {_ratio(gw['p50_ms'], sdk['p50_ms'])} | {gw['rps']} | "
-                f"{sdk['rps']} | {target if c == 'c1' else '—'} |"
-            )
-    reuse = r["client_reuse"]
+    for g in all_goals:
+        lines.append(
+            f"| {g['source']} | {g['goal']} | {g['shown']} | {g['target']} | {verdict[g['met']]} |"
+        )
     lines += _table(
-        "Client reuse (`me` with a user token)",
-        "concurrency",
-        "cached client rps",
-        "client per request rps",
-        "ratio",
-        "target",
-    )
-    for c in ("c1", "c8"):
-        cached, fresh = reuse[f"{c}_cached"]["rps"], reuse[f"{c}_per_request"]["rps"]
-        lines.append(f"| {c[1:]} | {cached} | {fresh} | {_ratio(cached, fresh)} | ≥ 3x |")
-    lines += _table(
-        "The Express path (`GET /api/catalogs`)",
+        "Per-op overhead (sequential calls; direct SDK with a cached client)",
+        "op",
         "fake latency",
-        "Express → gateway p50 ms",
-        "Express → direct fetch p50 ms",
+        "calls/sample",
+        "gateway p50 ms",
+        "direct p50 ms",
+        "p50 ratio",
+        "gateway p99 ms",
+        "direct p99 ms",
+    )
+    for row in r["per_op"]:
+        gw, sdk = row["gateway"], row["direct_sdk"]
+        lines.append(
+            f"| {row['op']} | {row['latency_ms']} ms | {row['calls_per_sample']} | "
+            f"{fig(gw['p50_ms'])} | {fig(sdk['p50_ms'])} | {ratio(row['p50_ratio'])} | "
+            f"{fig(gw['p99_ms'])} | {fig(sdk['p99_ms'])} |"
+        )
+    lines += _table(
+        "Concurrency (`me`, fake at 0 ms): client latency, the gateway's own duration, req/s",
+        "c",
+        "gateway req/s",
+        "gateway client p50 / p99 ms",
+        "gateway server p50 / p99 ms",
+        "direct SDK req/s",
+        "direct SDK p50 / p99 ms",
+        "client-per-call req/s",
+        "gateway / direct",
+        "gateway / client-per-call",
+    )
+    for row in r["concurrency"]:
+        gw, sdk, fresh = row["gateway"], row["direct_sdk"], row["client_per_call"]
+        server = (
+            f"{fig(gw['server_p50_ms'])} / {fig(gw['server_p99_ms'])}"
+            if "server_p50_ms" in gw
+            else "no log lines found"
+        )
+        lines.append(
+            f"| {row['concurrency']} | {fig(gw['rps'], '', '{:,.0f}')} | "
+            f"{fig(gw['p50_ms'])} / {fig(gw['p99_ms'])} | {server} | "
+            f"{fig(sdk['rps'], '', '{:,.0f}')} | {fig(sdk['p50_ms'])} / {fig(sdk['p99_ms'])} | "
+            f"{fig(fresh['rps'], '', '{:,.0f}')} | {ratio(row['rps_vs_direct'])} | "
+            f"{ratio(row['rps_vs_client_per_call'])} |"
+        )
+    lines += ["", *queueing_sentences(r["concurrency"])]
+    lines += _table(
+        "Client reuse through the gateway (`me` with a user token)",
+        "c",
+        "cached client req/s",
+        "client per call (tools-core backend) req/s",
         "ratio",
-        "target",
+    )
+    for row in r["reuse"]:
+        lines.append(
+            f"| {row['concurrency']} | {fig(row['cached_client']['rps'], '', '{:,.0f}')} | "
+            f"{fig(row['client_per_call']['rps'], '', '{:,.0f}')} | {ratio(row['rps_ratio'])} |"
+        )
+    lines += _table(
+        "The Express path (`GET /api/catalogs`, sequential)",
+        "fake latency",
+        "calls/sample",
+        "Express → gateway p50 ms",
+        "Express → direct client p50 ms",
+        "p50 ratio",
+        "same answer",
     )
     for row in r["express"]:
-        target = "≤ 2x" if row["latency_ms"] == 0 else "≤ 1.1x"
         lines.append(
-            f"| {row['latency_ms']} ms | {row['express_gateway']['p50_ms']} | "
-            f"{row['express_direct_fetch']['p50_ms']} | {row['p50_ratio']:.2f}x | {target} |"
+            f"| {row['latency_ms']} ms | {row['calls_per_sample']} | "
+            f"{fig(row['express_gateway']['p50_ms'])} | "
+            f"{fig(row['express_direct_client']['p50_ms'])} | {ratio(row['p50_ratio'])} | "
+            f"{'yes' if row['same_answer'] else 'NO'} |"
         )
-    files, query = r["files"], r["query"]
+    f = r["files"]
     lines += _table(
-        f"Files ({files['file_mib']} MiB)",
+        f"Files ({f['file_mib']} MiB)",
         "direction",
         "gateway MiB/s",
         "direct SDK MiB/s",
-        "ratio",
+        "gateway / direct",
         "gateway peak RSS growth",
-        "target",
     )
     for direction in ("upload", "download"):
-        d = files[direction]
+        d = f[direction]
         lines.append(
-            f"| {direction} | {d['gateway_mib_s']} | {d['direct_sdk_mib_s']} | {d['ratio']:.2f} | "
-            f"{d['gateway_rss_growth_mib']} MiB | ratio ≥ 0.6, RSS ≤ 64 MiB |"
+            f"| {direction} | {fig(d['gateway_mib_s'], '', '{:,.0f}')} | "
+            f"{fig(d['direct_sdk_mib_s'], '', '{:,.0f}')} | {ratio(d['ratio'])} | "
+            f"{d['gateway_rss_growth_mib']} MiB |"
         )
+    lines.append("")
+    for direction in ("upload", "download"):
+        d = f[direction]
+        if d["sdk_fallback_samples"]:
+            said = "; ".join(f"“{m}”" for m in d["sdk_fallback_messages"])
+            lines.append(
+                f"- The direct SDK {direction} fell back in {d['sdk_fallback_samples']} of "
+                f"{r['plan']['samples']} samples, so its figure is the fallback path: {said}"
+            )
+        else:
+            lines.append(f"- The direct SDK {direction} logged no fallback in any sample.")
+    settings = r["gateway_settings"]
     lines += _table(
-        "Query at scale (EXTERNAL_LINKS + ARROW_STREAM, interleaved samples, medians)",
+        f"Query at scale (EXTERNAL_LINKS + ARROW_STREAM, gateway prefetch "
+        f"{settings['prefetch_chunks']} chunks)",
         "rows",
         "chunks",
         "link latency",
@@ -540,58 +944,46 @@ def results_markdown(r: dict[str, Any]) -> str:
         "NDJSON / SDK",
         "Arrow passthrough rows/s",
         "Arrow / NDJSON",
-        "first row",
+        "first NDJSON row ms",
         "gateway RSS growth",
     )
-    verdicts = []
-    for q in query:
+    for q in r["query"]:
         rates = q["rows_s"]
         lines.append(
-            f"| {q['rows']:,} | {q['chunks']} | {q['link_latency_ms']} ms | {rates['sdk']:,} | "
-            f"{rates['ndjson']:,} | {q['ndjson_vs_sdk']:.2f}x | {rates['arrow']:,} | "
-            f"{q['arrow_vs_ndjson']:.2f}x | {q['first_row_ms']} ms | "
+            f"| {q['rows']:,} | {q['chunks']} | {q['link_latency_ms']} ms | "
+            f"{fig(rates['sdk'], '', '{:,.0f}')} | {fig(rates['ndjson'], '', '{:,.0f}')} | "
+            f"{ratio(q['ndjson_vs_sdk'])} | {fig(rates['arrow'], '', '{:,.0f}')} | "
+            f"{ratio(q['arrow_vs_ndjson'])} | {fig(q['first_row_ms'], '', '{:,.1f}')} | "
             f"{q['gateway_rss_growth_mib']} MiB |"
         )
-        for label, value, target in (
-            ("NDJSON / direct SDK", q["ndjson_vs_sdk"], 1.5),
-            ("Arrow / NDJSON", q["arrow_vs_ndjson"], 3.0),
-        ):
-            met = "met" if value >= target else "MISSED"
-            verdicts.append(
-                f"- {q['rows']:,} rows, {label}: {value:.2f}x against ≥ {target}x: {met}."
-            )
-        rss_met = "met" if q["gateway_rss_growth_mib"] <= 100 else "MISSED"
-        verdicts.append(
-            f"- {q['rows']:,} rows, gateway RSS growth {q['gateway_rss_growth_mib']} MiB "
-            f"against ≤ 100 MiB: {rss_met}."
-        )
-    lines += ["", *verdicts, "", notes(r)]
+    lines += [
+        "",
+        "## Gateway settings used",
+        "",
+        "Shipped defaults; the run set only `GATEWAY_SECRET`, `DATABRICKS_HOST`, "
+        "`DATABRICKS_TOKEN`, `DATABRICKS_WAREHOUSE_ID` (and, for the client-reuse rows, "
+        "`GATEWAY_AUTH_MODE=auto` and `GATEWAY_AUTH_BACKEND`).",
+        "",
+        "`" + ", ".join(f"{k}={v}" for k, v in settings.items()) + "`",
+    ]
     return "\n".join(lines) + "\n"
 
 
-def notes(r: dict[str, Any]) -> str:
-    overheads = [
-        row["c1_gateway"]["p50_ms"] - row["c1_direct_sdk"]["p50_ms"] for row in r["per_op"]
-    ]
-    low, high = min(overheads), max(overheads)
-    return f"""## Reading these numbers
-
-- The fake answers in well under a millisecond, so at 0 ms latency the ratios compare the
-  gateway's fixed cost with almost nothing. The gateway adds one loopback HTTP hop (parse,
-  validate, a worker-thread hand-off for the blocking SDK call, serialise): {low:.2f}-{high:.2f} ms
-  per call at p50 in this run, on 2 cores shared by the fake, the gateway and the measuring
-  client. Profiling the gateway under a request loop (cProfile) showed no single hot spot of
-  ours; removing FastAPI's parameter layer and the per-request disconnect watcher for blocking
-  ops changed the p50 by less than the run-to-run noise. So the 0 ms per-op target (1.5x) is
-  missed; against a real workspace, tens of ms per call, the fixed cost is a small fraction.
-- Client reuse: against a local fake, building a PAT client costs one extra local round trip
-  (`/.well-known/databricks-config`), a few ms; against a real workspace it is a network round
-  trip, and for OAuth M2M also a token request, so the gap grows with distance; here it stays
-  under the 3x target.
-- Downloads relay through a blocking urllib3 pool read 4 MiB at a time in worker threads (an
-  async httpx relay reached about 520 MiB/s in a development probe); the direct SDK reads the
-  fake's socket in one process, the gateway path copies every byte once more in a third.
-"""
+def queueing_sentences(rows: list[dict[str, Any]]) -> list[str]:
+    """Queueing = what the client waited beyond the gateway's own logged duration."""
+    out = []
+    for row in rows:
+        gw = row["gateway"]
+        if "server_p50_ms" not in gw:
+            continue
+        client, server = gw["p50_ms"]["median"], gw["server_p50_ms"]["median"]
+        share = (client - server) / client * 100 if client else 0.0
+        out.append(
+            f"- c = {row['concurrency']}: client p50 {client:.2f} ms, of which the gateway's "
+            f"logged duration is {server:.2f} ms and {client - server:.2f} ms ({share:.0f}%) "
+            "is outside it (socket queues, HTTP parsing, the load generator)."
+        )
+    return out
 
 
 def render_only() -> int:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 import subprocess
@@ -73,6 +74,7 @@ def wait_for(url: str, process: subprocess.Popen[bytes], seconds: float = 30) ->
 class Proc:
     process: subprocess.Popen[bytes]
     url: str
+    log: Path | None = None  # the gateway's stderr: its shipped one JSON line per request
 
     def stop(self) -> None:
         self.process.terminate()
@@ -80,6 +82,8 @@ class Proc:
             self.process.wait(10)
         except subprocess.TimeoutExpired:
             self.process.kill()
+        if self.log:
+            self.log.unlink(missing_ok=True)
 
 
 def start_fake(
@@ -107,33 +111,71 @@ def start_fake(
     return Proc(process, url)
 
 
+def gateway_env(fake_url: str, **env: str) -> dict[str, str]:
+    """Only what a deployment must say (where, who, which secret); every other setting shipped."""
+    return {
+        "GATEWAY_SECRET": SECRET,
+        "DATABRICKS_HOST": fake_url,
+        "DATABRICKS_TOKEN": SERVICE_TOKEN,
+        "DATABRICKS_WAREHOUSE_ID": "fakewarehouse0001",
+        **env,
+    }
+
+
+def gateway_settings(**env: str) -> dict[str, object]:
+    """The settings a gateway started with `env` runs with, as the gateway itself reads them."""
+    variables = clean_env()
+    variables.update(gateway_env("http://127.0.0.1:1", **env))
+    script = (
+        "import json; from gateway.settings import Settings; "
+        "print(json.dumps(Settings().model_dump(mode='json'), default=str))"
+    )
+    output = subprocess.run(
+        [sys.executable, "-c", script], cwd=ROOT, env=variables, check=True, capture_output=True
+    ).stdout
+    settings: dict[str, object] = json.loads(output)
+    return {k: v for k, v in settings.items() if k not in {"databricks_host", "port"}}
+
+
 def start_gateway(fake: Proc, **env: str) -> Proc:
     port = free_port()
     variables = clean_env()
-    variables.update(
-        GATEWAY_PORT=str(port),
-        GATEWAY_SECRET=SECRET,
-        DATABRICKS_HOST=fake.url,
-        DATABRICKS_TOKEN=SERVICE_TOKEN,
-        DATABRICKS_WAREHOUSE_ID="fakewarehouse0001",
-        GATEWAY_LOG_LEVEL="WARNING",
-        GATEWAY_REQUEST_TIMEOUT_SECONDS="300",
-        GATEWAY_QUERY_TIMEOUT_SECONDS="110",
-        GATEWAY_MAX_UPLOAD_BYTES=str(8 * 1024**3),
-        **env,
-    )
+    variables.update(GATEWAY_PORT=str(port), **gateway_env(fake.url, **env))
     if variables.get("GATEWAY_AUTH_BACKEND") == "tools-core":
         folder = Path(tempfile.mkdtemp(prefix="tools-core-stand-in-"))
         (folder / "databricks_tools_core").mkdir()
         (folder / "databricks_tools_core" / "__init__.py").write_text("")
         (folder / "databricks_tools_core" / "auth.py").write_text(TOOLS_CORE_STAND_IN)
         variables["PYTHONPATH"] = str(folder)
-    process = subprocess.Popen(
-        [sys.executable, "-m", "gateway"], cwd=ROOT, env=variables, stderr=subprocess.DEVNULL
-    )
+    log = Path(tempfile.mkstemp(prefix="gateway-bench-", suffix=".log")[1])
+    with log.open("wb") as stderr:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "gateway"], cwd=ROOT, env=variables, stderr=stderr
+        )
     url = f"http://127.0.0.1:{port}"
     wait_for(f"{url}/health", process)
-    return Proc(process, url)
+    return Proc(process, url, log)
+
+
+def log_offset(gateway: Proc) -> int:
+    return gateway.log.stat().st_size if gateway.log else 0
+
+
+def server_durations_ms(gateway: Proc, since: int) -> list[float]:
+    """`duration_ms` of every `/run` request line the gateway logged after byte `since`."""
+    if gateway.log is None:
+        return []
+    with gateway.log.open("rb") as f:
+        f.seek(since)
+        lines = f.read().splitlines()
+    durations = []
+    for line in lines:
+        if b'"duration_ms"' not in line:
+            continue
+        entry = json.loads(line)
+        if entry.get("path") == "/run":
+            durations.append(float(entry["duration_ms"]))
+    return durations
 
 
 @contextmanager

@@ -91,6 +91,7 @@ class FakeWorkspace:
         # abandoned before the end are recorded (the gateway closed its socket).
         self.trickle_seconds = 0.0
         self.aborted_downloads: list[str] = []
+        self.ended_uploads: list[str] = []  # every file PUT handled, stored or not
         self.lock = threading.RLock()
         self.users: dict[str, FakeUser] = {}
         self.service_principals: dict[str, tuple[str, FakeUser]] = {}
@@ -196,6 +197,12 @@ class FakeWorkspace:
     def clear_faults(self) -> None:
         with self.lock:
             self.faults.clear()
+
+    def uploads_settled(self) -> bool:
+        """Every file PUT that arrived is handled: its bytes stored or dropped (not faulted)."""
+        with self.lock:
+            puts = sum(r.method == "PUT" and "/fs/files/" in r.path for r in self.requests)
+            return puts == len(self.ended_uploads)
 
     def paths_seen(self, prefix: str = "/api/2.0/fs/") -> list[str]:
         with self.lock:
@@ -538,6 +545,13 @@ class FakeWorkspace:
         return self.files_root.joinpath(*parts[2:]).resolve()
 
     def _put_file(self, rq: Handler, match: re.Match[str]) -> None:
+        try:
+            self._store_file(rq, match)
+        finally:
+            with self.lock:
+                self.ended_uploads.append(match["p"])
+
+    def _store_file(self, rq: Handler, match: re.Match[str]) -> None:
         target = self._local(rq, match["p"])
         if target is None:
             return

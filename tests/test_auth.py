@@ -236,7 +236,9 @@ def test_clear_runs_when_the_handler_raises(gateway):
     object.__setattr__(op, "fn", explode)
     assert run(client, "me", headers=ALICE).status_code == 500
     assert seen and seen[0].kind == "user"
-    assert auth._current.get() is None
+    # The next caller without a token is the service, not the identity the failed request set.
+    catalogs = run(client, "list_catalogs").json()["result"]
+    assert "finance" not in {c["name"] for c in catalogs}  # alice's catalog
 
 
 # --- the optional tools-core backend --------------------------------------------------------

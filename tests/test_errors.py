@@ -243,14 +243,17 @@ def test_unreachable_host_is_503_within_the_deadline(gateway):
     assert (error["status"], error["code"]) == (503, "DATABRICKS_UNREACHABLE")
 
 
-def test_client_calls_keep_the_full_retry_budget(workspace):
-    from gateway.auth import Identity, SdkBackend
-    from gateway.settings import Settings
+def test_client_calls_keep_the_full_retry_budget(gateway, workspace, monkeypatch):
+    from gateway import auth
 
-    backend = SdkBackend(Settings(databricks_host=workspace.url, sdk_retry_timeout_seconds=40))
-    client = backend.client(Identity("user", workspace.url, "dapi-local-alice"))
-    assert client.config.retry_timeout_seconds == 40
-    assert client.api_client._api_client._retry_timeout_seconds == 40
+    # The probe's cap must not shorten the calls' budget. Two dropped connections cost the SDK
+    # two backoff sleeps (1 s, then 2 s, plus jitter): past a 1 s cap, within the 15 s budget.
+    monkeypatch.setattr(auth, "METADATA_PROBE_SECONDS", 1)
+    _, client = gateway(sdk_retry_timeout_seconds=15)
+    workspace.inject(Fault(path="/Me", drop=True, times=2))
+    response = run(client, "me")
+    assert response.status_code == 200, response.text
+    assert not workspace.faults
 
 
 @pytest.mark.timeout(60)  # the hang guard: without the probe's cap this takes the 110 s budget

@@ -13,7 +13,8 @@ section 6 and 8), not like a convenient test double:
 - EXTERNAL_LINKS serve JSON_ARRAY, ARROW_STREAM (Arrow IPC stream per chunk) or CSV from a
   separate link host that rejects any Authorization header and refuses expired links
   (`link_ttl_seconds`).
-- Switches for what some warehouses do: `reject_json_array` (serverless-like), an INLINE
+- Switches for what some warehouses do: `reject_json_array` (serverless-like), no
+  ARROW_STREAM at all (`reject_arrow_stream`), an INLINE
   ARROW_STREAM answered as a base64 `attachment` (`inline_arrow_attachment`), JSON-typed
   values (`typed_values`), columns without `type_name` (`omit_type_names`).
 """
@@ -128,6 +129,7 @@ class Warehouse:
         self.omit_type_names = False
         self.reject_json_array = False
         self.inline_arrow_attachment = False
+        self.reject_arrow_stream = False  # a warehouse that serves no ARROW_STREAM at all
         self.statements: dict[str, Statement] = {}
         self.canceled: list[str] = []
         self.submitted: list[dict[str, Any]] = []  # request bodies, for tests
@@ -212,6 +214,8 @@ class Warehouse:
         fmt = body.get("format", "JSON_ARRAY")
         if disposition not in ("INLINE", "EXTERNAL_LINKS") or fmt not in _FORMATS:
             return f"Unsupported disposition/format {disposition}/{fmt}."
+        if fmt == "ARROW_STREAM" and self.reject_arrow_stream:
+            return "ARROW_STREAM is not supported."
         if fmt == "JSON_ARRAY" and self.reject_json_array:
             return "JSON_ARRAY format is not supported on this warehouse; use ARROW_STREAM."
         inline_arrow = fmt == "ARROW_STREAM" and self.inline_arrow_attachment

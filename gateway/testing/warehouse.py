@@ -38,7 +38,7 @@ from urllib.parse import urlsplit
 
 import orjson
 
-from gateway.testing._http import Server
+from gateway.testing._http import POLL_SECONDS, Server
 
 if TYPE_CHECKING:
     from gateway.testing._http import Handler
@@ -149,7 +149,12 @@ class Warehouse:
     def start(self) -> None:
         """The link host: a separate server, like the cloud storage presigned URLs point at."""
         self._links = Server(("127.0.0.1", 0), _LinkHost(self))
-        threading.Thread(target=self._links.serve_forever, name="fake-links", daemon=True).start()
+        threading.Thread(
+            target=self._links.serve_forever,
+            kwargs={"poll_interval": POLL_SECONDS},
+            name="fake-links",
+            daemon=True,
+        ).start()
 
     def close(self) -> None:
         if self._links is not None:

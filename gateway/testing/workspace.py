@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import unquote
 
-from gateway.testing._http import Handler, Server
+from gateway.testing._http import POLL_SECONDS, Handler, Server
 
 WORKSPACE_ID = "1234567890"
 METASTORE_ID = "11111111-2222-3333-4444-555555555555"
@@ -114,7 +114,10 @@ class FakeWorkspace:
     def start(self, port: int = 0, host: str = "127.0.0.1") -> FakeWorkspace:
         self._server = Server((host, port), self)
         self._thread = threading.Thread(
-            target=self._server.serve_forever, name="fake-workspace", daemon=True
+            target=self._server.serve_forever,
+            kwargs={"poll_interval": POLL_SECONDS},
+            name="fake-workspace",
+            daemon=True,
         )
         self._thread.start()
         if self.warehouse is not None:

@@ -58,7 +58,7 @@ node_pid=$!
 
 echo "== pytest (-n $workers; the Node suites run alongside)"
 pytest_status=0
-"$py" -m pytest -n "$workers" "$@" || pytest_status=$?
+"$py" -m pytest -n "$workers" --dist loadgroup "$@" || pytest_status=$?
 node_status=0
 wait "$node_pid" || node_status=$?
 cat "$node_log"

@@ -40,6 +40,10 @@ class LocalMode:
     log: Path
 
 
+# One start.sh for the module, also under xdist (`--dist loadgroup` keeps the group together).
+pytestmark = pytest.mark.xdist_group("readme-local-mode")
+
+
 @pytest.fixture(scope="module")
 def local_mode(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalMode]:
     home = tmp_path_factory.mktemp("readme")

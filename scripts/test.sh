@@ -12,8 +12,6 @@ bin="$(dirname "$py")"
 echo "== ruff"
 "$py" -m ruff check .
 "$py" -m ruff format --check .
-echo "== mypy"
-"$py" -m mypy  # strict, on gateway/ (pyproject [tool.mypy])
 echo "== hadolint, shellcheck"
 "$bin/hadolint" Dockerfile
 "$bin/shellcheck" scripts/*.sh .ci/run
@@ -40,10 +38,12 @@ if ! find_chromium; then
 fi
 
 # Most tests wait on sockets and subprocesses, not on the CPU: more workers than cores pay off.
-# The Node suites run meanwhile; their output is held and printed after pytest's, whole.
+# mypy and the Node suites run meanwhile; their output is held and printed after pytest's, whole.
 workers="${GATEWAY_TEST_WORKERS:-4}"
-node_suites() {
+alongside() {
   local dir
+  echo "== mypy"
+  "$py" -m mypy || return  # strict, on gateway/ (pyproject [tool.mypy])
   for dir in clients/node examples/express-app; do
     [ -f "$dir/package.json" ] || continue
     echo "== typecheck, node --test ($dir)"
@@ -51,22 +51,22 @@ node_suites() {
     (cd "$dir" && GATEWAY_PYTHON="$py" node --test --test-concurrency=2 --test-reporter=spec) || return
   done
 }
-node_log="$(mktemp)"
-trap 'rm -f "$node_log"' EXIT
-node_suites >"$node_log" 2>&1 &
-node_pid=$!
+held="$(mktemp)"
+trap 'rm -f "$held"' EXIT
+alongside >"$held" 2>&1 &
+alongside_pid=$!
 
-echo "== pytest (-n $workers; the Node suites run alongside)"
+echo "== pytest (-n $workers; mypy and the Node suites run alongside, their output follows)"
 pytest_status=0
 "$py" -m pytest -n "$workers" --dist loadgroup "$@" || pytest_status=$?
-node_status=0
-wait "$node_pid" || node_status=$?
-cat "$node_log"
+alongside_status=0
+wait "$alongside_pid" || alongside_status=$?
+cat "$held"
 
 if [ "$browser_skipped" = 1 ]; then
   echo "!! browser test SKIPPED: no Chromium found (set CHROMIUM_PATH or apt-get install chromium)" >&2
 fi
-if [ "$pytest_status" != 0 ] || [ "$node_status" != 0 ]; then
-  echo "!! FAILED: pytest exit $pytest_status, Node suites exit $node_status" >&2
+if [ "$pytest_status" != 0 ] || [ "$alongside_status" != 0 ]; then
+  echo "!! FAILED: pytest exit $pytest_status, mypy and Node suites exit $alongside_status" >&2
   exit 1
 fi

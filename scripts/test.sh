@@ -58,7 +58,7 @@ alongside_pid=$!
 
 echo "== pytest (-n $workers; mypy and the Node suites run alongside, their output follows)"
 pytest_status=0
-"$py" -m pytest -n "$workers" --dist loadgroup "$@" || pytest_status=$?
+"$py" -m pytest -n "$workers" "$@" || pytest_status=$?
 alongside_status=0
 wait "$alongside_pid" || alongside_status=$?
 cat "$held"

@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# The project's test command: lint and type checks, then the Python suite, then the Node suites.
+# The project's test command: lint and type checks, then the Python suite and, alongside it, the
+# Node suites. Extra arguments go to pytest (`-n 0` runs it in one process).
 set -euo pipefail
 
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -11,14 +12,9 @@ bin="$(dirname "$py")"
 echo "== ruff"
 "$py" -m ruff check .
 "$py" -m ruff format --check .
-echo "== mypy"
-"$py" -m mypy  # strict, on gateway/ (pyproject [tool.mypy])
 echo "== hadolint, shellcheck"
 "$bin/hadolint" Dockerfile
 "$bin/shellcheck" scripts/*.sh .ci/run
-
-echo "== pytest"
-"$py" -m pytest "$@"
 
 # The example app's page is tested in a real headless Chromium, found the way that test finds
 # it (CHROMIUM_PATH / CHROME_PATH, names on PATH, usual paths). None: install Debian's if we
@@ -41,14 +37,36 @@ if ! find_chromium; then
   find_chromium || [ -n "${CHROMIUM_PATH:-}${CHROME_PATH:-}" ] || browser_skipped=1
 fi
 
-for dir in clients/node examples/express-app; do
-  if [ -f "$dir/package.json" ]; then
+# Most tests wait on sockets and subprocesses, not on the CPU: more workers than cores pay off.
+# mypy and the Node suites run meanwhile; their output is held and printed after pytest's, whole.
+workers="${GATEWAY_TEST_WORKERS:-4}"
+alongside() {
+  local dir
+  echo "== mypy"
+  "$py" -m mypy || return  # strict, on gateway/ (pyproject [tool.mypy])
+  for dir in clients/node examples/express-app; do
+    [ -f "$dir/package.json" ] || continue
     echo "== typecheck, node --test ($dir)"
-    (cd "$dir" && npm run --silent --if-present typecheck)  # tsc on index.d.ts and its consumer
-    (cd "$dir" && GATEWAY_PYTHON="$py" node --test --test-reporter=spec)
-  fi
-done
+    (cd "$dir" && npm run --silent --if-present typecheck) || return  # tsc on index.d.ts and its consumer
+    (cd "$dir" && GATEWAY_PYTHON="$py" node --test --test-concurrency=2 --test-reporter=spec) || return
+  done
+}
+held="$(mktemp)"
+trap 'rm -f "$held"' EXIT
+alongside >"$held" 2>&1 &
+alongside_pid=$!
+
+echo "== pytest (-n $workers; mypy and the Node suites run alongside, their output follows)"
+pytest_status=0
+"$py" -m pytest -n "$workers" "$@" || pytest_status=$?
+alongside_status=0
+wait "$alongside_pid" || alongside_status=$?
+cat "$held"
 
 if [ "$browser_skipped" = 1 ]; then
   echo "!! browser test SKIPPED: no Chromium found (set CHROMIUM_PATH or apt-get install chromium)" >&2
+fi
+if [ "$pytest_status" != 0 ] || [ "$alongside_status" != 0 ]; then
+  echo "!! FAILED: pytest exit $pytest_status, mypy and Node suites exit $alongside_status" >&2
+  exit 1
 fi

@@ -37,7 +37,7 @@ class GatewayServer:
 
     def start(self) -> GatewayServer:
         self.thread.start()
-        deadline = time.monotonic() + 10
+        deadline = time.monotonic() + 60  # a hang guard, generous for a loaded machine
         while not self.server.started:
             if time.monotonic() > deadline or not self.thread.is_alive():
                 raise RuntimeError("gateway did not start")

@@ -10,7 +10,7 @@ import pytest
 from tests.support import run, wait_until
 
 
-def test_health_is_fast_and_static(gateway, workspace):
+def test_health_is_static_and_never_calls_databricks(gateway, workspace):
     _, client = gateway()
     workspace.requests.clear()
     response = client.get("/health")

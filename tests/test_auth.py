@@ -16,6 +16,7 @@ from gateway.settings import Settings
 from gateway.testing import DEMO
 from tests.support import run
 
+PROBE = "/.well-known/databricks-config"
 ALICE = {"X-Databricks-Token": DEMO.alice_token}
 BOB = {"X-Databricks-Token": DEMO.bob_token}
 
@@ -201,15 +202,21 @@ def test_interleaved_identities_see_only_their_own_user_and_catalogs(gateway):
 
 
 def test_client_cache_is_bounded(gateway, workspace):
-    server, client = gateway(auth_mode="user", client_cache_size=3)
+    _, client = gateway(auth_mode="user", client_cache_size=3)
     tokens = [f"dapi-extra-{i}" for i in range(6)]
+
+    def me_builds_a_client(i: int) -> bool:
+        # Every client the SDK builds first reads the host's metadata: that is a cache miss.
+        before = workspace.paths_seen(PROBE)
+        response = run(client, "me", headers={"X-Databricks-Token": tokens[i]})
+        assert user_name(response) == f"user{i}@example.com"
+        return len(workspace.paths_seen(PROBE)) > len(before)
+
     for i, token in enumerate(tokens):
         workspace.add_user(token, f"user{i}@example.com")
-        assert (
-            user_name(run(client, "me", headers={"X-Databricks-Token": token}))
-            == f"user{i}@example.com"
-        )
-    assert server.runtime.backend.cached_user_clients == 3
+        assert me_builds_a_client(i)
+    assert not any(me_builds_a_client(i) for i in (3, 4, 5))  # the last three are kept
+    assert me_builds_a_client(0)  # the first was evicted
 
 
 def test_known_identity_reuses_its_client(workspace):
@@ -236,7 +243,9 @@ def test_clear_runs_when_the_handler_raises(gateway):
     object.__setattr__(op, "fn", explode)
     assert run(client, "me", headers=ALICE).status_code == 500
     assert seen and seen[0].kind == "user"
-    assert auth._current.get() is None
+    # The next caller without a token is the service, not the identity the failed request set.
+    catalogs = run(client, "list_catalogs").json()["result"]
+    assert "finance" not in {c["name"] for c in catalogs}  # alice's catalog
 
 
 # --- the optional tools-core backend --------------------------------------------------------

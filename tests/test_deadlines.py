@@ -6,8 +6,8 @@ the cancel; client timeouts are generous hang guards only.
 
 from __future__ import annotations
 
+import select
 import socket
-import threading
 
 import httpx
 import orjson
@@ -71,8 +71,12 @@ def test_an_ndjson_stream_past_its_budget_ends_with_an_error_line_and_cancels(ga
     assert lines[0]["statement_id"] in workspace.warehouse.canceled
 
 
+def answered(sock: socket.socket, wait: float) -> bool:
+    return bool(select.select([sock], [], [], wait)[0])
+
+
 def raw_upload(server_url: str, path: str, pieces, pause) -> bytes:
-    """A chunked upload over a raw socket, calling `pause()` between pieces."""
+    """A chunked upload over a raw socket, calling `pause(sock)` between pieces."""
     host, port = server_url.removeprefix("http://").split(":")
     with socket.create_connection((host, int(port))) as sock:
         sock.settimeout(30)  # a hang guard
@@ -83,7 +87,9 @@ def raw_upload(server_url: str, path: str, pieces, pause) -> bytes:
         try:
             for piece in pieces:
                 sock.sendall(f"{len(piece):x}\r\n".encode() + piece + b"\r\n")
-                pause()
+                pause(sock)
+                if answered(sock, 0):
+                    break  # the gateway has spoken: read what it said
         except (BrokenPipeError, ConnectionResetError):
             pass  # the gateway answered and closed: read what it said
         return sock.recv(65536)
@@ -91,17 +97,24 @@ def raw_upload(server_url: str, path: str, pieces, pause) -> bytes:
 
 def test_an_upload_that_stalls_is_408_and_stores_nothing(gateway, workspace):
     server, _ = gateway(upload_idle_seconds=1)
-    stalled = threading.Event()
-    answer = raw_upload(server.url, f"{VOL}/idle.bin", [b"x" * 100], lambda: stalled.wait(5))
+
+    def stall(sock: socket.socket) -> None:  # send nothing more until the gateway answers
+        answered(sock, 30)  # a hang guard
+
+    answer = raw_upload(server.url, f"{VOL}/idle.bin", [b"x" * 100], stall)
     assert answer.startswith(b"HTTP/1.1 408")
     assert b'"UPLOAD_IDLE"' in answer
+    wait_until(workspace.uploads_settled)
     assert not workspace.files_root.joinpath("main/app/files/idle.bin").exists()
 
 
 def test_a_steady_upload_past_the_stream_budget_is_504_and_stores_nothing(gateway, workspace):
     server, _ = gateway(stream_timeout_seconds=1, upload_idle_seconds=30)
-    tick = threading.Event()
-    answer = raw_upload(server.url, f"{VOL}/steady.bin", [b"y" * 1024] * 40, lambda: tick.wait(0.1))
+    # A piece every 0.1 s (or sooner, once the gateway has answered).
+    answer = raw_upload(
+        server.url, f"{VOL}/steady.bin", [b"y" * 1024] * 40, lambda sock: answered(sock, 0.1)
+    )
     assert answer.startswith(b"HTTP/1.1 504")
     assert b'"GATEWAY_TIMEOUT"' in answer
+    wait_until(workspace.uploads_settled)
     assert not workspace.files_root.joinpath("main/app/files/steady.bin").exists()

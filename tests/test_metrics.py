@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import threading
+
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.support import run
+from gateway.testing import Fault
+from tests.support import run, wait_until
 
 
 def scrape(client) -> dict[str, dict[tuple[tuple[str, str], ...], float]]:
@@ -31,6 +34,11 @@ def test_requests_latency_and_upstream_errors_are_counted(gateway):
     assert run(client, "list_schemas", catalog="no_such_catalog").status_code == 404
     assert run(client, "no_such_op").status_code == 400
 
+    def counted() -> bool:  # each request is counted just after its response is sent
+        totals = scrape(client)["gateway_requests_total"]
+        return sum(v for k, v in totals.items() if dict(k)["op"] != "/metrics") == 5
+
+    wait_until(counted)
     samples = scrape(client)
     requests = samples["gateway_requests_total"]
     assert requests[(("op", "me"), ("status", "200"))] == 3
@@ -43,15 +51,18 @@ def test_requests_latency_and_upstream_errors_are_counted(gateway):
     assert samples["gateway_requests_in_flight"][()] == 1
 
 
-def test_admission_slots_in_use_per_op(gateway):
-    server, client = gateway(max_concurrent_per_op=7)
+def test_admission_slots_in_use_per_op(gateway, workspace):
+    _, client = gateway(max_concurrent_per_op=7)
     assert run(client, "me").status_code == 200
-    slots = server.runtime.admission_for("me")
-    borrower = object()
-    slots.acquire_on_behalf_of_nowait(borrower)
+    me = "/api/2.0/preview/scim/v2/Me"
+    workspace.inject(Fault(path=me, delay=1))  # holds one `me` slot while we scrape
+    held = threading.Thread(target=run, args=(client, "me"))
+    held.start()
     try:
+        wait_until(lambda: workspace.paths_seen(me).count(me) == 2)
         samples = scrape(client)
     finally:
-        slots.release_on_behalf_of(borrower)
+        held.join(30)
     assert samples["gateway_admission_slots_in_use"][(("op", "me"),)] == 1
     assert samples["gateway_admission_slots_limit"][(("op", "me"),)] == 7
+    wait_until(lambda: scrape(client)["gateway_admission_slots_in_use"][(("op", "me"),)] == 0)

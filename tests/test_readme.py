@@ -40,7 +40,10 @@ class LocalMode:
     log: Path
 
 
-@pytest.fixture(scope="module")
+# Session scope: under xdist a worker runs other modules' tests between these, and a module
+# fixture would start start.sh again each time. (xdist's `--dist loadgroup` would keep them on
+# one worker, but with pytest 9 it silently does not: xdist 3.8 renames `item._nodeid`.)
+@pytest.fixture(scope="session")
 def local_mode(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalMode]:
     home = tmp_path_factory.mktemp("readme")
     env = {k: v for k, v in os.environ.items() if not k.startswith(("DATABRICKS_", "GATEWAY_"))}

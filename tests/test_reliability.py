@@ -55,11 +55,13 @@ def assert_isolated(results: list[tuple[str, str, httpx.Response]]) -> None:
             assert ("finance" in {c["name"] for c in result}) is sees_finance
 
 
-def test_2000_mixed_identity_requests_at_concurrency_32(gateway, workspace):
+def test_mixed_identity_requests_at_concurrency_32(gateway, workspace):
+    # 8 rounds of 32 interleaved callers over a cache of 2 for 3 identities: every round
+    # evicts. Volume belongs to bench/.
     workspace.add_user("dapi-carol", "carol@example.com")
     server, _ = gateway(auth_mode="auto", client_cache_size=2)
-    results = mixed_load(server.url, total=2000, concurrency=32)
-    assert len(results) == 2000
+    results = mixed_load(server.url, total=256, concurrency=32)
+    assert len(results) == 256
     assert_isolated(results)
     assert server.runtime.backend.cached_user_clients <= 2  # three user identities, bound 2
 
@@ -67,7 +69,8 @@ def test_2000_mixed_identity_requests_at_concurrency_32(gateway, workspace):
 def test_mixed_identities_through_the_tools_core_backend(tools_core, gateway, workspace):
     workspace.add_user("dapi-carol", "carol@example.com")
     server, _ = gateway(auth_mode="auto", auth_backend="tools-core")
-    results = mixed_load(server.url, total=2000, concurrency=32)
+    results = mixed_load(server.url, total=256, concurrency=32)
+    assert len(results) == 256
     assert_isolated(results)
 
 
@@ -90,7 +93,7 @@ def connections_to(port: int) -> int:
 
 
 def test_faults_leave_threads_and_sockets_bounded_and_the_gateway_healthy(gateway, workspace):
-    _, client = gateway(sdk_retry_timeout_seconds=2, request_timeout_seconds=3, thread_limit=4)
+    _, client = gateway(sdk_retry_timeout_seconds=1, request_timeout_seconds=1, thread_limit=4)
     fake_port = int(workspace.url.rsplit(":", 1)[1])
     for _ in range(20):
         assert run(client, "list_catalogs").status_code == 200
@@ -100,7 +103,7 @@ def test_faults_leave_threads_and_sockets_bounded_and_the_gateway_healthy(gatewa
         Fault(path="/catalogs", status=503, times=3),
         Fault(path="/catalogs", status=500, times=3),
         Fault(path="/catalogs", drop=True, times=3),
-        Fault(path="/catalogs", delay=4, times=2),
+        Fault(path="/catalogs", delay=2, times=2),  # past the 1 s deadline
     ]
     for fault in faults:
         workspace.inject(fault)
@@ -109,12 +112,16 @@ def test_faults_leave_threads_and_sockets_bounded_and_the_gateway_healthy(gatewa
             assert response.status_code in (200, 429, 502, 503, 504)
             assert response.json().get("error", {}).get("code") != "INTERNAL_ERROR"
     workspace.clear_faults()
-    time.sleep(5)  # slow calls the deadline abandoned finish within the SDK's own timeouts
+
+    def bounded() -> bool:
+        # The worker threads are capped at 4; the SDK's pool bounds its sockets.
+        return threading.active_count() <= threads + 4 and connections_to(fake_port) <= sockets + 10
+
+    wait_until(bounded)  # slow calls the deadline abandoned finish within the SDK's own timeouts
     for _ in range(20):
         assert run(client, "list_catalogs").status_code == 200
     assert client.get("/health").status_code == 200
-    assert threading.active_count() <= threads + 4  # the worker threads are capped at 4
-    assert connections_to(fake_port) <= sockets + 10  # the SDK's pool bound
+    assert bounded()
 
 
 def test_a_slow_body_and_an_oversize_body_do_not_block_other_requests(gateway):

@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 from gateway.ops import ALL_OPS
 from gateway.registry import Op, Registry
 from gateway.testing import DEMO, Fault
-from tests.support import run
+from tests.support import run, wait_until
 
 SECRET = "gw-secret-5f1c9a7e"
 USER_TOKEN = "dapi-user-token-7d3b2e"
@@ -59,6 +59,9 @@ def test_no_token_or_secret_reaches_a_log_line_or_a_response(gateway, workspace,
     workspace.clear_faults()
     statuses = {r.status_code for r in responses}
     assert {200, 400, 401, 403, 404, 429, 502, 503} <= statuses
+    # Each request's log line is written just after its response: scan them all, not most.
+    sent = {r.headers["x-request-id"] for r in responses}
+    wait_until(lambda: sent <= {getattr(r, "request_id", None) for r in caplog.records})
     visible = "\n".join(
         [r.text + str(dict(r.headers)) for r in responses]
         + [r.getMessage() + str(vars(r)) for r in caplog.records]

@@ -107,14 +107,7 @@ def test_an_inline_arrow_attachment_is_decoded(gateway, workspace):
 
 def test_a_stream_on_a_warehouse_without_external_arrow_falls_back(gateway, workspace):
     _, client = gateway()
-    original = workspace.warehouse._invalid
-
-    def no_arrow(body):
-        if body.get("format") == "ARROW_STREAM":
-            return "ARROW_STREAM is not supported."
-        return original(body)
-
-    workspace.warehouse._invalid = no_arrow
+    workspace.warehouse.reject_arrow_stream = True
     lines = ndjson(client, MANY.format(n=3))
     assert lines[1:-1] == [[0, "row-0"], [1, "row-1"], [2, "row-2"]]
     assert shapes(workspace)[-1] == ("EXTERNAL_LINKS", "JSON_ARRAY")

@@ -28,6 +28,11 @@ class Dispatcher(Protocol):
     def handle(self, rq: Handler) -> None: ...
 
 
+# How often serve_forever looks for shutdown(): the standard 0.5 s made every stop() (one per
+# test, two servers each) wait up to a second.
+POLL_SECONDS = 0.02
+
+
 class Server(ThreadingHTTPServer):
     daemon_threads = True
     allow_reuse_address = True

@@ -67,6 +67,13 @@ class FilesApi(WorkspaceState):
         return self.files_root.joinpath(*parts[2:]).resolve()
 
     def _put_file(self, rq: Handler, match: re.Match[str]) -> None:
+        try:
+            self._store_file(rq, match)
+        finally:
+            with self.lock:
+                self.ended_uploads.append(match["p"])
+
+    def _store_file(self, rq: Handler, match: re.Match[str]) -> None:
         target = self._local(rq, match["p"])
         if target is None:
             return

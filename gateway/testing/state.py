@@ -67,6 +67,7 @@ class WorkspaceState:
     ignore_range: bool
     trickle_seconds: float
     aborted_downloads: list[str]
+    ended_uploads: list[str]
     lock: threading.RLock
     users: dict[str, FakeUser]
     service_principals: dict[str, tuple[str, FakeUser]]

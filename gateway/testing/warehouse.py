@@ -13,7 +13,8 @@ section 6 and 8), not like a convenient test double:
 - EXTERNAL_LINKS serve JSON_ARRAY, ARROW_STREAM (Arrow IPC stream per chunk) or CSV from a
   separate link host that rejects any Authorization header and refuses expired links
   (`link_ttl_seconds`).
-- Switches for what some warehouses do: `reject_json_array` (serverless-like), an INLINE
+- Switches for what some warehouses do: `reject_json_array` (serverless-like), no
+  ARROW_STREAM at all (`reject_arrow_stream`), an INLINE
   ARROW_STREAM answered as a base64 `attachment` (`inline_arrow_attachment`), JSON-typed
   values (`typed_values`), columns without `type_name` (`omit_type_names`).
 """
@@ -38,7 +39,7 @@ from urllib.parse import urlsplit
 
 import orjson
 
-from gateway.testing._http import Server
+from gateway.testing._http import POLL_SECONDS, Server
 
 if TYPE_CHECKING:
     from gateway.testing._http import Handler
@@ -137,6 +138,7 @@ class Warehouse:
         self.omit_type_names = False
         self.reject_json_array = False
         self.inline_arrow_attachment = False
+        self.reject_arrow_stream = False  # a warehouse that serves no ARROW_STREAM at all
         self.statements: dict[str, Statement] = {}
         self.canceled: list[str] = []
         self.submitted: list[dict[str, Any]] = []  # request bodies, for tests
@@ -156,7 +158,12 @@ class Warehouse:
     def start(self) -> None:
         """The link host: a separate server, like the cloud storage presigned URLs point at."""
         self._links = Server(("127.0.0.1", 0), _LinkHost(self))
-        threading.Thread(target=self._links.serve_forever, name="fake-links", daemon=True).start()
+        threading.Thread(
+            target=self._links.serve_forever,
+            kwargs={"poll_interval": POLL_SECONDS},
+            name="fake-links",
+            daemon=True,
+        ).start()
 
     def close(self) -> None:
         if self._links is not None:
@@ -289,6 +296,8 @@ class Warehouse:
         fmt = body.get("format", "JSON_ARRAY")
         if disposition not in ("INLINE", "EXTERNAL_LINKS") or fmt not in _FORMATS:
             return f"Unsupported disposition/format {disposition}/{fmt}."
+        if fmt == "ARROW_STREAM" and self.reject_arrow_stream:
+            return "ARROW_STREAM is not supported."
         if fmt == "JSON_ARRAY" and self.reject_json_array:
             return "JSON_ARRAY format is not supported on this warehouse; use ARROW_STREAM."
         inline_arrow = fmt == "ARROW_STREAM" and self.inline_arrow_attachment

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import unquote
 
-from gateway.testing._http import Handler, Server
+from gateway.testing._http import POLL_SECONDS, Handler, Server
 from gateway.testing.catalog import CatalogApi, volume_info
 from gateway.testing.files import FilesApi
 from gateway.testing.identity import IdentityApi
@@ -54,6 +54,7 @@ class FakeWorkspace(IdentityApi, CatalogApi, FilesApi):
         # abandoned before the end are recorded (the gateway closed its socket).
         self.trickle_seconds = 0.0
         self.aborted_downloads: list[str] = []
+        self.ended_uploads: list[str] = []  # every file PUT handled, stored or not
         self.lock = threading.RLock()
         self.users: dict[str, FakeUser] = {}
         self.service_principals: dict[str, tuple[str, FakeUser]] = {}
@@ -74,7 +75,10 @@ class FakeWorkspace(IdentityApi, CatalogApi, FilesApi):
     def start(self, port: int = 0, host: str = "127.0.0.1") -> FakeWorkspace:
         self._server = Server((host, port), self)
         self._thread = threading.Thread(
-            target=self._server.serve_forever, name="fake-workspace", daemon=True
+            target=self._server.serve_forever,
+            kwargs={"poll_interval": POLL_SECONDS},
+            name="fake-workspace",
+            daemon=True,
         )
         self._thread.start()
         if self.warehouse is not None:
@@ -163,6 +167,12 @@ class FakeWorkspace(IdentityApi, CatalogApi, FilesApi):
     def clear_faults(self) -> None:
         with self.lock:
             self.faults.clear()
+
+    def uploads_settled(self) -> bool:
+        """Every file PUT that arrived is handled: its bytes stored or dropped (not faulted)."""
+        with self.lock:
+            puts = sum(r.method == "PUT" and "/fs/files/" in r.path for r in self.requests)
+            return puts == len(self.ended_uploads)
 
     def paths_seen(self, prefix: str = "/api/2.0/fs/") -> list[str]:
         with self.lock:

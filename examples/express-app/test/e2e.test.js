@@ -82,7 +82,7 @@ test('identity and catalog routes', async () => {
   assert.deepEqual((await get('/api/config')).body, { local: true });
   assert.equal((await get('/api/me')).body.user_name, 'gateway-service@example.com');
   assert.ok((await get('/api/catalogs')).body.some((c) => c.name === 'main'));
-  assert.deepEqual((await get('/api/schemas?catalog=main')).body.map((s) => s.name), ['app', 'default']);
+  assert.deepEqual((await get('/api/schemas?catalog=main')).body.map((s) => s.name), ['app', 'default', 'information_schema']);
   const missing = await get('/api/schemas');
   assert.equal(missing.status, 400);
   const denied = await get('/api/schemas?catalog=finance');

@@ -82,7 +82,8 @@ export async function launch(chromium) {
     const exited = new Promise((resolve) => (child.exitCode !== null ? resolve() : child.once('exit', resolve)));
     child.kill('SIGKILL');
     await exited;
-    rmSync(profile, { recursive: true, force: true });
+    // Chromium's helper processes outlive the main one for a moment and may still write here.
+    rmSync(profile, { recursive: true, force: true, maxRetries: 20, retryDelay: 100 });
   }
 
   return { open, close };

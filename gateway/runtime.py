@@ -13,6 +13,7 @@ from gateway.auth import SdkBackend, ToolsCoreBackend
 from gateway.metrics import Metrics
 from gateway.settings import Settings
 from gateway.statements import Cancel, ShapeMemory
+from gateway.upstream import LeanUpstream, Upstream, make_upstream
 
 # Ops that move file bytes: each has its own pool and admission cap, so slow transfers can only
 # exhaust their own slots, never the API calls' threads or another kind of transfer.
@@ -33,6 +34,7 @@ class Runtime:
     download_http: urllib3.PoolManager
     upload_http: httpx.AsyncClient
     links_http: httpx.AsyncClient  # SQL external links: presigned, never our Authorization
+    upstream: Upstream  # the JSON reads: the lean path, or the SDK's (GATEWAY_LEAN_UPSTREAM)
     # In-flight requests per op; a full op answers 503 BUSY at once instead of queueing.
     admission: dict[str, anyio.CapacityLimiter] = field(default_factory=dict)
     # Cancel callbacks of SQL statements being submitted or running, called at shutdown.
@@ -58,10 +60,11 @@ class Runtime:
             limits = httpx.Limits(max_connections=size, max_keepalive_connections=size)
             return httpx.AsyncClient(timeout=timeout, limits=limits, follow_redirects=False)
 
+        limiter = anyio.CapacityLimiter(settings.thread_limit)
         return cls(
             settings=settings,
             backend=backend,
-            limiter=anyio.CapacityLimiter(settings.thread_limit),
+            limiter=limiter,
             download_limiter=anyio.CapacityLimiter(transfers),
             download_http=urllib3.PoolManager(
                 maxsize=transfers,
@@ -70,6 +73,7 @@ class Runtime:
             ),
             upload_http=async_client(transfers),
             links_http=async_client(32),
+            upstream=make_upstream(settings, limiter),
         )
 
     def admission_for(self, op: str) -> anyio.CapacityLimiter:
@@ -84,4 +88,6 @@ class Runtime:
     async def aclose(self) -> None:
         await self.upload_http.aclose()
         await self.links_http.aclose()
+        if isinstance(self.upstream, LeanUpstream):
+            await self.upstream.aclose()
         self.download_http.clear()

@@ -55,6 +55,8 @@ class Settings(BaseSettings):
         256, ge=1, le=100_000, validation_alias=_env("GATEWAY_MAX_CONCURRENT_PER_OP")
     )
     thread_limit: int = Field(32, ge=1, le=512, validation_alias=_env("GATEWAY_THREAD_LIMIT"))
+    # The lean upstream path for simple JSON reads (gateway/upstream.py); false: the SDK's.
+    lean_upstream: bool = Field(True, validation_alias=_env("GATEWAY_LEAN_UPSTREAM"))
     log_level: str = Field("INFO", validation_alias=_env("GATEWAY_LOG_LEVEL"))
     log_format: Literal["json", "text"] = Field("json", validation_alias=_env("GATEWAY_LOG_FORMAT"))
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from gateway.tracing import traceparent_from
-from tests.support import run
+from tests.support import run, wait_until
 
 TRACE_ID = "4bf92f3577b34da6a3ce929d0e0e4736"
 VALID = f"00-{TRACE_ID}-00f067aa0ba902b7-01"
@@ -52,6 +52,7 @@ def test_the_trace_id_is_logged_and_the_header_echoed(gateway, caplog):
     response = run(client, "me", headers={"traceparent": VALID, "X-Request-Id": "traced-1"})
     assert response.status_code == 200
     assert response.headers["traceparent"] == VALID
+    wait_until(lambda: request_lines(caplog, "traced-1"))  # logged just after the response
     (line,) = request_lines(caplog, "traced-1")
     assert line.trace_id == TRACE_ID
 
@@ -62,5 +63,6 @@ def test_an_invalid_traceparent_is_neither_logged_nor_echoed(gateway, caplog):
     response = run(client, "me", headers={"traceparent": "nope", "X-Request-Id": "untraced-1"})
     assert response.status_code == 200
     assert "traceparent" not in response.headers
+    wait_until(lambda: request_lines(caplog, "untraced-1"))  # logged just after the response
     (line,) = request_lines(caplog, "untraced-1")
     assert not hasattr(line, "trace_id")

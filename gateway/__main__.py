@@ -1,15 +1,17 @@
-"""`python -m gateway`: serve on GATEWAY_HOST:GATEWAY_PORT (127.0.0.1:8765 by default)."""
+"""`python -m gateway`: serve on GATEWAY_HOST:GATEWAY_PORT (127.0.0.1:8765 by default), or on the
+unix socket GATEWAY_UDS, in one process or GATEWAY_WORKERS of them."""
 
 from __future__ import annotations
 
 import os
 import sys
 
+from fastapi import FastAPI
 from pydantic import ValidationError
 
 from gateway.app import create_app
 from gateway.logs import configure, logger
-from gateway.serve import server_for
+from gateway.serve import serve
 from gateway.settings import Settings
 
 
@@ -26,15 +28,26 @@ def missing_credentials(settings: Settings) -> str | None:
     )
 
 
+def prepare() -> tuple[Settings, FastAPI | None]:
+    """Settings, logging and the app, as the server and each worker process start them."""
+    settings = Settings()
+    configure(settings.log_level, settings.log_format)
+    try:
+        return settings, create_app(settings)
+    except RuntimeError as exc:
+        logger.error(str(exc))
+        return settings, None
+
+
 def main() -> int:
     try:
-        settings = Settings()
+        Settings()
     except ValidationError as exc:
         print(f"databricks-gateway: invalid configuration:\n{exc}", file=sys.stderr)
         return 2
-    configure(settings.log_level, settings.log_format)
+    settings, app = prepare()
     app_port = os.environ.get("DATABRICKS_APP_PORT")
-    if app_port and app_port == str(settings.port):
+    if settings.uds is None and app_port and app_port == str(settings.port):
         logger.error("GATEWAY_PORT must differ from DATABRICKS_APP_PORT (the front server's)")
         return 2
     if settings.secret is None:
@@ -43,13 +56,9 @@ def main() -> int:
         logger.warning(missing)
     if not settings.allowed_roots:
         logger.warning("GATEWAY_ALLOWED_ROOTS is empty: file ops may touch every volume")
-    try:
-        app = create_app(settings)
-    except RuntimeError as exc:
-        logger.error(str(exc))
+    if app is None:
         return 2
-    server_for(app, settings).run()
-    return 0
+    return serve(settings, app)
 
 
 if __name__ == "__main__":

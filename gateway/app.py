@@ -126,7 +126,7 @@ async def _run(request: Request, runtime: Runtime, registry: Registry) -> Respon
         call = _call_with_deadline(op, params, supplied, runtime)
         # Only async ops stop when cancelled (a query is cancelled on the warehouse); a blocking
         # SDK call in a worker thread runs to its end either way, so watching costs for nothing.
-        watch = op.is_async and not op.streams_input
+        watch = op.is_async and not (op.streams_input or op.quick)
         result = await (_until_disconnect(request, call) if watch else call)
         response = _render(op, result, stream_deadline, release)
     except BaseException:

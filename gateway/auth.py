@@ -52,6 +52,7 @@ class Backend(Protocol):
     def enter(self, identity: Identity) -> None: ...
     def exit(self) -> None: ...
     def client(self, identity: Identity) -> WorkspaceClient: ...
+    def cached_client(self, identity: Identity) -> WorkspaceClient | None: ...
 
 
 _current: ContextVar[tuple[Identity, Backend] | None] = ContextVar("databricks_auth", default=None)
@@ -83,6 +84,13 @@ def current_identity() -> Identity:
     if current is None:
         raise RuntimeError("no Databricks identity is set for this context")
     return current[0]
+
+
+def current_auth() -> tuple[Identity, Backend]:
+    current = _current.get()
+    if current is None:
+        raise RuntimeError("no Databricks identity is set for this context")
+    return current
 
 
 def get_workspace_client() -> WorkspaceClient:
@@ -165,6 +173,13 @@ class SdkBackend:
         if identity.kind == "service":
             return self.service_client()
         return self._user_client(identity)
+
+    def cached_client(self, identity: Identity) -> WorkspaceClient | None:
+        """The identity's client if it is built already (never blocks: safe on the loop)."""
+        with self._lock:
+            if identity.kind == "service":
+                return self._service
+            return self._users.get(identity.cache_key)
 
     @property
     def cached_user_clients(self) -> int:
@@ -270,6 +285,10 @@ class ToolsCoreBackend:
 
     def service_client(self) -> WorkspaceClient:
         return self._service.service_client()
+
+    def cached_client(self, identity: Identity) -> WorkspaceClient | None:
+        # tools-core hands out user clients per call (in the request's thread), never cached.
+        return self._service.cached_client(identity) if identity.kind == "service" else None
 
     @property
     def cached_user_clients(self) -> int:

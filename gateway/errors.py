@@ -367,11 +367,23 @@ def translate(exc: BaseException) -> GatewayError | None:
     return None
 
 
+# What `requests` calls a ConnectionError (the connect timeout and a peer hanging up included).
+_HTTPX_CONNECTION_ERRORS = (
+    httpx.ConnectError,
+    httpx.ConnectTimeout,
+    httpx.NetworkError,
+    httpx.RemoteProtocolError,
+    httpx.ProxyError,
+)
+
+
 def _from_spent_budget(exc: TimeoutError) -> GatewayError:
     # The SDK raises the builtin TimeoutError `from` the last error once its retry budget is
     # spent: the cause says what kept failing.
     cause = exc.__cause__
     if isinstance(cause, requests.ConnectionError | urllib3.exceptions.HTTPError):
+        return unreachable()
+    if isinstance(cause, _HTTPX_CONNECTION_ERRORS):  # the lean path's, as requests would name it
         return unreachable()
     if isinstance(cause, sdk_errors.TooManyRequests | sdk_errors.TemporarilyUnavailable):
         return _from_databricks_error(cause)  # throttled or unavailable until the end

@@ -27,18 +27,26 @@ def unbind_request_id(token: Token[str]) -> None:
     _request_id.reset(token)
 
 
-_RESERVED = set(vars(logging.makeLogRecord({}))) | {"message", "asctime"}
+_RESERVED = frozenset(vars(logging.makeLogRecord({}))) | {"message", "asctime", "taskName"}
+_second: tuple[int, str] = (-1, "")  # the last formatted second: most lines share it
+
+
+def _timestamp(created: float, msecs: float) -> str:
+    global _second
+    whole = int(created)
+    if _second[0] != whole:
+        _second = (whole, time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(whole)))
+    return f"{_second[1]}.{int(msecs):03d}Z"
 
 
 def _entry(record: logging.LogRecord) -> dict[str, Any]:
     entry: dict[str, Any] = {
-        "ts": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created))
-        + f".{int(record.msecs):03d}Z",
+        "ts": _timestamp(record.created, record.msecs),
         "level": record.levelname.lower(),
         "logger": record.name,
         "event": record.getMessage(),
     }
-    entry.update({k: v for k, v in vars(record).items() if k not in _RESERVED})
+    entry.update({k: v for k, v in vars(record).items() if k not in _RESERVED})  # `extra`
     return entry
 
 
@@ -71,6 +79,12 @@ def _text_value(value: Any) -> str:
 
 
 def configure(level: str, log_format: str = "json") -> None:
+    # One line per request must stay cheap: skip what our lines never show (the caller's
+    # file and line, thread, process), as the logging docs' "Optimization" section suggests.
+    logging._srcfile = None
+    logging.logThreads = False
+    logging.logProcesses = False
+    logging.logMultiprocessing = False
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(TextFormatter() if log_format == "text" else JsonFormatter())
     root = logging.getLogger()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hmac
+import logging
 import re
 import time
 import uuid
@@ -131,17 +132,18 @@ class RequestContext:
                 self.metrics.in_flight.dec()
                 route = scope["path"] if scope["path"] in ROUTES else "other"
                 self.metrics.observe(log["op"] or route, status, elapsed)
-            logger.info(
-                "request",
-                extra={
-                    "request_id": request_id,
-                    "method": scope["method"],
-                    "path": scope["path"],
-                    **log,
-                    "status": status,
-                    "duration_ms": round(elapsed * 1000, 2),
-                },
-            )
+            if logger.isEnabledFor(logging.INFO):  # the fields are built only when logged
+                logger.info(
+                    "request",
+                    extra={
+                        "request_id": request_id,
+                        "method": scope["method"],
+                        "path": scope["path"],
+                        **log,
+                        "status": status,
+                        "duration_ms": round(elapsed * 1000, 2),
+                    },
+                )
 
     def _authorised(self, path: str, presented: bytes | None) -> bool:
         if self.secret is None or path in OPEN_PATHS:

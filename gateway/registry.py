@@ -13,7 +13,7 @@ import inspect
 from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
 from functools import partial
-from typing import Annotated, Any, Literal, Union, get_type_hints
+from typing import Annotated, Any, Literal, TypeVar, Union, get_type_hints
 
 import anyio
 import anyio.to_thread
@@ -79,6 +79,16 @@ class Delivery(Injected):
     arrow: bool = False
 
 
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def quick(fn: F) -> F:
+    """Mark an async op as a short upstream read: not worth a task watching for the caller's
+    disconnect (its deadline still bounds it, and nothing on Databricks outlives it)."""
+    fn.__gateway_quick__ = True  # type: ignore[attr-defined]
+    return fn
+
+
 @dataclass(frozen=True)
 class Op:
     name: str
@@ -88,6 +98,7 @@ class Op:
     result: TypeAdapter[Any]
     injected: dict[str, type]
     is_async: bool
+    quick: bool  # see `quick`
     # model field name -> function parameter name (they differ where a name shadows BaseModel's)
     arguments: dict[str, str]
 
@@ -192,6 +203,7 @@ def _build(fn: Callable[..., Any]) -> Op:
         result=TypeAdapter(hints.get("return", Any)),
         injected=injected,
         is_async=inspect.iscoroutinefunction(fn),
+        quick=getattr(fn, "__gateway_quick__", False),
         arguments=arguments,
     )
 

@@ -15,6 +15,7 @@ from gateway.metrics import Metrics
 from gateway.registry import Injected
 from gateway.settings import Settings
 from gateway.statements import Cancel, ShapeMemory
+from gateway.upstream import LeanUpstream, Upstream, make_upstream
 
 if TYPE_CHECKING:
     from gateway.telemetry import Telemetry
@@ -38,6 +39,7 @@ class Runtime(Injected):
     download_http: urllib3.PoolManager
     upload_http: httpx.AsyncClient
     links_http: httpx.AsyncClient  # SQL external links: presigned, never our Authorization
+    upstream: Upstream  # the JSON reads: the lean path, or the SDK's (GATEWAY_LEAN_UPSTREAM)
     # In-flight requests per op; a full op answers 503 BUSY at once instead of queueing.
     admission: dict[str, anyio.CapacityLimiter] = field(default_factory=dict)
     # Cancel callbacks of SQL statements being submitted or running, called at shutdown.
@@ -64,10 +66,11 @@ class Runtime(Injected):
             limits = httpx.Limits(max_connections=size, max_keepalive_connections=size)
             return httpx.AsyncClient(timeout=timeout, limits=limits, follow_redirects=False)
 
+        limiter = anyio.CapacityLimiter(settings.thread_limit)
         return cls(
             settings=settings,
             backend=backend,
-            limiter=anyio.CapacityLimiter(settings.thread_limit),
+            limiter=limiter,
             download_limiter=anyio.CapacityLimiter(transfers),
             download_http=urllib3.PoolManager(
                 maxsize=transfers,
@@ -77,6 +80,7 @@ class Runtime(Injected):
             upload_http=async_client(transfers),
             links_http=async_client(32),
             telemetry=_telemetry(settings),
+            upstream=make_upstream(settings, limiter),
         )
 
     def admission_for(self, op: str) -> anyio.CapacityLimiter:
@@ -91,6 +95,8 @@ class Runtime(Injected):
     async def aclose(self) -> None:
         await self.upload_http.aclose()
         await self.links_http.aclose()
+        if isinstance(self.upstream, LeanUpstream):
+            await self.upstream.aclose()
         self.download_http.clear()
         if self.telemetry is not None:
             await anyio.to_thread.run_sync(self.telemetry.shutdown)

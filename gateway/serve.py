@@ -8,12 +8,28 @@ Two things uvicorn does not do for us:
 - **Draining.** `Server.shutdown` flips `Runtime.draining` first, so a request that still
   arrives on a kept-alive connection is refused with 503 `SHUTTING_DOWN` (the middleware), and
   lets the app cancel what runs on Databricks before the process goes.
+
+And two ways to listen that uvicorn does its own way:
+- **A unix-domain socket** (`GATEWAY_UDS`) instead of TCP, bound here with mode 0600 (uvicorn
+  would make it 0666: any local user could connect).
+- **Workers** (`GATEWAY_WORKERS`): the socket is bound once, here, and N spawned processes each
+  run their own app and event loop on it; the kernel spreads connections among them. uvicorn's
+  own supervisor would rebuild a plain `uvicorn.Server` from an import string, losing the
+  draining and head-timeout behaviour above. If a worker dies the others are stopped and the
+  gateway exits non-zero, so whatever supervises the sidecar restarts it whole.
 """
 
 from __future__ import annotations
 
 import asyncio
+import multiprocessing
+import os
+import signal
 import socket
+import stat
+import sys
+from pathlib import Path
+from types import FrameType
 from typing import Any
 
 import uvicorn
@@ -93,3 +109,76 @@ def server_for(app: Any, settings: Settings, **overrides: Any) -> Server:
     }
     options.update(overrides)
     return Server(uvicorn.Config(app, **options), app.state.runtime)
+
+
+# --- listening sockets and workers ----------------------------------------------------------
+
+
+def bind(settings: Settings) -> socket.socket:
+    """The listening socket: GATEWAY_UDS if set (mode 0600), else GATEWAY_HOST:GATEWAY_PORT."""
+    if settings.uds is None:
+        sock = socket.socket(socket.AF_INET6 if ":" in settings.host else socket.AF_INET)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((settings.host, settings.port))
+    else:
+        path = Path(settings.uds)
+        if path.is_socket():  # left by a gateway that did not stop cleanly
+            path.unlink()
+        sock = socket.socket(socket.AF_UNIX)
+        old_umask = os.umask(0o177)  # created 0600: no window where others may connect
+        try:
+            sock.bind(str(path))
+        finally:
+            os.umask(old_umask)
+        path.chmod(stat.S_IRUSR | stat.S_IWUSR)
+    sock.listen(2048)
+    sock.set_inheritable(True)
+    return sock
+
+
+def serve(settings: Settings, app: Any) -> int:
+    """Serve `app` on one bound socket, or GATEWAY_WORKERS spawned processes, each its own app
+    (`app` then only proved the configuration starts)."""
+    sock = bind(settings)
+    try:
+        if settings.workers == 1:
+            server_for(app, settings).run(sockets=[sock])
+            return 0
+        return _supervise(settings, sock)
+    finally:
+        sock.close()
+        if settings.uds is not None:
+            Path(settings.uds).unlink(missing_ok=True)
+
+
+def _supervise(settings: Settings, sock: socket.socket) -> int:
+    spawn = multiprocessing.get_context("spawn")
+    workers = [spawn.Process(target=_worker, args=(sock,)) for _ in range(settings.workers)]
+    for worker in workers:
+        worker.start()
+    logger.info("serving with workers", extra={"workers": [w.pid for w in workers]})
+
+    def stop(signum: int, frame: FrameType | None) -> None:
+        for worker in workers:
+            if worker.is_alive() and worker.pid is not None:
+                os.kill(worker.pid, signal.SIGTERM)
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    multiprocessing.connection.wait([w.sentinel for w in workers])  # the first one to end
+    stop(signal.SIGTERM, None)
+    for worker in workers:
+        worker.join()
+    # uvicorn ends a worker by re-raising the signal that stopped it: that is a clean stop.
+    clean = (0, -signal.SIGTERM, -signal.SIGINT)
+    return 0 if all(w.exitcode in clean for w in workers) else 1
+
+
+def _worker(sock: socket.socket) -> None:
+    # A spawned process starts from nothing: settings, logging and the app are its own.
+    from gateway.__main__ import prepare  # here: __main__ imports this module
+
+    settings, app = prepare()
+    if app is None:
+        sys.exit(2)
+    server_for(app, settings).run(sockets=[sock])

@@ -33,6 +33,10 @@ class Settings(BaseSettings):
     host: str = Field("127.0.0.1", validation_alias=_env("GATEWAY_HOST"))
     port: int = Field(8765, ge=1, le=65535, validation_alias=_env("GATEWAY_PORT"))
     secret: SecretStr | None = Field(None, validation_alias=_env("GATEWAY_SECRET"))
+    # A unix-domain socket path to listen on instead of TCP (the Node client's `socketPath`).
+    uds: str | None = Field(None, validation_alias=_env("GATEWAY_UDS"))
+    # Server processes sharing the listening socket; 1 suits a sidecar (see README).
+    workers: int = Field(1, ge=1, le=64, validation_alias=_env("GATEWAY_WORKERS"))
     max_json_body_bytes: int = Field(
         16 * MiB, gt=0, validation_alias=_env("GATEWAY_MAX_JSON_BODY_BYTES")
     )
@@ -55,6 +59,8 @@ class Settings(BaseSettings):
         256, ge=1, le=100_000, validation_alias=_env("GATEWAY_MAX_CONCURRENT_PER_OP")
     )
     thread_limit: int = Field(32, ge=1, le=512, validation_alias=_env("GATEWAY_THREAD_LIMIT"))
+    # The lean upstream path for simple JSON reads (gateway/upstream.py); false: the SDK's.
+    lean_upstream: bool = Field(True, validation_alias=_env("GATEWAY_LEAN_UPSTREAM"))
     log_level: str = Field("INFO", validation_alias=_env("GATEWAY_LOG_LEVEL"))
     log_format: Literal["json", "text"] = Field("json", validation_alias=_env("GATEWAY_LOG_FORMAT"))
     # OpenTelemetry spans per op (the `otel` extra; gateway/telemetry.py); OTEL_* say where.
@@ -122,6 +128,7 @@ class Settings(BaseSettings):
         "warehouse_id",
         "default_volume",
         "queries_dir",
+        "uds",
         mode="before",
     )
     @classmethod

@@ -1,19 +1,260 @@
-"""Raw HTTP to Databricks that is not an SDK call: today, the readiness probe.
+"""Raw HTTP to Databricks that is not an SDK call: the lean path for simple JSON reads, and the
+readiness probe.
 
-The probe asks "does anything answer at DATABRICKS_HOST?" without credentials: any HTTP status
-(a 401 included) means reachable; a transport error names why not, in words an operator can act
-on (refused, name not resolved, no answer in time).
+**The lean path.** `me` and the Unity Catalog listings are one GET each (per page). Through the
+SDK each costs a worker-thread hop plus `requests` and urllib3 layers; here it is one pooled
+`httpx.AsyncClient` call on the event loop. What the SDK decides stays the SDK's:
+
+- auth headers come from the identity's own `Config.authenticate()` on every call (PAT, OAuth
+  M2M with its token refresh, a tools-core client alike); the client itself from the auth
+  backend, built in a worker thread the first time an identity is seen;
+- error responses are parsed by the SDK's own error parser into its own exception classes, so
+  `gateway.errors.translate` maps them exactly as it maps SDK calls;
+- retries follow the SDK's rule: 429/503 after `Retry-After` (+ jitter), connection failures and
+  timeouts after `min(10, attempt)` s, within `GATEWAY_SDK_RETRY_TIMEOUT_SECONDS`; a spent
+  budget raises `TimeoutError` from the last failure, as the SDK does (we stop as soon as the
+  next wait would pass the budget rather than sleep into it: the same answer, sooner);
+- pagination and query parameters are the SDK methods' own (`max_results=0` where it sends it).
+
+Ops call `Upstream`, never HTTP. `SdkUpstream` answers the same calls through the SDK itself:
+`GATEWAY_LEAN_UPSTREAM=false` selects it, and the differential test runs every op through both.
 """
 
 from __future__ import annotations
 
+import importlib.util
+import random
+import sys
+import weakref
+from collections.abc import Callable
+from typing import Any, Protocol, TypeVar
+
+import anyio
+import anyio.to_thread
+import httpx
+import orjson
+import requests
 import urllib3
+from databricks.sdk import WorkspaceClient
+from databricks.sdk._base_client import _BaseClient
+from databricks.sdk.config import Config
+from databricks.sdk.core import _AddDebugErrorCustomizer
+from databricks.sdk.errors.base import DatabricksError
+from databricks.sdk.errors.parser import _Parser
+from databricks.sdk.service.catalog import CatalogInfo, SchemaInfo, VolumeInfo
+from databricks.sdk.service.iam import User
+
+from gateway.auth import current_auth, get_workspace_client
+from gateway.errors import UpstreamBadResponse
+from gateway.settings import Settings
 
 PROBE_PATH = "/api/2.0/preview/scim/v2/Me"
+T = TypeVar("T")
+
+# httpcore runs `import sniffio` on every request to learn the async library; without sniffio
+# installed (anyio 4 does not need it) each try searches sys.path and fails, ~200 µs a request.
+# A None entry makes that import fail at once, with the same outcome (httpcore assumes asyncio).
+if importlib.util.find_spec("sniffio") is None:
+    sys.modules.setdefault("sniffio", None)  # type: ignore[arg-type]
+
+
+class Upstream(Protocol):
+    """The Databricks reads ops make, in the SDK's own types."""
+
+    async def me(self) -> User: ...
+    async def catalogs(self) -> list[CatalogInfo]: ...
+    async def schemas(self, catalog: str) -> list[SchemaInfo]: ...
+    async def volumes(self, catalog: str, schema: str) -> list[VolumeInfo]: ...
+
+
+# --- through the SDK ---------------------------------------------------------------------------
+
+
+class SdkUpstream:
+    """The SDK's own methods, each in a worker thread (the reference the lean path must equal)."""
+
+    def __init__(self, limiter: anyio.CapacityLimiter) -> None:
+        self._limiter = limiter
+
+    async def _run(self, call: Callable[[WorkspaceClient], T]) -> T:
+        # The worker thread inherits this task's contextvars: the request's identity.
+        return await anyio.to_thread.run_sync(
+            lambda: call(get_workspace_client()), limiter=self._limiter, abandon_on_cancel=True
+        )
+
+    async def me(self) -> User:
+        return await self._run(lambda w: w.current_user.me())
+
+    async def catalogs(self) -> list[CatalogInfo]:
+        return await self._run(lambda w: list(w.catalogs.list()))
+
+    async def schemas(self, catalog: str) -> list[SchemaInfo]:
+        return await self._run(lambda w: list(w.schemas.list(catalog_name=catalog)))
+
+    async def volumes(self, catalog: str, schema: str) -> list[VolumeInfo]:
+        return await self._run(
+            lambda w: list(w.volumes.list(catalog_name=catalog, schema_name=schema))
+        )
+
+
+# --- the lean path -----------------------------------------------------------------------------
+
+
+class LeanUpstream:
+    """The same reads as one pooled async HTTP call each, on the event loop."""
+
+    def __init__(self, settings: Settings, limiter: anyio.CapacityLimiter) -> None:
+        self._budget = float(settings.sdk_retry_timeout_seconds)
+        self._limiter = limiter  # only for building an identity's client the first time
+        timeout = httpx.Timeout(
+            settings.sdk_http_timeout_seconds, connect=min(10, settings.sdk_http_timeout_seconds)
+        )
+        size = settings.max_concurrent_per_op
+        self.http = httpx.AsyncClient(
+            timeout=timeout,
+            limits=httpx.Limits(max_connections=size, max_keepalive_connections=min(size, 64)),
+            follow_redirects=False,
+            trust_env=False,  # like the readiness probe: no proxy merging on the hot path
+        )
+        # Per client: the headers that never change (the SDK, too, computes them once).
+        self._fixed: weakref.WeakKeyDictionary[Config, dict[str, str]] = weakref.WeakKeyDictionary()
+
+    async def aclose(self) -> None:
+        await self.http.aclose()
+
+    async def me(self) -> User:
+        return User.from_dict(await self.get(PROBE_PATH))
+
+    async def catalogs(self) -> list[CatalogInfo]:
+        pages = self.pages("/api/2.1/unity-catalog/catalogs", "catalogs", {"max_results": 0})
+        return [CatalogInfo.from_dict(raw) for raw in await pages]
+
+    async def schemas(self, catalog: str) -> list[SchemaInfo]:
+        query = {"catalog_name": catalog, "max_results": 0}
+        pages = self.pages("/api/2.1/unity-catalog/schemas", "schemas", query)
+        return [SchemaInfo.from_dict(raw) for raw in await pages]
+
+    async def volumes(self, catalog: str, schema: str) -> list[VolumeInfo]:
+        query = {"catalog_name": catalog, "schema_name": schema}  # the SDK sends no max_results
+        pages = self.pages("/api/2.1/unity-catalog/volumes", "volumes", query)
+        return [VolumeInfo.from_dict(raw) for raw in await pages]
+
+    async def pages(self, path: str, key: str, query: dict[str, Any]) -> list[dict[str, Any]]:
+        """Every item of a paginated list, page after page, as the SDK's list methods read it."""
+        items: list[dict[str, Any]] = []
+        query = dict(query)
+        while True:
+            page = await self.get(path, query)
+            items += page.get(key, [])
+            token = page.get("next_page_token")
+            if not token:
+                return items
+            query["page_token"] = token
+
+    async def get(self, path: str, query: dict[str, Any] | None = None) -> dict[str, Any]:
+        """One GET with the SDK's retries; the decoded JSON object (`{}` for an empty body)."""
+        config = await self._config()
+        deadline = anyio.current_time() + self._budget
+        attempt = 1
+        while True:
+            try:
+                return await self._attempt(config, path, query)
+            except Exception as exc:
+                wait = retry_wait(exc, attempt)
+                if wait is None:
+                    raise
+                if anyio.current_time() + wait >= deadline:
+                    raise TimeoutError(f"Timed out after {self._budget:g} s") from exc
+                await anyio.sleep(wait)
+                attempt += 1
+
+    async def _attempt(
+        self, config: Config, path: str, query: dict[str, Any] | None
+    ) -> dict[str, Any]:
+        headers = {**self._fixed_headers(config), **config.authenticate()}
+        response = await self.http.get(f"{config.host}{path}", params=query, headers=headers)
+        if response.status_code >= 400:
+            raise sdk_error(config, response)
+        if not response.content:
+            return {}
+        try:
+            body = orjson.loads(response.content)
+        except orjson.JSONDecodeError:
+            raise UpstreamBadResponse(
+                f"GET {path} answered {response.status_code}, not JSON"
+            ) from None
+        if not isinstance(body, dict):
+            raise UpstreamBadResponse(f"GET {path} answered JSON that is not an object")
+        return body
+
+    async def _config(self) -> Config:
+        identity, backend = current_auth()
+        client = backend.cached_client(identity)
+        if client is None:
+            # Building a client probes the host (and may fetch an OAuth token): not on the loop.
+            client = await anyio.to_thread.run_sync(_first_client, limiter=self._limiter)
+        return client.config
+
+    def _fixed_headers(self, config: Config) -> dict[str, str]:
+        fixed = self._fixed.get(config)
+        if fixed is None:
+            fixed = {"Accept": "application/json", "User-Agent": config.user_agent}
+            if config.workspace_id:
+                fixed["X-Databricks-Workspace-Id"] = config.workspace_id
+            self._fixed[config] = fixed
+        return fixed
+
+
+def _first_client() -> WorkspaceClient:
+    client = get_workspace_client()
+    client.config.authenticate()  # a first OAuth token is fetched here, off the event loop
+    return client
+
+
+def retry_wait(exc: BaseException, attempt: int) -> float | None:
+    """Seconds to wait before the next attempt, or None when the SDK would not retry `exc`."""
+    if isinstance(exc, DatabricksError):
+        if exc.retry_after_secs is not None:  # 429 and 503: throttled by the platform
+            return float(exc.retry_after_secs) + random.random()  # noqa: S311 - jitter
+        if _BaseClient._is_retryable(exc) is None:  # the SDK's transient-message list
+            return None
+    elif not isinstance(exc, httpx.TransportError):  # requests' ConnectionError and Timeout
+        return None
+    return min(10, attempt) + random.random()  # noqa: S311 - jitter
+
+
+def sdk_error(config: Config, response: httpx.Response) -> DatabricksError:
+    """The exception the SDK raises for this error response, from the SDK's own parser: the
+    same class, message, error code and Retry-After, so the error boundary cannot tell."""
+    as_requests = requests.Response()
+    as_requests.status_code = response.status_code
+    as_requests.reason = response.reason_phrase
+    as_requests.headers.update(response.headers)
+    as_requests._content = response.content
+    as_requests.url = str(response.url)
+    as_requests.request = requests.Request("GET", str(response.request.url)).prepare()
+    parser = _Parser(extra_error_customizers=[_AddDebugErrorCustomizer(config)])
+    error = parser.get_api_error(as_requests)
+    assert error is not None  # always, for a status >= 400
+    return error
+
+
+def make_upstream(settings: Settings, limiter: anyio.CapacityLimiter) -> Upstream:
+    if settings.lean_upstream:
+        return LeanUpstream(settings, limiter)
+    return SdkUpstream(limiter)
+
+
+# --- the readiness probe -----------------------------------------------------------------------
 
 
 def unreachable_reason(pool: urllib3.PoolManager, host: str, timeout: float) -> str | None:
-    """None when `host` answers HTTP within `timeout`, else why it does not."""
+    """None when `host` answers HTTP within `timeout`, else why it does not.
+
+    Asks "does anything answer at DATABRICKS_HOST?" without credentials: any HTTP status (a 401
+    included) means reachable; a transport error names why not, in words an operator can act
+    on (refused, name not resolved, no answer in time).
+    """
     try:
         response = pool.request(
             "GET",

@@ -236,7 +236,7 @@ def test_clear_runs_when_the_handler_raises(gateway):
     op = server.app.state.registry.get("me")
     seen: list[object] = []
 
-    def explode() -> None:
+    async def explode(runtime: object) -> None:  # `me`'s signature: async, given the runtime
         seen.append(auth.current_identity())
         raise RuntimeError("boom")
 

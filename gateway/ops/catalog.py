@@ -10,6 +10,8 @@ from pydantic import BaseModel, Field
 
 from gateway.auth import get_workspace_client
 from gateway.errors import bad_request
+from gateway.registry import quick
+from gateway.runtime import Runtime
 
 # No dots, quotes, slashes, backslashes or control characters: a name is one identifier part.
 Name = Annotated[
@@ -53,7 +55,8 @@ class EnsuredVolume(BaseModel):
     created: bool
 
 
-def list_catalogs() -> list[Catalog]:
+@quick
+async def list_catalogs(runtime: Runtime) -> list[Catalog]:
     """Catalogs the identity can see (every page)."""
     return [
         Catalog(
@@ -63,11 +66,12 @@ def list_catalogs() -> list[Catalog]:
             catalog_type=c.catalog_type.value if c.catalog_type else None,
             created_at=c.created_at,
         )
-        for c in get_workspace_client().catalogs.list()
+        for c in await runtime.upstream.catalogs()
     ]
 
 
-def list_schemas(catalog: Name) -> list[Schema]:
+@quick
+async def list_schemas(runtime: Runtime, catalog: Name) -> list[Schema]:
     """Schemas of a catalog (every page)."""
     return [
         Schema(
@@ -78,7 +82,7 @@ def list_schemas(catalog: Name) -> list[Schema]:
             owner=s.owner,
             created_at=s.created_at,
         )
-        for s in get_workspace_client().schemas.list(catalog_name=catalog)
+        for s in await runtime.upstream.schemas(catalog)
     ]
 
 
@@ -111,10 +115,10 @@ def list_tables(catalog: Name, schema: Name) -> list[Table]:
     ]
 
 
-def list_volumes(catalog: Name, schema: Name) -> list[Volume]:
+@quick
+async def list_volumes(runtime: Runtime, catalog: Name, schema: Name) -> list[Volume]:
     """Volumes of a schema (every page)."""
-    volumes = get_workspace_client().volumes.list(catalog_name=catalog, schema_name=schema)
-    return [_volume(v) for v in volumes]
+    return [_volume(v) for v in await runtime.upstream.volumes(catalog, schema)]
 
 
 def ensure_volume(

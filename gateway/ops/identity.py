@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from pydantic import BaseModel
 
-from gateway.auth import get_workspace_client
+from gateway.registry import quick
+from gateway.runtime import Runtime
 
 
 class User(BaseModel):
@@ -16,9 +17,10 @@ class User(BaseModel):
     groups: list[str]
 
 
-def me() -> User:
+@quick
+async def me(runtime: Runtime) -> User:
     """The user or service principal the request runs as (SCIM Me), asked afresh each time."""
-    user = get_workspace_client().current_user.me()
+    user = await runtime.upstream.me()
     return User(
         id=user.id,
         user_name=user.user_name,

@@ -1,0 +1,83 @@
+"""Listening: a unix-domain socket (GATEWAY_UDS) and worker processes (GATEWAY_WORKERS)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import stat
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+import httpx
+import psutil
+
+from gateway.app import create_app
+from gateway.serve import bind, server_for
+from gateway.testing import DEMO
+from tests.support import settings_for, wait_until
+
+ROOT = Path(__file__).resolve().parent.parent
+SECRET = {"X-Gateway-Secret": "uds-secret"}
+
+
+def test_serves_health_and_an_op_over_a_unix_socket(workspace, tmp_path):
+    path = tmp_path / "gateway.sock"
+    settings = settings_for(workspace, uds=str(path), secret="uds-secret")
+    sock = bind(settings)
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600  # only this user may connect
+    server = server_for(create_app(settings), settings)
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]})
+    thread.start()
+    try:
+        wait_until(lambda: server.started)
+        transport = httpx.HTTPTransport(uds=str(path))
+        with httpx.Client(transport=transport, base_url="http://gateway", headers=SECRET) as c:
+            assert c.get("/health").json()["status"] == "ok"
+            me = c.post("/run", json={"op": "me"}).json()["result"]
+            assert me["user_name"] == "gateway-service@example.com"
+            assert (
+                c.post("/run", json={"op": "me"}, headers={"X-Gateway-Secret": "no"}).status_code
+                == 401
+            )
+    finally:
+        server.should_exit = True
+        thread.join(15)
+        sock.close()
+
+
+def test_workers_share_one_socket_and_stop_together(workspace, tmp_path):
+    path = tmp_path / "gateway.sock"
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("DATABRICKS_", "GATEWAY_"))}
+    env.update(
+        GATEWAY_UDS=str(path),
+        GATEWAY_WORKERS="2",
+        GATEWAY_SECRET="uds-secret",
+        DATABRICKS_HOST=workspace.url,
+        DATABRICKS_TOKEN=DEMO.service_token,
+        DATABRICKS_CONFIG_FILE=os.environ["DATABRICKS_CONFIG_FILE"],
+    )
+    process = subprocess.Popen([sys.executable, "-m", "gateway"], cwd=ROOT, env=env)
+    try:
+        parent = psutil.Process(process.pid)
+        wait_until(lambda: path.is_socket() and len(serving(parent)) == 2, guard_seconds=60)
+        transport = httpx.HTTPTransport(uds=str(path))
+        # Spawned workers import everything afresh: the first answer may take a while.
+        with httpx.Client(
+            transport=transport, base_url="http://gateway", headers=SECRET, timeout=60
+        ) as c:
+            assert c.get("/health").status_code == 200
+            for _ in range(10):
+                assert c.post("/run", json={"op": "me"}).status_code == 200
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(30) == 0
+        assert not path.exists()
+    finally:
+        if process.poll() is None:
+            process.kill()
+
+
+def serving(parent: psutil.Process) -> list[psutil.Process]:
+    # Spawned workers, not multiprocessing's resource tracker.
+    return [c for c in parent.children() if "resource_tracker" not in " ".join(c.cmdline())]

@@ -1,0 +1,156 @@
+"""The lean upstream path (gateway/upstream.py): it answers exactly as the SDK path does, retries
+as the SDK does, sends each identity's own credentials, and never mixes identities up."""
+
+from __future__ import annotations
+
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import httpx
+import pytest
+
+from gateway.testing import DEMO, FakeWorkspace, Fault
+from tests.support import run
+
+ALICE = {"X-Databricks-Token": DEMO.alice_token}
+BOB = {"X-Databricks-Token": DEMO.bob_token}
+STRANGER = {"X-Databricks-Token": "dapi-nobody"}
+OAUTH = {"databricks_token": None, "client_id": DEMO.client_id, "client_secret": DEMO.client_secret}
+
+# (op, params, caller headers): every ported op, each identity kind, answers and refusals.
+CALLS: list[tuple[str, dict[str, Any], dict[str, str]]] = [
+    ("me", {}, {}),
+    ("me", {}, ALICE),
+    ("me", {}, STRANGER),  # 403: an invalid token
+    ("list_catalogs", {}, {}),  # several pages: the fake serves 2 items a page
+    ("list_catalogs", {}, ALICE),  # alice also sees `finance`
+    ("list_schemas", {"catalog": "main"}, {}),
+    ("list_schemas", {"catalog": "finance"}, {}),  # 403
+    ("list_schemas", {"catalog": "finance"}, ALICE),
+    ("list_schemas", {"catalog": "nope"}, {}),  # 404
+    ("list_volumes", {"catalog": "main", "schema": "app"}, {}),
+    ("list_volumes", {"catalog": "main", "schema": "nope"}, {}),  # 404
+]
+
+# (fault, op): upstream failures, each injected once per path.
+FAULTS: list[tuple[Fault, str]] = [
+    (Fault(path="/unity-catalog/catalogs", status=429, retry_after=0), "list_catalogs"),
+    (Fault(path="/scim/v2/Me", status=503, retry_after=0), "me"),
+    (Fault(path="/scim/v2/Me", status=500), "me"),
+    (Fault(path="/unity-catalog/schemas", status=429, retry_after=1, times=None), "list_schemas"),
+    (Fault(path="/scim/v2/Me", body=b"<html>login</html>"), "me"),  # 200, not the API
+    (Fault(path="/unity-catalog/catalogs", drop=True), "list_catalogs"),  # then a retry
+]
+
+
+def answer(response: httpx.Response) -> tuple[int, Any, str | None]:
+    body = response.json()
+    if "error" in body:
+        body["error"].pop("request_id")
+    return response.status_code, body, response.headers.get("retry-after")
+
+
+def both_paths(gateway: Any, **settings: Any) -> tuple[httpx.Client, httpx.Client]:
+    _, lean = gateway(auth_mode="auto", lean_upstream=True, **settings)
+    _, sdk = gateway(auth_mode="auto", lean_upstream=False, **settings)
+    return lean, sdk
+
+
+@pytest.mark.parametrize(("op", "params", "headers"), CALLS)
+def test_lean_and_sdk_paths_answer_alike(gateway, op, params, headers):
+    lean, sdk = both_paths(gateway)
+    expected = answer(run(sdk, op, headers, **params))
+    assert answer(run(lean, op, headers, **params)) == expected
+
+
+@pytest.mark.parametrize(("fault", "op"), FAULTS, ids=lambda v: getattr(v, "path", v))
+def test_lean_and_sdk_paths_fail_and_retry_alike(gateway, workspace, fault, op):
+    lean, sdk = both_paths(gateway, sdk_retry_timeout_seconds=2)
+    params = {"catalog": "main"} if op == "list_schemas" else {}
+    answers = []
+    for client in (sdk, lean):
+        workspace.clear_faults()
+        workspace.inject(Fault(**vars(fault)))  # a fresh copy: `times` counts down
+        answers.append(answer(run(client, op, **params)))
+    workspace.clear_faults()
+    assert answers[1] == answers[0]
+
+
+def test_oauth_m2m_service_identity_answers_alike(gateway):
+    lean, sdk = both_paths(gateway, **OAUTH)
+    for op in ("me", "list_catalogs"):
+        assert answer(run(lean, op)) == answer(run(sdk, op))
+
+
+def test_a_throttled_call_is_retried_after_retry_after(gateway, workspace):
+    _, client = gateway()
+    workspace.inject(Fault(path="/unity-catalog/catalogs", status=429, retry_after=0, times=2))
+    before = len(workspace.paths_seen("/api/2.1/unity-catalog/catalogs"))
+    assert run(client, "list_catalogs").status_code == 200
+    # two refusals, then the first page and the following ones (2 catalogs a page)
+    seen = workspace.paths_seen("/api/2.1/unity-catalog/catalogs")[before:]
+    assert len(seen) == 2 + service_pages(workspace)
+
+
+def test_throttling_past_the_budget_is_rate_limited_with_retry_after(gateway, workspace):
+    _, client = gateway(sdk_retry_timeout_seconds=1)
+    workspace.inject(Fault(path="/scim/v2/Me", status=429, retry_after=5, times=None))
+    response = run(client, "me")
+    assert response.status_code == 429
+    assert response.json()["error"]["code"] == "RATE_LIMITED"
+    assert response.headers["retry-after"] == "5"
+    # Retry-After (5 s) is past the 1 s budget: one try, no sleep into a certain failure.
+    assert len(workspace.paths_seen("/api/2.0/preview/scim/v2/Me")) == 1
+
+
+def test_an_unreachable_host_is_unreachable(gateway, workspace):
+    _, client = gateway(sdk_retry_timeout_seconds=1)
+    workspace.inject(Fault(path="/scim/v2/Me", drop=True, times=None))
+    response = run(client, "me")
+    assert response.status_code == 503
+    assert response.json()["error"]["code"] == "DATABRICKS_UNREACHABLE"
+
+
+def test_each_identity_sends_its_own_credentials(gateway, workspace):
+    _, client = gateway(auth_mode="auto")
+    for headers, token in ((ALICE, DEMO.alice_token), ({}, DEMO.service_token)):
+        start = len(workspace.requests)
+        assert run(client, "list_schemas", headers, catalog="main").status_code == 200
+        sent = {r.authorization for r in workspace.requests[start:] if r.path.startswith("/api/")}
+        assert sent == {f"Bearer {token}"}
+
+
+def test_oauth_m2m_token_is_fetched_once_and_sent(gateway, workspace):
+    _, client = gateway(**OAUTH)
+    for _ in range(5):
+        assert run(client, "me").json()["result"]["user_name"] == DEMO.client_id
+    token_fetches = [r for r in workspace.requests if r.path == "/oidc/v1/token"]
+    assert len(token_fetches) == 1
+    me_calls = [r for r in workspace.requests if r.path.endswith("/scim/v2/Me")]
+    assert {r.authorization for r in me_calls} == {f"Bearer {token_of(workspace, DEMO.client_id)}"}
+
+
+def test_identities_never_mix_under_concurrency(gateway):
+    _, client = gateway(auth_mode="auto")
+    callers = [(ALICE, "alice@example.com"), (BOB, "bob@example.com")]
+    callers.append(({}, "gateway-service@example.com"))
+    plan = [callers[i % 3] for i in range(500)]
+
+    def call(caller: tuple[dict[str, str], str]) -> bool:
+        response = run(client, "me", caller[0])
+        return response.json()["result"]["user_name"] == caller[1]
+
+    with ThreadPoolExecutor(max_workers=24) as pool:
+        mismatches = [ok for ok in pool.map(call, plan) if not ok]
+    assert mismatches == []
+
+
+def service_pages(workspace: FakeWorkspace) -> int:
+    visible = [c for c in workspace.catalogs if workspace.readers.get(c) is None]
+    return -(-len(visible) // workspace.page_size)
+
+
+def token_of(workspace: FakeWorkspace, name: str) -> str:
+    return next(
+        t for t, u in workspace.users.items() if u.user_name == name and t.startswith("m2m-")
+    )

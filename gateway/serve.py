@@ -176,7 +176,7 @@ def _supervise(settings: Settings, sock: socket.socket) -> int:
 
 def _worker(sock: socket.socket) -> None:
     # A spawned process starts from nothing: settings, logging and the app are its own.
-    from gateway.__main__ import prepare  # here: __main__ imports this module
+    from gateway.startup import prepare  # here: startup imports the app, which is heavy
 
     settings, app = prepare()
     if app is None:

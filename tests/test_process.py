@@ -15,6 +15,7 @@ import httpx
 import pytest
 
 from gateway import __main__ as entry
+from gateway import startup
 from gateway.testing import DEMO
 from tests.support import wait_until
 
@@ -76,8 +77,8 @@ def test_refuses_to_start_off_loopback_without_a_secret(workspace):
 
 @pytest.fixture
 def start_in_process(monkeypatch, workspace, caplog, capsys):
-    monkeypatch.setattr(entry, "configure", lambda *args: None)  # keep pytest's log capture
-    monkeypatch.setattr(entry, "server_for", lambda *args: pytest.fail("it went on to serve"))
+    monkeypatch.setattr(startup, "configure", lambda *args: None)  # keep pytest's log capture
+    monkeypatch.setattr(entry, "serve", lambda *args: pytest.fail("it went on to serve"))
     monkeypatch.setenv("DATABRICKS_HOST", workspace.url)
     monkeypatch.setenv("DATABRICKS_TOKEN", DEMO.service_token)
     monkeypatch.setenv("GATEWAY_SECRET", SECRET)

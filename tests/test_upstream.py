@@ -83,7 +83,7 @@ def test_oauth_m2m_service_identity_answers_alike(gateway):
 
 
 def test_a_throttled_call_is_retried_after_retry_after(gateway, workspace):
-    _, client = gateway()
+    _, client = gateway(lean_upstream=True)
     workspace.inject(Fault(path="/unity-catalog/catalogs", status=429, retry_after=0, times=2))
     before = len(workspace.paths_seen("/api/2.1/unity-catalog/catalogs"))
     assert run(client, "list_catalogs").status_code == 200
@@ -93,7 +93,7 @@ def test_a_throttled_call_is_retried_after_retry_after(gateway, workspace):
 
 
 def test_throttling_past_the_budget_is_rate_limited_with_retry_after(gateway, workspace):
-    _, client = gateway(sdk_retry_timeout_seconds=1)
+    _, client = gateway(lean_upstream=True, sdk_retry_timeout_seconds=1)
     workspace.inject(Fault(path="/scim/v2/Me", status=429, retry_after=5, times=None))
     response = run(client, "me")
     assert response.status_code == 429
@@ -104,7 +104,7 @@ def test_throttling_past_the_budget_is_rate_limited_with_retry_after(gateway, wo
 
 
 def test_an_unreachable_host_is_unreachable(gateway, workspace):
-    _, client = gateway(sdk_retry_timeout_seconds=1)
+    _, client = gateway(lean_upstream=True, sdk_retry_timeout_seconds=1)
     workspace.inject(Fault(path="/scim/v2/Me", drop=True, times=None))
     response = run(client, "me")
     assert response.status_code == 503
@@ -112,7 +112,7 @@ def test_an_unreachable_host_is_unreachable(gateway, workspace):
 
 
 def test_each_identity_sends_its_own_credentials(gateway, workspace):
-    _, client = gateway(auth_mode="auto")
+    _, client = gateway(lean_upstream=True, auth_mode="auto")
     for headers, token in ((ALICE, DEMO.alice_token), ({}, DEMO.service_token)):
         start = len(workspace.requests)
         assert run(client, "list_schemas", headers, catalog="main").status_code == 200
@@ -121,7 +121,7 @@ def test_each_identity_sends_its_own_credentials(gateway, workspace):
 
 
 def test_oauth_m2m_token_is_fetched_once_and_sent(gateway, workspace):
-    _, client = gateway(**OAUTH)
+    _, client = gateway(lean_upstream=True, **OAUTH)
     for _ in range(5):
         assert run(client, "me").json()["result"]["user_name"] == DEMO.client_id
     token_fetches = [r for r in workspace.requests if r.path == "/oidc/v1/token"]
@@ -131,7 +131,7 @@ def test_oauth_m2m_token_is_fetched_once_and_sent(gateway, workspace):
 
 
 def test_identities_never_mix_under_concurrency(gateway):
-    _, client = gateway(auth_mode="auto")
+    _, client = gateway(lean_upstream=True, auth_mode="auto")
     callers = [(ALICE, "alice@example.com"), (BOB, "bob@example.com")]
     callers.append(({}, "gateway-service@example.com"))
     plan = [callers[i % 3] for i in range(500)]

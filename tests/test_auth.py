@@ -255,7 +255,7 @@ def test_tools_core_backend_contract(tools_core, gateway):
     _, client = gateway(auth_backend="tools-core", auth_mode="auto")
     module = sys.modules["databricks_tools_core.auth"]
     assert user_name(run(client, "me", headers=ALICE)) == "alice@example.com"
-    assert module.calls[0][0] == "set" and module.calls[0][2:] == (DEMO.alice_token, True)
+    assert module.calls[0] == ("set", module.HOST, DEMO.alice_token, True)
     assert module.calls[-1] == ("clear",)
     module.calls.clear()
     assert user_name(run(client, "me")) == "gateway-service@example.com"

@@ -327,3 +327,24 @@ def test_an_external_link_answering_html_is_a_bad_response(gateway, workspace):
     error = response.json()["error"]
     assert (error["status"], error["code"]) == (502, "DATABRICKS_BAD_RESPONSE")
     assert "sign in" not in response.text
+
+
+# --- killing the mutants that mattered (scripts/mutation.sh) -----------------------------------
+
+
+def test_raw_error_responses_map_by_databricks_code_then_status():
+    from gateway.errors import error_from_response
+
+    gone = error_from_response(400, b'{"error_code": "RESOURCE_DOES_NOT_EXIST", "message": "gone"}')
+    assert isinstance(gone, sdk_errors.NotFound)  # the code wins over the status
+    assert (str(gone), gone.error_code) == ("gone", "RESOURCE_DOES_NOT_EXIST")
+    page = error_from_response(503, b"<html>proxy</html>", retry_after="7")
+    assert isinstance(page, sdk_errors.TemporarilyUnavailable)  # no JSON: by status
+    assert (str(page), page.error_code, page.retry_after_secs) == ("Service Unavailable", None, 7)
+
+
+def test_an_unknown_databricks_error_never_shows_its_message():
+    mapped = translate(sdk_errors.DatabricksError("internal detail 7f3a", error_code=None))
+    assert (mapped.status, mapped.code) == (502, "DATABRICKS_ERROR")
+    assert "7f3a" not in mapped.message
+    assert mapped.databricks_error_code is None

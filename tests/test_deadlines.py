@@ -92,7 +92,30 @@ def raw_upload(server_url: str, path: str, pieces, pause) -> bytes:
                     break  # the gateway has spoken: read what it said
         except (BrokenPipeError, ConnectionResetError):
             pass  # the gateway answered and closed: read what it said
-        return sock.recv(65536)
+        return read_response(sock)
+
+
+def read_response(sock: socket.socket) -> bytes:
+    """A whole response: headers, then Content-Length bytes (they may come in several reads)."""
+    data = b""
+    while b"\r\n\r\n" not in data:
+        if not (more := sock.recv(65536)):
+            return data
+        data += more
+    head = data.split(b"\r\n\r\n", 1)[0].decode("latin-1").lower()
+    length = next(
+        (
+            int(line.split(":", 1)[1])
+            for line in head.split("\r\n")
+            if line.startswith("content-length:")
+        ),
+        0,
+    )
+    while len(data.split(b"\r\n\r\n", 1)[1]) < length:
+        if not (more := sock.recv(65536)):
+            break
+        data += more
+    return data
 
 
 def test_an_upload_that_stalls_is_408_and_stores_nothing(gateway, workspace):

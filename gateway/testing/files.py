@@ -164,17 +164,22 @@ class FilesApi(WorkspaceState):
             "FILES_API_API_IS_NOT_ENABLED",
         )
 
-    def _list_directory(self, rq: Handler, match: re.Match[str]) -> None:
-        target = self._local(rq, match["p"])
-        if target is None:
-            return
-        if not target.is_dir():
+    def _directory(self, rq: Handler, raw: str) -> Path | None:
+        """The directory on disk, or None once the real 404 (or the path's error) is sent."""
+        target = self._local(rq, raw)
+        if target is not None and not target.is_dir():
             rq.send_error_body(
                 404,
                 "NOT_FOUND",
                 "The directory being accessed is not found.",
                 "FILES_API_DIRECTORY_IS_NOT_FOUND",
             )
+            return None
+        return target
+
+    def _list_directory(self, rq: Handler, match: re.Match[str]) -> None:
+        target = self._directory(rq, match["p"])
+        if target is None:
             return
         virtual = unquote(match["p"]).rstrip("/")
         entries = [_entry(child, f"{virtual}/{child.name}") for child in sorted(target.iterdir())]
@@ -202,16 +207,8 @@ class FilesApi(WorkspaceState):
         rq.send(204)
 
     def _rmdir(self, rq: Handler, match: re.Match[str]) -> None:
-        target = self._local(rq, match["p"])
+        target = self._directory(rq, match["p"])
         if target is None:
-            return
-        if not target.is_dir():
-            rq.send_error_body(
-                404,
-                "NOT_FOUND",
-                "The directory being accessed is not found.",
-                "FILES_API_DIRECTORY_IS_NOT_FOUND",
-            )
             return
         if any(target.iterdir()):
             rq.send_error_body(

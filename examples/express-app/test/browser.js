@@ -80,10 +80,16 @@ export async function launch(chromium) {
 
   async function close() {
     const exited = new Promise((resolve) => (child.exitCode !== null ? resolve() : child.once('exit', resolve)));
-    child.kill('SIGKILL');
+    // Ask Chromium to quit, so its helper processes end too; SIGKILL only if it will not.
+    await Promise.race([send('Browser.close').catch(() => {}), new Promise((r) => setTimeout(r, 2000))]);
+    const force = setTimeout(() => child.kill('SIGKILL'), 3000);
     await exited;
-    // Chromium's helper processes outlive the main one for a moment and may still write here.
-    rmSync(profile, { recursive: true, force: true, maxRetries: 20, retryDelay: 100 });
+    clearTimeout(force);
+    try {
+      rmSync(profile, { recursive: true, force: true, maxRetries: 20, retryDelay: 100 });
+    } catch {
+      // Best effort: a helper still writing leaves a temporary profile behind, not a failure.
+    }
   }
 
   return { open, close };

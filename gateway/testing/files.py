@@ -103,11 +103,8 @@ class FilesApi(WorkspaceState):
         rq.send(204)
 
     def _get_file(self, rq: Handler, match: re.Match[str]) -> None:
-        target = self._local(rq, match["p"])
+        target = self._file(rq, match["p"])
         if target is None:
-            return
-        if not target.is_file():
-            rq.send_error_body(404, "NOT_FOUND", "File not found.", "FILES_API_FILE_NOT_FOUND")
             return
         size = target.stat().st_size
         asked = None if self.ignore_range else rq.headers.get("Range")
@@ -139,11 +136,8 @@ class FilesApi(WorkspaceState):
                 raise ConnectionResetError from None
 
     def _delete_file(self, rq: Handler, match: re.Match[str]) -> None:
-        target = self._local(rq, match["p"])
+        target = self._file(rq, match["p"])
         if target is None:
-            return
-        if not target.is_file():
-            rq.send_error_body(404, "NOT_FOUND", "File not found.", "FILES_API_FILE_NOT_FOUND")
             return
         target.unlink()
         rq.send(204)
@@ -163,6 +157,14 @@ class FilesApi(WorkspaceState):
             "Presigned URLs API is not enabled",
             "FILES_API_API_IS_NOT_ENABLED",
         )
+
+    def _file(self, rq: Handler, raw: str) -> Path | None:
+        """The file on disk, or None once the real 404 (or the path's error) is sent."""
+        target = self._local(rq, raw)
+        if target is not None and not target.is_file():
+            rq.send_error_body(404, "NOT_FOUND", "File not found.", "FILES_API_FILE_NOT_FOUND")
+            return None
+        return target
 
     def _directory(self, rq: Handler, raw: str) -> Path | None:
         """The directory on disk, or None once the real 404 (or the path's error) is sent."""

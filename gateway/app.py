@@ -29,12 +29,9 @@ from gateway.logs import current_request_id, logger
 from gateway.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from gateway.middleware import RequestContext
 from gateway.ops import ALL_OPS
-from gateway.registry import ByteStream, Delivery, Op, Registry, Upload
+from gateway.registry import ARROW_STREAM, NDJSON, ByteStream, Delivery, Op, Registry, Upload
 from gateway.runtime import Runtime
 from gateway.settings import Settings
-
-NDJSON = "application/x-ndjson"
-ARROW_STREAM = "application/vnd.apache.arrow.stream"
 
 
 def create_app(settings: Settings | None = None, runtime: Runtime | None = None) -> FastAPI:

@@ -70,6 +70,10 @@ class ByteStream(Stream):
         self.headers = headers or {}
 
 
+NDJSON = "application/x-ndjson"
+ARROW_STREAM = "application/vnd.apache.arrow.stream"
+
+
 @dataclass(frozen=True)
 class Delivery(Injected):
     """How the caller wants the result (from its Accept header): `stream` asks for NDJSON,

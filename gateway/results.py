@@ -30,7 +30,6 @@ from gateway.errors import UpstreamBadResponse, error_from_response
 from gateway.sqltypes import RowTyper, arrow_rows, type_from_text
 from gateway.statements import StatementsApi
 
-ARROW_MEDIA_TYPE = "application/vnd.apache.arrow.stream"
 T = TypeVar("T")
 
 

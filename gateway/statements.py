@@ -29,13 +29,14 @@ from cachetools import TTLCache
 from databricks.sdk import WorkspaceClient
 from databricks.sdk import errors as sdk_errors
 
-from gateway.errors import GatewayError
+from gateway.errors import GatewayError, UpstreamBadResponse
 from gateway.logs import logger
 
 Want = Literal["rows", "stream"]
 Cancel = Callable[[], Coroutine[Any, Any, None]]  # a running statement's cancel, for shutdown
 INLINE_BYTE_CAP = 25 * 1024 * 1024  # Databricks aborts an INLINE result above this
 _RUNNING = ("PENDING", "RUNNING")
+ENDED = ("FAILED", "CANCELED", "CLOSED")  # terminal states other than SUCCEEDED
 
 
 @dataclass(frozen=True)
@@ -88,8 +89,6 @@ class StatementsApi:
     @staticmethod
     def _json(value: Any) -> dict[str, Any]:
         if not isinstance(value, dict):
-            from gateway.errors import UpstreamBadResponse
-
             raise UpstreamBadResponse("a Statement Execution answer was not a JSON object")
         return value
 
@@ -244,7 +243,7 @@ class Execution:
         delay = 0.05
         statement_id = self.statement_id
         assert statement_id is not None  # set by the submit that gave us `response`
-        while _state(response) in _RUNNING:
+        while state_of(response) in _RUNNING:
             await anyio.sleep(delay)
             delay = min(delay * 2, 1.0)
             response = await anyio.to_thread.run_sync(
@@ -253,7 +252,7 @@ class Execution:
         return response
 
     def _finished(self, response: dict[str, Any]) -> dict[str, Any]:
-        state = _state(response)
+        state = state_of(response)
         if state == "SUCCEEDED":
             return response
         self.forget()
@@ -288,7 +287,7 @@ class Execution:
 
 def statement_error(response: dict[str, Any], statement_id: str | None) -> GatewayError:
     """The error for a statement that ended in anything but SUCCEEDED."""
-    state = _state(response)
+    state = state_of(response)
     details: dict[str, Any] = {"statement_id": statement_id}
     if state == "FAILED":
         status = response.get("status") or {}
@@ -307,7 +306,8 @@ def statement_error(response: dict[str, Any], statement_id: str | None) -> Gatew
     )
 
 
-def _state(response: dict[str, Any]) -> str | None:
+def state_of(response: dict[str, Any]) -> str | None:
+    """The statement's state in a Statement Execution answer (None when it has none)."""
     status = response.get("status")
     return status.get("state") if isinstance(status, dict) else None
 
@@ -318,7 +318,7 @@ def _inline_cap_hit(response: dict[str, Any], shape: Shape | None) -> bool:
     return (
         shape is not None
         and shape.disposition == "INLINE"
-        and _state(response) == "FAILED"
+        and state_of(response) == "FAILED"
         and error.get("error_code") == "BAD_REQUEST"
         and not status.get("sql_state")
     )

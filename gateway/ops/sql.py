@@ -29,12 +29,11 @@ from gateway.auth import current_identity, get_workspace_client
 from gateway.errors import GatewayError, bad_request, masked_internal_error, translate
 from gateway.logs import current_request_id, logger
 from gateway.ops.catalog import Name
-from gateway.registry import ByteStream, Delivery
-from gateway.results import ARROW_MEDIA_TYPE, ChunkReader, Manifest
+from gateway.registry import ARROW_STREAM, NDJSON, ByteStream, Delivery
+from gateway.results import ChunkReader, Manifest
 from gateway.runtime import Runtime
-from gateway.statements import Execution, StatementsApi, Want, statement_error
+from gateway.statements import ENDED, Execution, StatementsApi, Want, state_of, statement_error
 
-NDJSON = "application/x-ndjson"
 _MARKER = re.compile(r"(?<![:\w]):([A-Za-z_]\w*)")
 _STRINGS_AND_COMMENTS = re.compile(
     r"'(?:[^'\\]|\\.)*'|\"(?:[^\"\\]|\\.)*\"|`[^`]*`|--[^\n]*|/\*.*?\*/", re.S
@@ -130,7 +129,7 @@ async def run_query(
     response = await execution.run(submit, want, disposition, limit, settings.max_inline_bytes)
     reader = ChunkReader(api, runtime.links_http, Manifest.of(response), settings.prefetch_chunks)
     if delivery.arrow:
-        return ByteStream(_guarded(reader.arrow_stream(), execution), ARROW_MEDIA_TYPE)
+        return ByteStream(_guarded(reader.arrow_stream(), execution), ARROW_STREAM)
     if delivery.stream:
         return ByteStream(_guarded(_ndjson(reader), execution), NDJSON)
     try:
@@ -161,7 +160,7 @@ async def submit_query(
     response = await execution.submit_only(submit, "stream")
     statement_id = str(response.get("statement_id") or "")
     runtime.statement_owners[statement_id] = _owner()
-    state = (response.get("status") or {}).get("state") or "PENDING"
+    state = state_of(response) or "PENDING"
     return Submitted(statement_id=statement_id, state=state)
 
 
@@ -170,9 +169,9 @@ async def query_status(runtime: Runtime, statement_id: StatementId) -> QueryStat
     and size."""
     api = await _owned(runtime, statement_id)
     response = await anyio.to_thread.run_sync(api.get, statement_id, abandon_on_cancel=True)
-    state = str((response.get("status") or {}).get("state") or "UNKNOWN")
+    state = str(state_of(response) or "UNKNOWN")
     status = QueryStatus(statement_id=statement_id, state=state)
-    if state in ("FAILED", "CANCELED", "CLOSED"):
+    if state in ENDED:
         status.error = statement_error(response, statement_id).fields(current_request_id())
     if state == "SUCCEEDED":
         manifest = Manifest.of(response)
@@ -195,10 +194,10 @@ async def fetch_result(
     `{"chunk_done": n}` line after each chunk so an interrupted reader can resume."""
     api = await _owned(runtime, statement_id)
     response = await anyio.to_thread.run_sync(api.get, statement_id, abandon_on_cancel=True)
-    if (response.get("status") or {}).get("state") != "SUCCEEDED":
+    if state_of(response) != "SUCCEEDED":
         raise (
             statement_error(response, statement_id)
-            if _ended(response)
+            if state_of(response) in ENDED
             else GatewayError(
                 409, "QUERY_RUNNING", "The statement has not finished; poll query_status."
             )
@@ -275,10 +274,6 @@ async def _owned(runtime: Runtime, statement_id: str) -> StatementsApi:
         # cannot be probed.
         raise GatewayError(404, "STATEMENT_NOT_FOUND", "No such statement for this identity.")
     return await _api()
-
-
-def _ended(response: dict[str, Any]) -> bool:
-    return (response.get("status") or {}).get("state") in ("FAILED", "CANCELED", "CLOSED")
 
 
 def _columns(manifest: Manifest) -> list[Column]:

@@ -79,26 +79,21 @@ def clear_databricks_auth(reset: AuthToken) -> None:
         _current.reset(reset)
 
 
-def current_identity() -> Identity:
-    current = _current.get()
-    if current is None:
-        raise RuntimeError("no Databricks identity is set for this context")
-    return current[0]
-
-
 def current_auth() -> tuple[Identity, Backend]:
+    """The current request's identity and the backend its clients come from."""
     current = _current.get()
     if current is None:
         raise RuntimeError("no Databricks identity is set for this context")
     return current
 
 
+def current_identity() -> Identity:
+    return current_auth()[0]
+
+
 def get_workspace_client() -> WorkspaceClient:
     """The client of the current request's identity (blocking: call from a worker thread)."""
-    current = _current.get()
-    if current is None:
-        raise RuntimeError("no Databricks identity is set for this context")
-    identity, backend = current
+    identity, backend = current_auth()
     return backend.client(identity)
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import socket
+import threading
 import uuid
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -41,6 +42,20 @@ class Server(ThreadingHTTPServer):
     def __init__(self, address: tuple[str, int], workspace: Dispatcher) -> None:
         super().__init__(address, Handler)
         self.workspace = workspace
+
+    def serve_in_background(self, name: str) -> None:
+        threading.Thread(
+            target=self.serve_forever,
+            kwargs={"poll_interval": POLL_SECONDS},
+            name=name,
+            daemon=True,
+        ).start()
+
+    @property
+    def url(self) -> str:
+        host, port = self.server_address[:2]
+        assert isinstance(host, str)  # an AF_INET address; typeshed allows bytes for others
+        return f"http://{host}:{port}"
 
 
 class Handler(BaseHTTPRequestHandler):

@@ -39,7 +39,7 @@ from urllib.parse import urlsplit
 
 import orjson
 
-from gateway.testing._http import POLL_SECONDS, Server
+from gateway.testing._http import Server
 
 if TYPE_CHECKING:
     from gateway.testing._http import Handler
@@ -158,12 +158,7 @@ class Warehouse:
     def start(self) -> None:
         """The link host: a separate server, like the cloud storage presigned URLs point at."""
         self._links = Server(("127.0.0.1", 0), _LinkHost(self))
-        threading.Thread(
-            target=self._links.serve_forever,
-            kwargs={"poll_interval": POLL_SECONDS},
-            name="fake-links",
-            daemon=True,
-        ).start()
+        self._links.serve_in_background("fake-links")
 
     def close(self) -> None:
         if self._links is not None:
@@ -174,9 +169,7 @@ class Warehouse:
     @property
     def links_url(self) -> str:
         assert self._links is not None, "start() the workspace first"
-        host, port = self._links.server_address[:2]
-        assert isinstance(host, str)  # an AF_INET address; typeshed allows bytes for others
-        return f"http://{host}:{port}"
+        return self._links.url
 
     def execute_setup(self, sql: str) -> None:
         with self.lock:

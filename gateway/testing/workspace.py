@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import unquote
 
-from gateway.testing._http import POLL_SECONDS, Handler, Server
+from gateway.testing._http import Handler, Server
 from gateway.testing.catalog import CatalogApi, volume_info
 from gateway.testing.files import FilesApi
 from gateway.testing.identity import IdentityApi
@@ -66,7 +66,6 @@ class FakeWorkspace(IdentityApi, CatalogApi, FilesApi):
         self.requests: list[Recorded] = []
         self.files_root = Path(tempfile.mkdtemp(prefix="fake-workspace-"))
         self._server: Server | None = None
-        self._thread: threading.Thread | None = None
         self.warehouse = Warehouse(self.apply_fault) if Warehouse.available() else None
         self._routes = self._build_routes()
 
@@ -74,13 +73,7 @@ class FakeWorkspace(IdentityApi, CatalogApi, FilesApi):
 
     def start(self, port: int = 0, host: str = "127.0.0.1") -> FakeWorkspace:
         self._server = Server((host, port), self)
-        self._thread = threading.Thread(
-            target=self._server.serve_forever,
-            kwargs={"poll_interval": POLL_SECONDS},
-            name="fake-workspace",
-            daemon=True,
-        )
-        self._thread.start()
+        self._server.serve_in_background("fake-workspace")
         if self.warehouse is not None:
             self.warehouse.start()
         return self
@@ -102,9 +95,7 @@ class FakeWorkspace(IdentityApi, CatalogApi, FilesApi):
     @property
     def url(self) -> str:
         assert self._server is not None, "start() the workspace first"
-        host, port = self._server.server_address[:2]
-        assert isinstance(host, str)  # an AF_INET address; typeshed allows bytes for others
-        return f"http://{host}:{port}"
+        return self._server.url
 
     # --- seeding ------------------------------------------------------------------------------
 

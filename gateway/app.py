@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
 from typing import Any
 
@@ -37,7 +38,7 @@ from gateway.settings import Settings
 def create_app(settings: Settings | None = None, runtime: Runtime | None = None) -> FastAPI:
     settings = settings or Settings()
     runtime = runtime or Runtime.create(settings, make_backend(settings))
-    registry = Registry(ALL_OPS)
+    registry, ops_body = _registry()
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -72,8 +73,6 @@ def create_app(settings: Settings | None = None, runtime: Runtime | None = None)
     async def run(request: Request) -> Response:
         return await _run(request, runtime, registry)
 
-    ops_body = orjson.dumps({"ops": [op.describe() for op in registry]})  # schemas built once
-
     async def ops() -> Response:
         return Response(ops_body, media_type="application/json")
 
@@ -96,6 +95,14 @@ def create_app(settings: Settings | None = None, runtime: Runtime | None = None)
     # FastAPI's documented way to supply the schema; mypy forbids assigning to a method.
     app.openapi = lambda: _openapi(app, registry)  # type: ignore[method-assign]
     return app
+
+
+@functools.cache
+def _registry() -> tuple[Registry, bytes]:
+    """The ops and their /ops document, built once per process: every app serves the same ops,
+    and building their schemas costs more than the rest of create_app."""
+    registry = Registry(ALL_OPS)
+    return registry, orjson.dumps({"ops": [op.describe() for op in registry]})
 
 
 # --- /run -------------------------------------------------------------------------------------

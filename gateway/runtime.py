@@ -15,7 +15,7 @@ from gateway.metrics import Metrics
 from gateway.registry import Injected
 from gateway.settings import Settings
 from gateway.statements import Cancel, ShapeMemory
-from gateway.upstream import LeanUpstream, Upstream, make_upstream
+from gateway.upstream import LeanUpstream, Upstream, make_upstream, tls_context
 
 if TYPE_CHECKING:
     from gateway.telemetry import Telemetry
@@ -64,7 +64,9 @@ class Runtime(Injected):
 
         def async_client(size: int) -> httpx.AsyncClient:
             limits = httpx.Limits(max_connections=size, max_keepalive_connections=size)
-            return httpx.AsyncClient(timeout=timeout, limits=limits, follow_redirects=False)
+            return httpx.AsyncClient(
+                timeout=timeout, limits=limits, follow_redirects=False, verify=tls_context()
+            )
 
         limiter = anyio.CapacityLimiter(settings.thread_limit)
         return cls(

@@ -22,8 +22,10 @@ Ops call `Upstream`, never HTTP. `SdkUpstream` answers the same calls through th
 
 from __future__ import annotations
 
+import functools
 import importlib.util
 import random
+import ssl
 import sys
 import weakref
 from collections.abc import Callable
@@ -114,6 +116,7 @@ class LeanUpstream:
             timeout=timeout,
             limits=httpx.Limits(max_connections=size, max_keepalive_connections=min(size, 64)),
             follow_redirects=False,
+            verify=tls_context(),
             trust_env=False,  # like the readiness probe: no proxy merging on the hot path
         )
         # Per client: the headers that never change (the SDK, too, computes them once).
@@ -237,6 +240,13 @@ def sdk_error(config: Config, response: httpx.Response) -> DatabricksError:
     error = parser.get_api_error(as_requests)
     assert error is not None  # always, for a status >= 400
     return error
+
+
+@functools.cache
+def tls_context() -> ssl.SSLContext:
+    """One verifying TLS context for every httpx client of the process: loading the CA bundle
+    costs tens of milliseconds per client otherwise, and a context is safe to share."""
+    return httpx.create_ssl_context()
 
 
 def make_upstream(settings: Settings, limiter: anyio.CapacityLimiter) -> Upstream:

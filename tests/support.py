@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import random
 import socket
 import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -15,6 +17,30 @@ from gateway.app import create_app
 from gateway.serve import server_for
 from gateway.settings import Settings
 from gateway.testing import DEMO, FakeWorkspace
+
+
+def _ephemeral_floor() -> int:
+    try:
+        return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768  # Linux's default
+
+
+def free_port() -> int:
+    """A port for a child process to bind a moment later. Chosen below the kernel's ephemeral
+    range: a port from `bind(("", 0))` can be handed to another socket (a test running in
+    parallel, an outgoing connection) before the child binds it; a port below the range never
+    is, unless some process asks for that very number."""
+    floor = _ephemeral_floor()
+    for _ in range(200):
+        port = random.randrange(10_000, floor)
+        with socket.socket() as sock:
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    raise RuntimeError("no free port below the ephemeral range")
 
 
 class GatewayServer:
@@ -71,6 +97,19 @@ def running_gateway(settings: Settings) -> Iterator[tuple[GatewayServer, httpx.C
             yield server, client
     finally:
         server.stop()
+
+
+@contextmanager
+def planted(server: GatewayServer, op_name: str, fn: Any) -> Iterator[None]:
+    """Replace an op's function for the duration (a bug planted on purpose). The registry is
+    shared by every app of the process, so the original always goes back."""
+    op = server.app.state.registry.get(op_name)
+    original = op.fn
+    object.__setattr__(op, "fn", fn)  # Op is frozen: nothing else may change it
+    try:
+        yield
+    finally:
+        object.__setattr__(op, "fn", original)
 
 
 def run(

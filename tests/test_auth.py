@@ -14,7 +14,7 @@ from gateway import auth
 from gateway.auth import Identity, SdkBackend, ToolsCoreBackend
 from gateway.settings import Settings
 from gateway.testing import DEMO
-from tests.support import run
+from tests.support import planted, run
 
 PROBE = "/.well-known/databricks-config"
 ALICE = {"X-Databricks-Token": DEMO.alice_token}
@@ -233,15 +233,14 @@ def test_identity_repr_hides_the_token():
 
 def test_clear_runs_when_the_handler_raises(gateway):
     server, client = gateway(auth_mode="auto")
-    op = server.app.state.registry.get("me")
     seen: list[object] = []
 
     async def explode(runtime: object) -> None:  # `me`'s signature: async, given the runtime
         seen.append(auth.current_identity())
         raise RuntimeError("boom")
 
-    object.__setattr__(op, "fn", explode)
-    assert run(client, "me", headers=ALICE).status_code == 500
+    with planted(server, "me", explode):
+        assert run(client, "me", headers=ALICE).status_code == 500
     assert seen and seen[0].kind == "user"
     # The next caller without a token is the service, not the identity the failed request set.
     catalogs = run(client, "list_catalogs").json()["result"]
@@ -265,8 +264,8 @@ def test_tools_core_backend_contract(tools_core, gateway):
 def test_tools_core_clear_runs_on_error(tools_core, gateway):
     server, client = gateway(auth_backend="tools-core", auth_mode="user")
     module = sys.modules["databricks_tools_core.auth"]
-    object.__setattr__(server.app.state.registry.get("me"), "fn", lambda: 1 / 0)
-    assert run(client, "me", headers=ALICE).status_code == 500
+    with planted(server, "me", lambda: 1 / 0):
+        assert run(client, "me", headers=ALICE).status_code == 500
     assert module.calls[-1] == ("clear",)
 
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -17,16 +16,10 @@ import pytest
 from gateway import __main__ as entry
 from gateway import startup
 from gateway.testing import DEMO
-from tests.support import wait_until
+from tests.support import free_port, wait_until
 
 ROOT = Path(__file__).resolve().parent.parent
 SECRET = "process-test-secret"
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def start_gateway(workspace, **env: str) -> tuple[subprocess.Popen[bytes], str]:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import re
 import signal
-import socket
 import stat
 import subprocess
 import sys
@@ -17,6 +16,8 @@ from pathlib import Path
 import httpx
 import pytest
 
+from tests.support import free_port
+
 ROOT = Path(__file__).resolve().parent.parent
 MARKED_BLOCK = re.compile(r"^<!-- readme-test -->\n```bash\n(.*?)^```$", re.M | re.S)
 # Curl as the README calls it, but an HTTP error fails the block (plain `curl -s` exits 0).
@@ -25,12 +26,6 @@ STRICT_CURL = 'curl() { command curl --fail-with-body "$@"; }\n'
 
 def marked_blocks() -> list[str]:
     return MARKED_BLOCK.findall((ROOT / "README.md").read_text())
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 @dataclass

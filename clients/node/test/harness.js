@@ -1,5 +1,6 @@
 // Starts the real fake workspace and a real gateway (Python processes) for live tests.
 import { spawn } from 'node:child_process';
+import { readFileSync } from 'node:fs';
 import { connect, createServer } from 'node:net';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -7,16 +8,36 @@ import { fileURLToPath } from 'node:url';
 const root = join(dirname(fileURLToPath(import.meta.url)), '..', '..', '..');
 export const python = process.env.GATEWAY_PYTHON ?? join(root, '.venv', 'bin', 'python');
 
-export async function freePort() {
-  return new Promise((resolve, reject) => {
+function ephemeralFloor() {
+  try {
+    return Number(readFileSync('/proc/sys/net/ipv4/ip_local_port_range', 'utf8').split(/\s+/)[0]) || 32768;
+  } catch {
+    return 32768; // Linux's default
+  }
+}
+
+function canBind(port) {
+  return new Promise((resolve) => {
     const server = createServer();
     server.unref();
-    server.on('error', reject);
-    server.listen(0, '127.0.0.1', () => {
-      const { port } = server.address();
-      server.close(() => resolve(port));
-    });
+    server.once('error', () => resolve(false));
+    server.listen(port, '127.0.0.1', () => server.close(() => resolve(true)));
   });
+}
+
+/**
+ * A port for a child process to bind a moment later, chosen below the kernel's ephemeral range:
+ * a port from listen(0) can go to another socket (a test running in parallel, an outgoing
+ * connection) before the child binds it; one below the range never does, unless some process
+ * asks for that very number.
+ */
+export async function freePort() {
+  const floor = ephemeralFloor();
+  for (let i = 0; i < 200; i += 1) {
+    const port = 10_000 + Math.floor(Math.random() * (floor - 10_000));
+    if (await canBind(port)) return port;
+  }
+  throw new Error('no free port below the ephemeral range');
 }
 
 async function waitFor(url, child, logs, timeoutMs = 20_000) {
@@ -26,10 +47,11 @@ async function waitFor(url, child, logs, timeoutMs = 20_000) {
     try {
       const response = await fetch(url);
       await response.arrayBuffer();
-      return;
+      if (response.ok) return; // anything else is not (yet) the server we started
     } catch {
-      await new Promise((r) => setTimeout(r, 100));
+      /* not listening yet */
     }
+    await new Promise((r) => setTimeout(r, 100));
   }
   throw new Error(`${url} did not answer:\n${logs.join('')}`);
 }

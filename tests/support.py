@@ -17,6 +17,7 @@ from gateway.app import create_app
 from gateway.serve import server_for
 from gateway.settings import Settings
 from gateway.testing import DEMO, FakeWorkspace
+from gateway.upstream import tls_context
 
 
 def _ephemeral_floor() -> int:
@@ -93,7 +94,9 @@ def running_gateway(settings: Settings) -> Iterator[tuple[GatewayServer, httpx.C
     server = GatewayServer(settings).start()
     headers = {"X-Gateway-Secret": settings.secret.get_secret_value()} if settings.secret else {}
     try:
-        with httpx.Client(base_url=server.url, headers=headers, timeout=30) as client:
+        with httpx.Client(
+            base_url=server.url, headers=headers, timeout=30, verify=tls_context()
+        ) as client:
             yield server, client
     finally:
         server.stop()

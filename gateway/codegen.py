@@ -9,7 +9,9 @@ The registry derives every op's params and result JSON schemas from its signatur
 - `clients/node/ops.generated.d.ts`: each model in the schemas' `$defs` as an interface, a
   `<Op>Params` interface and a `<Op>Result` type per op, the `OpName` union, the `OpParams` and
   `OpResult` maps keyed by op name, and `OpMethods`, the typed client method of every op;
-- `clients/node/src/ops.generated.js`: `opMethods(run)`, those methods, each a call of `run`.
+- `clients/node/src/ops.generated.js`: `opMethods(run)`, those methods, each a call of `run`;
+- the op table of `README.md` (between its two marker comments): each op, its params
+  (`name` required, `name?` optional, with its default) and its description.
 
 A method's arguments follow one rule: up to two required params are positional, in the op's
 order, then an `opts` object of the optional ones; an op with more required params takes one
@@ -35,6 +37,9 @@ from gateway.registry import Registry
 ROOT = Path(__file__).resolve().parent.parent
 TYPES = ROOT / "clients" / "node" / "ops.generated.d.ts"
 METHODS = ROOT / "clients" / "node" / "src" / "ops.generated.js"
+README = ROOT / "README.md"
+TABLE_BEGIN = "<!-- op table: written by `python -m gateway.codegen` from the registry -->"
+TABLE_END = "<!-- end of the op table -->"
 
 # Ops whose client methods are written by hand in clients/node/src/client.js, and why.
 HAND_WRITTEN = {
@@ -281,6 +286,37 @@ def _method_js(op: OpSpec) -> str:
     return f"{op.method}: ({', '.join(args)}) => run('{op.name}', {body}, call)"
 
 
+def op_table(ops: list[OpSpec]) -> str:
+    rows = ["| op | params | what it does |", "|---|---|---|"]
+    family_order = [fn.__name__ for fn in ALL_OPS]  # each family's ops together, as listed
+    for op in sorted(ops, key=lambda op: family_order.index(op.name)):
+        description = " ".join(op.description.split()).replace("|", "\\|")
+        rows.append(f"| `{op.name}` | {_params_cell(op)} | {description} |")
+    return "\n".join(rows)
+
+
+def _params_cell(op: OpSpec) -> str:
+    cells = [f"`{name}`" for name in op.required]
+    for name in op.optional:
+        default = op.params["properties"][name].get("default")
+        shown = "" if default is None else f" (`{_markdown_value(default)}`)"
+        cells.append(f"`{name}?`{shown}")
+    return ", ".join(cells) or "—"
+
+
+def _markdown_value(value: Any) -> str:
+    return value if isinstance(value, str) else json.dumps(value)
+
+
+def readme(ops: list[OpSpec], text: str) -> str:
+    """The README with its op table replaced by the registry's."""
+    head, found, rest = text.partition(TABLE_BEGIN)
+    _, found_end, tail = rest.partition(TABLE_END)
+    if not (found and found_end):
+        raise ValueError(f"README.md lacks the op table markers {TABLE_BEGIN!r} / {TABLE_END!r}")
+    return f"{head}{TABLE_BEGIN}\n{op_table(ops)}\n{TABLE_END}{tail}"
+
+
 def generated(ops: list[OpSpec]) -> list[OpSpec]:
     """The ops that get a generated method: all but the HAND_WRITTEN ones."""
     return [op for op in ops if op.name not in HAND_WRITTEN]
@@ -288,7 +324,10 @@ def generated(ops: list[OpSpec]) -> list[OpSpec]:
 
 def outputs() -> dict[Path, str]:
     ops = specs()
-    return {TYPES: typescript(ops), METHODS: javascript(ops)}
+    files = {TYPES: typescript(ops), METHODS: javascript(ops)}
+    if README.exists():
+        files[README] = readme(ops, README.read_text(encoding="utf-8"))
+    return files
 
 
 def stale() -> list[Path]:

@@ -19,12 +19,23 @@ def test_check_fails_on_a_stale_file(tmp_path: Path, monkeypatch: pytest.MonkeyP
     monkeypatch.setattr(codegen, "ROOT", tmp_path)
     monkeypatch.setattr(codegen, "TYPES", tmp_path / "ops.generated.d.ts")
     monkeypatch.setattr(codegen, "METHODS", tmp_path / "ops.generated.js")
-    assert codegen.main(["--check"]) == 1  # missing
+    readme = tmp_path / "README.md"
+    readme.write_text(f"# Ops\n\n{codegen.TABLE_BEGIN}\nold rows\n{codegen.TABLE_END}\n\nMore.\n")
+    monkeypatch.setattr(codegen, "README", readme)
+    assert codegen.main(["--check"]) == 1  # missing, and an old table
     assert codegen.main([]) == 0
     assert codegen.main(["--check"]) == 0
+    assert "| `me` | — |" in readme.read_text() and readme.read_text().endswith("\n\nMore.\n")
     codegen.TYPES.write_text(codegen.TYPES.read_text().replace("me: MeParams;", ""))
+    readme.write_text(readme.read_text().replace("| `me` |", "| `you` |"))
     assert codegen.main(["--check"]) == 1
-    assert "stale: ops.generated.d.ts" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "stale: ops.generated.d.ts" in err and "stale: README.md" in err
+
+
+def test_a_readme_without_the_table_markers_is_a_clear_error():
+    with pytest.raises(ValueError, match="op table markers"):
+        codegen.readme(codegen.specs(), "# no table here\n")
 
 
 def test_the_generator_reads_what_get_ops_serves(gateway):

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from collections.abc import Callable
+from typing import Annotated, Any, Literal
 
 from databricks.sdk.errors import NotFound, ResourceConflict
 from databricks.sdk.service.catalog import VolumeInfo, VolumeType
@@ -173,3 +174,13 @@ def _volume(v: VolumeInfo) -> Volume:
         created_at=v.created_at,
         path=path,
     )
+
+
+# The ops of this family the gateway serves (gateway/ops/__init__.py gathers every family's).
+OPS: list[Callable[..., Any]] = [
+    list_catalogs,
+    list_schemas,
+    list_volumes,
+    list_tables,
+    ensure_volume,
+]

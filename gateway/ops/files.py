@@ -10,7 +10,7 @@ import base64
 import binascii
 import email.utils
 import mimetypes
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 from urllib.parse import quote
@@ -361,3 +361,14 @@ def _http_date_to_iso(value: str | None) -> str | None:
         )
     except (TypeError, ValueError):
         return None
+
+
+# The ops of this family the gateway serves (gateway/ops/__init__.py gathers every family's).
+OPS: list[Callable[..., Any]] = [
+    list_directory,
+    create_directory,
+    file_info,
+    read_file,
+    write_file,
+    delete_file,
+]

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any
+
 from pydantic import BaseModel
 
 from gateway.registry import quick
@@ -29,3 +32,7 @@ async def me(runtime: Runtime) -> User:
         active=user.active,
         groups=[g.display for g in user.groups or [] if g.display],
     )
+
+
+# The ops of this family the gateway serves (gateway/ops/__init__.py gathers every family's).
+OPS: list[Callable[..., Any]] = [me]

@@ -16,7 +16,7 @@ from __future__ import annotations
 import hashlib
 import math
 import re
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, Callable
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -471,3 +471,7 @@ def _text(value: ParamValue) -> str | None:
     if isinstance(value, bool):
         return "true" if value else "false"
     return repr(value) if isinstance(value, float) else str(value)
+
+
+# The ops of this family the gateway serves (gateway/ops/__init__.py gathers every family's).
+OPS: list[Callable[..., Any]] = [run_query, submit_query, query_status, fetch_result, cancel_query]

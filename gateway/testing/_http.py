@@ -94,7 +94,10 @@ class Handler(BaseHTTPRequestHandler):
         if "chunked" in self.headers.get("Transfer-Encoding", ""):
             yield from self._chunked()
             return
-        remaining = int(self.headers.get("Content-Length") or 0)
+        yield from self._exactly(int(self.headers.get("Content-Length") or 0))
+
+    def _exactly(self, size: int) -> Iterator[bytes]:
+        remaining = size
         while remaining > 0:
             data = self.rfile.read(min(READ_CHUNK, remaining))
             if not data:
@@ -112,13 +115,7 @@ class Handler(BaseHTTPRequestHandler):
                 while self.rfile.readline(65537) not in (b"\r\n", b"\n", b""):
                     pass
                 return
-            remaining = size
-            while remaining > 0:
-                data = self.rfile.read(min(READ_CHUNK, remaining))
-                if not data:
-                    raise ConnectionResetError("client went away mid-body")
-                remaining -= len(data)
-                yield data
+            yield from self._exactly(size)
             self.rfile.readline(3)
 
     def read_body(self) -> bytes:

@@ -3,7 +3,9 @@ import { spawn } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 import { connect, createServer } from 'node:net';
 import { dirname, join } from 'node:path';
+import { after, before } from 'node:test';
 import { fileURLToPath } from 'node:url';
+import { createGatewayClient } from '../src/index.js';
 
 const root = join(dirname(fileURLToPath(import.meta.url)), '..', '..', '..');
 export const python = process.env.GATEWAY_PYTHON ?? join(root, '.venv', 'bin', 'python');
@@ -104,6 +106,23 @@ export async function startStack({ gatewayEnv = {}, fakeArgs = [] } = {}) {
       }
     },
   };
+}
+
+/**
+ * A stack (startStack's options) and a client for one test file: started before its tests,
+ * stopped after them. The tests read `live.stack` and `live.client`.
+ */
+export function liveStack(options) {
+  const live = { stack: undefined, client: undefined };
+  before(async () => {
+    live.stack = await startStack(options);
+    live.client = createGatewayClient({ url: live.stack.url, secret: live.stack.secret });
+  });
+  after(async () => {
+    await live.client?.close();
+    await live.stack?.stop();
+  });
+  return live;
 }
 
 /**

@@ -2,34 +2,23 @@
 import assert from 'node:assert/strict';
 import { createHash, randomBytes } from 'node:crypto';
 import { Readable } from 'node:stream';
-import { after, before, test } from 'node:test';
+import { test } from 'node:test';
 import { createGatewayClient } from '../src/index.js';
-import { startStack } from './harness.js';
+import { liveStack } from './harness.js';
 
-let stack;
-let client;
-
-before(async () => {
-  stack = await startStack({ gatewayEnv: { GATEWAY_AUTH_MODE: 'auto' }, fakeArgs: ['--chunk-rows', '7'] });
-  client = createGatewayClient({ url: stack.url, secret: stack.secret });
-});
-
-after(async () => {
-  await client?.close();
-  await stack?.stop();
-});
+const live = liveStack({ gatewayEnv: { GATEWAY_AUTH_MODE: 'auto' }, fakeArgs: ['--chunk-rows', '7'] });
 
 test('health, readiness and identities', async () => {
-  assert.equal((await client.health()).status, 'ok');
-  assert.equal((await client.ready({ deep: true })).ready, true);
-  assert.equal((await client.me()).user_name, 'gateway-service@example.com');
-  assert.equal((await client.me({ userToken: 'dapi-local-alice' })).user_name, 'alice@example.com');
-  const names = (await client.listCatalogs({ userToken: 'dapi-local-bob' })).map((c) => c.name);
+  assert.equal((await live.client.health()).status, 'ok');
+  assert.equal((await live.client.ready({ deep: true })).ready, true);
+  assert.equal((await live.client.me()).user_name, 'gateway-service@example.com');
+  assert.equal((await live.client.me({ userToken: 'dapi-local-alice' })).user_name, 'alice@example.com');
+  const names = (await live.client.listCatalogs({ userToken: 'dapi-local-bob' })).map((c) => c.name);
   assert.ok(!names.includes('finance'));
 });
 
 test('a wrong secret is refused', async () => {
-  const stranger = createGatewayClient({ url: stack.url, secret: 'wrong' });
+  const stranger = createGatewayClient({ url: live.stack.url, secret: 'wrong' });
   await assert.rejects(stranger.me(), { code: 'GATEWAY_UNAUTHORIZED', status: 401 });
   await stranger.close();
 });
@@ -39,24 +28,24 @@ test('files stream both ways', async () => {
   const chunks = Array.from({ length: 40 }, () => randomBytes(64 * 1024));
   const sent = createHash('sha256');
   chunks.forEach((c) => sent.update(c));
-  const written = await client.writeFile(path, Readable.from(chunks), { overwrite: true });
+  const written = await live.client.writeFile(path, Readable.from(chunks), { overwrite: true });
   assert.equal(written.size, 40 * 64 * 1024);
-  const stream = await client.readFile(path);
+  const stream = await live.client.readFile(path);
   assert.equal(stream.size, 40 * 64 * 1024);
   const received = createHash('sha256');
   for await (const chunk of stream) received.update(chunk);
   assert.equal(received.digest('hex'), sent.digest('hex'));
-  await assert.rejects(client.writeFile(path, 'again'), { code: 'ALREADY_EXISTS', status: 409 });
-  assert.equal((await client.readText('/Volumes/main/app/files/README.txt')).content.length > 0, true);
+  await assert.rejects(live.client.writeFile(path, 'again'), { code: 'ALREADY_EXISTS', status: 409 });
+  assert.equal((await live.client.readText('/Volumes/main/app/files/README.txt')).content.length > 0, true);
 });
 
 test('query returns typed rows; queryStream yields every row across chunks', async () => {
-  const result = await client.query({
+  const result = await live.client.query({
     statement: 'SELECT id, amount, paid FROM demo.shop.sales WHERE id <= :n ORDER BY id',
     parameters: { n: 2 },
   });
   assert.deepEqual(result.rows, [[1, '120.50', true], [2, '98.10', false]]);
-  const rows = client.queryStream({ statement: 'SELECT pickup_zip FROM samples.nyctaxi.trips' });
+  const rows = live.client.queryStream({ statement: 'SELECT pickup_zip FROM samples.nyctaxi.trips' });
   let count = 0;
   for await (const row of rows) {
     assert.equal(typeof row[0], 'number');
@@ -68,20 +57,20 @@ test('query returns typed rows; queryStream yields every row across chunks', asy
 });
 
 test('breaking out of queryStream cancels the statement on the warehouse', async () => {
-  const rows = client.queryStream({ statement: 'SELECT * FROM samples.nyctaxi.trips' });
+  const rows = live.client.queryStream({ statement: 'SELECT * FROM samples.nyctaxi.trips' });
   for await (const row of rows) {
     assert.ok(row);
     break;
   }
   const deadline = Date.now() + 5000;
-  while (!stack.logs().includes('statement cancelled') && Date.now() < deadline) {
+  while (!live.stack.logs().includes('statement cancelled') && Date.now() < deadline) {
     await new Promise((r) => setTimeout(r, 50));
   }
-  assert.match(stack.logs(), /statement cancelled/);
+  assert.match(live.stack.logs(), /statement cancelled/);
 });
 
 test('a query error is a GatewayError with the SQL state', async () => {
-  await assert.rejects(client.query({ statement: 'SELECT * FROM nowhere' }), (err) => {
+  await assert.rejects(live.client.query({ statement: 'SELECT * FROM nowhere' }), (err) => {
     assert.equal(err.code, 'SQL_ERROR');
     assert.equal(err.details.sql_state, '42P01');
     return true;

@@ -1,38 +1,27 @@
 // Reading results in bulk against a real gateway and the fake warehouse (7 rows a chunk):
 // the Arrow stream through apache-arrow, and fetchResultStream resuming after cuts.
 import assert from 'node:assert/strict';
-import { after, before, test } from 'node:test';
+import { test } from 'node:test';
 import { DataType, RecordBatchReader } from 'apache-arrow';
 import { createGatewayClient } from '../src/index.js';
-import { cuttingProxy, startStack } from './harness.js';
+import { cuttingProxy, liveStack } from './harness.js';
 
 const ALICE = { userToken: 'dapi-local-alice' };
 const NUMBERS = "SELECT i, 'row ' || i AS label FROM range(100) t(i) ORDER BY i"; // 15 chunks
 const EXPECTED = Array.from({ length: 100 }, (_, i) => [i, `row ${i}`]);
 
-let stack;
-let client;
-
-before(async () => {
-  stack = await startStack({ gatewayEnv: { GATEWAY_AUTH_MODE: 'auto' }, fakeArgs: ['--chunk-rows', '7'] });
-  client = createGatewayClient({ url: stack.url, secret: stack.secret });
-});
-
-after(async () => {
-  await client?.close();
-  await stack?.stop();
-});
+const live = liveStack({ gatewayEnv: { GATEWAY_AUTH_MODE: 'auto' }, fakeArgs: ['--chunk-rows', '7'] });
 
 async function finished(statement, call = ALICE) {
-  const { statementId } = await client.submitQuery({ statement }, call);
-  await client.waitForQuery(statementId, {}, call);
+  const { statementId } = await live.client.submitQuery({ statement }, call);
+  await live.client.waitForQuery(statementId, {}, call);
   return statementId;
 }
 
 /** Read every row through a proxy that applies `cuts`; returns the rows and the stream. */
 async function throughProxy(statementId, cuts, opts = {}) {
-  const proxy = await cuttingProxy(stack.url, cuts);
-  const cut = createGatewayClient({ url: proxy.url, secret: stack.secret });
+  const proxy = await cuttingProxy(live.stack.url, cuts);
+  const cut = createGatewayClient({ url: proxy.url, secret: live.stack.secret });
   try {
     const stream = cut.fetchResultStream(statementId, opts, ALICE);
     const rows = [];
@@ -51,7 +40,7 @@ const intoNdjson = (n) => (sent) => {
 };
 
 test('queryArrow streams one Arrow IPC stream that apache-arrow reads, batch by batch', async () => {
-  const stream = await client.queryArrow(
+  const stream = await live.client.queryArrow(
     { statement: "SELECT i, CAST(i AS DOUBLE) / 2 AS half, 'r' || i AS s, i % 2 = 0 AS even FROM range(50) t(i) ORDER BY i" },
     ALICE,
   );
@@ -79,7 +68,7 @@ test('queryArrow streams one Arrow IPC stream that apache-arrow reads, batch by 
 
 test('fetchResultStream yields every row of a finished statement, from any chunk', async () => {
   const statementId = await finished(NUMBERS);
-  const all = client.fetchResultStream(statementId, {}, ALICE);
+  const all = live.client.fetchResultStream(statementId, {}, ALICE);
   const rows = [];
   for await (const row of all) rows.push(row);
   assert.deepEqual(rows, EXPECTED);
@@ -87,7 +76,7 @@ test('fetchResultStream yields every row of a finished statement, from any chunk
   assert.equal(all.meta.rowCount, 100);
   assert.equal(all.meta.truncated, false);
   const tail = [];
-  for await (const row of client.fetchResultStream(statementId, { fromChunk: 14 }, ALICE)) tail.push(row);
+  for await (const row of live.client.fetchResultStream(statementId, { fromChunk: 14 }, ALICE)) tail.push(row);
   assert.deepEqual(tail, EXPECTED.slice(98));
 });
 
@@ -129,13 +118,13 @@ test('cuts that let nothing through give up after maxResumes with a GatewayError
 test('a reader can stop mid-chunk and go on later from meta.position', async () => {
   const statementId = await finished(NUMBERS);
   const rows = [];
-  const first = client.fetchResultStream(statementId, {}, ALICE);
+  const first = live.client.fetchResultStream(statementId, {}, ALICE);
   for await (const row of first) {
     rows.push(row);
     if (rows.length === 10) break; // inside chunk 1 (7 rows a chunk)
   }
   assert.deepEqual(first.meta.position, { chunk: 1, row: 3 });
   const { chunk, row } = first.meta.position;
-  for await (const r of client.fetchResultStream(statementId, { fromChunk: chunk, skipRows: row }, ALICE)) rows.push(r);
+  for await (const r of live.client.fetchResultStream(statementId, { fromChunk: chunk, skipRows: row }, ALICE)) rows.push(r);
   assert.deepEqual(rows, EXPECTED);
 });

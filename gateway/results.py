@@ -27,6 +27,7 @@ import httpx
 import orjson
 
 from gateway.errors import UpstreamBadResponse, error_from_response
+from gateway.ndjson import batch_ndjson, rows_ndjson
 from gateway.sqltypes import RowTyper, arrow_rows, type_from_text
 from gateway.statements import StatementsApi
 
@@ -128,6 +129,15 @@ class ChunkReader:
             yield [self.typer(row) for row in rows]
             return
         yield [self.typer(row) for row in chunk.rows or []]
+
+    def ndjson_of(self, chunk: Chunk) -> Iterator[tuple[bytes, int]]:
+        """A chunk's typed rows as NDJSON lines, one Arrow batch at a time, with their count."""
+        if chunk.arrow is None:
+            for rows in self.rows_of(chunk):
+                yield rows_ndjson(rows), len(rows)
+            return
+        for batch in _arrow_batches(chunk.arrow):
+            yield batch_ndjson(batch), batch.num_rows if batch.num_columns else 0
 
     async def _fetch(self, index: int) -> Chunk:
         first = self.manifest.first

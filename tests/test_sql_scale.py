@@ -315,3 +315,26 @@ def test_the_fake_answers_wait_timeout_0s_before_the_query_has_run(workspace):
     url = f"{workspace.url}/api/2.0/sql/statements/{submitted.json()['statement_id']}"
     wait_until(lambda: httpx.get(url, headers=auth).json()["status"]["state"] == "SUCCEEDED")
     assert httpx.get(url, headers=auth).json()["result"]["data_array"] == [["1"]]
+
+
+def test_the_gateway_fetches_no_further_ahead_than_its_window(gateway, workspace):
+    # Memory stays bounded by the window whatever the result size: while chunk 2 is held back,
+    # chunks 3 to 5 may be fetched (4 in flight), and nothing after them.
+    workspace.warehouse.chunk_rows = 10
+    held = workspace.warehouse.held_chunks[2] = threading.Event()
+    _, client = gateway(prefetch_chunks=4)
+    lines: list = []
+    reader = threading.Thread(target=lambda: lines.extend(ndjson(client, MANY.format(n=200))))
+    reader.start()
+    try:
+        wait_until(lambda: 5 in fetched(workspace))
+        assert max(fetched(workspace)) == 5
+    finally:
+        held.set()
+        reader.join(60)  # a hang guard
+    assert [row[0] for row in lines[1:-1]] == list(range(200))
+    assert sorted(fetched(workspace)) == list(range(20))  # each chunk fetched once
+
+
+def fetched(workspace) -> list[int]:
+    return [n for _, n, _ in workspace.warehouse.link_fetches]

@@ -152,6 +152,8 @@ class Warehouse:
             0  # links whose signature has expired though `expiration` says not
         )
         self.links_in_flight = 0
+        # Chunk index -> an event its link fetches wait for (tests hold a chunk back with it).
+        self.held_chunks: dict[int, threading.Event] = {}
         self.most_links_in_flight = 0  # how many link fetches overlapped at most (prefetch)
         self._link_key = secrets.token_bytes(16)
         self._links: Server | None = None
@@ -643,6 +645,9 @@ class Warehouse:
                 content_type="application/xml",
             )
             return
+        held = self.held_chunks.get(n)
+        if held is not None:
+            held.wait(60)  # a hang guard: the test that held it lets it go
         body, kind = self.link_body(statement, n)
         rq.send(200, body, content_type=kind)
 

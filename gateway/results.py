@@ -27,10 +27,12 @@ import httpx
 import orjson
 
 from gateway.errors import UpstreamBadResponse, error_from_response
+from gateway.ndjson import batch_ndjson, rows_ndjson
 from gateway.sqltypes import RowTyper, arrow_rows, type_from_text
 from gateway.statements import StatementsApi
 
 T = TypeVar("T")
+Body = bytes | bytearray  # a chunk's bytes as they arrived
 
 
 @dataclass(frozen=True)
@@ -81,7 +83,7 @@ class Chunk:
 
     index: int
     rows: list[list[Any]] | None = None
-    arrow: bytes | None = None
+    arrow: Body | None = None
     csv: bytes | None = None
 
 
@@ -129,6 +131,15 @@ class ChunkReader:
             return
         yield [self.typer(row) for row in chunk.rows or []]
 
+    def ndjson_of(self, chunk: Chunk) -> Iterator[tuple[bytes, int]]:
+        """A chunk's typed rows as NDJSON lines, one Arrow batch at a time, with their count."""
+        if chunk.arrow is None:
+            for rows in self.rows_of(chunk):
+                yield rows_ndjson(rows), len(rows)
+            return
+        for batch in _arrow_batches(chunk.arrow):
+            yield batch_ndjson(batch), batch.num_rows if batch.num_columns else 0
+
     async def _fetch(self, index: int) -> Chunk:
         first = self.manifest.first
         if index == 0 and first is not None:
@@ -146,29 +157,37 @@ class ChunkReader:
         if not links:
             return Chunk(index, rows=result.get("data_array") or [])
         parts = [await self._download(index, link, refreshed=False) for link in links]
-        body = b"".join(parts)
         if self.manifest.format == "ARROW_STREAM":
-            return Chunk(index, arrow=body if len(parts) == 1 else _merge_arrow(parts))
+            return Chunk(index, arrow=parts[0] if len(parts) == 1 else _merge_arrow(parts))
         if self.manifest.format == "CSV":
-            return Chunk(index, csv=body)
+            return Chunk(index, csv=b"".join(parts))
         rows: list[list[Any]] = []
         for part in parts:
             rows += _json_rows(part)
         return Chunk(index, rows=rows)
 
-    async def _download(self, index: int, link: dict[str, Any], refreshed: bool) -> bytes:
+    async def _download(self, index: int, link: dict[str, Any], refreshed: bool) -> Body:
         """One presigned link: no Authorization header ever; refreshed once if it expired."""
         if not refreshed and _expired(link.get("expiration")):
             link = await self._fresh_link(index, link)
             refreshed = True
-        response = await self.http.get(
-            str(link.get("external_link") or ""), headers=link.get("http_headers") or {}
+        request = self.http.build_request(
+            "GET", str(link.get("external_link") or ""), headers=link.get("http_headers") or {}
         )
-        if response.status_code == 403 and not refreshed:
+        response = await self.http.send(request, stream=True)
+        try:
+            status = response.status_code
+            if status < 400:
+                # Into one growing buffer: the pieces and their join held a chunk twice.
+                body = bytearray()
+                async for piece in response.aiter_bytes():
+                    body += piece
+                return body
+        finally:
+            await response.aclose()
+        if status == 403 and not refreshed:
             return await self._download(index, await self._fresh_link(index, link), True)
-        if response.status_code >= 400:
-            raise error_from_response(response.status_code, b"")
-        return response.content
+        raise error_from_response(status, b"")
 
     async def _fresh_link(self, index: int, stale: dict[str, Any]) -> dict[str, Any]:
         result = await anyio.to_thread.run_sync(
@@ -262,7 +281,7 @@ class _Drain(io.RawIOBase):
         return out
 
 
-def _arrow_batches(data: bytes) -> Any:
+def _arrow_batches(data: Body) -> Any:
     import pyarrow as pa
 
     try:
@@ -271,7 +290,7 @@ def _arrow_batches(data: bytes) -> Any:
         raise UpstreamBadResponse(f"an Arrow chunk did not parse: {exc}") from exc
 
 
-def _merge_arrow(parts: list[bytes]) -> bytes:
+def _merge_arrow(parts: list[Body]) -> bytes:
     import pyarrow as pa
 
     batches = [batch for part in parts for batch in _arrow_batches(part)]
@@ -282,7 +301,7 @@ def _merge_arrow(parts: list[bytes]) -> bytes:
     return sink.getvalue()
 
 
-def _json_rows(body: bytes) -> list[list[Any]]:
+def _json_rows(body: Body) -> list[list[Any]]:
     """The rows of one JSON_ARRAY link, or a clear error for a body that is not them (a proxy's
     HTML page, an XML error document)."""
     try:

@@ -140,22 +140,35 @@ class RowTyper:
 
 def arrow_rows(batch: Any) -> list[list[Any]]:
     """The rows of a pyarrow RecordBatch as JSON-ready lists, typed per the table above."""
-    columns = [_arrow_column(column) for column in batch.columns]
+    columns = [arrow_values(column) for column in batch.columns]
     return [list(row) for row in zip(*columns, strict=True)] if columns else []
 
 
-def _arrow_column(array: Any) -> list[Any]:
+def arrow_strings(array: Any) -> Any | None:
+    """The column as Arrow strings when its JSON values are strings Arrow computes (timestamps,
+    dates, decimals: the table above), else None."""
     import pyarrow as pa
     import pyarrow.compute as pc
 
     kind = array.type
     if pa.types.is_timestamp(kind):
         millis = pc.cast(array, pa.timestamp("ms", tz=kind.tz), safe=False)
-        return pc.strftime(millis, format="%Y-%m-%dT%H:%M:%SZ").to_pylist()  # type: ignore[no-any-return]
+        return pc.strftime(millis, format="%Y-%m-%dT%H:%M:%SZ")
     if pa.types.is_date(kind):
-        return pc.strftime(array, format="%Y-%m-%d").to_pylist()  # type: ignore[no-any-return]
+        return pc.strftime(array, format="%Y-%m-%d")
     if pa.types.is_decimal(kind):
-        return pc.cast(array, pa.string()).to_pylist()  # type: ignore[no-any-return]
+        return pc.cast(array, pa.string())
+    return None
+
+
+def arrow_values(array: Any) -> list[Any]:
+    """One Arrow column's values as JSON-ready Python values, typed per the table above."""
+    import pyarrow as pa
+
+    kind = array.type
+    strings = arrow_strings(array)
+    if strings is not None:
+        return strings.to_pylist()  # type: ignore[no-any-return]
     values = array.to_pylist()
     if pa.types.is_int64(kind) or pa.types.is_uint64(kind):
         return [_safe_integer(v) for v in values]

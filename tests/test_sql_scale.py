@@ -7,6 +7,8 @@ switches reproduce what some warehouses do (JSON_ARRAY refused, INLINE Arrow att
 
 from __future__ import annotations
 
+import threading
+
 import httpx
 import orjson
 import pyarrow as pa
@@ -292,3 +294,47 @@ def test_the_fake_chunks_by_bytes(workspace):
     assert [c["row_offset"] for c in chunks] == [
         sum(c["row_count"] for c in chunks[:i]) for i in range(len(chunks))
     ]
+
+
+def test_the_fake_answers_wait_timeout_0s_before_the_query_has_run(workspace):
+    # A 10M-row query once ran inside the submit request: past the SDK's HTTP timeout, the SDK
+    # submitted it again and again and the gateway answered 504 with no rows.
+    release = threading.Event()
+    materialise = workspace.warehouse._materialise
+
+    def slow_materialise(statement, body):
+        assert release.wait(60)  # a hang guard: the test releases it below
+        materialise(statement, body)
+
+    workspace.warehouse._materialise = slow_materialise
+    auth = {"Authorization": f"Bearer {DEMO.service_token}"}
+    body = {"statement": "SELECT 1 AS x", "warehouse_id": DEMO.warehouse_id, "wait_timeout": "0s"}
+    submitted = httpx.post(f"{workspace.url}/api/2.0/sql/statements/", json=body, headers=auth)
+    assert submitted.json()["status"]["state"] in ("PENDING", "RUNNING")
+    release.set()
+    url = f"{workspace.url}/api/2.0/sql/statements/{submitted.json()['statement_id']}"
+    wait_until(lambda: httpx.get(url, headers=auth).json()["status"]["state"] == "SUCCEEDED")
+    assert httpx.get(url, headers=auth).json()["result"]["data_array"] == [["1"]]
+
+
+def test_the_gateway_fetches_no_further_ahead_than_its_window(gateway, workspace):
+    # Memory stays bounded by the window whatever the result size: while chunk 2 is held back,
+    # chunks 3 to 5 may be fetched (4 in flight), and nothing after them.
+    workspace.warehouse.chunk_rows = 10
+    held = workspace.warehouse.held_chunks[2] = threading.Event()
+    _, client = gateway(prefetch_chunks=4)
+    lines: list = []
+    reader = threading.Thread(target=lambda: lines.extend(ndjson(client, MANY.format(n=200))))
+    reader.start()
+    try:
+        wait_until(lambda: 5 in fetched(workspace))
+        assert max(fetched(workspace)) == 5
+    finally:
+        held.set()
+        reader.join(60)  # a hang guard
+    assert [row[0] for row in lines[1:-1]] == list(range(200))
+    assert sorted(fetched(workspace)) == list(range(20))  # each chunk fetched once
+
+
+def fetched(workspace) -> list[int]:
+    return [n for _, n, _ in workspace.warehouse.link_fetches]

@@ -22,12 +22,12 @@ from typing import Annotated, Any, Literal
 
 import anyio
 import anyio.to_thread
-import orjson
 from pydantic import BaseModel, Field, StrictBool, StrictFloat, StrictInt
 
 from gateway.auth import current_identity, get_workspace_client
 from gateway.errors import GatewayError, bad_request, masked_internal_error, translate
 from gateway.logs import current_request_id, logger
+from gateway.ndjson import line
 from gateway.ops.catalog import Name
 from gateway.registry import ARROW_STREAM, NDJSON, ByteStream, Delivery
 from gateway.results import ChunkReader, Manifest
@@ -330,10 +330,6 @@ def _unique_keys(names: list[str]) -> list[str]:
     return keys
 
 
-def _line(value: Any) -> bytes:
-    return orjson.dumps(value, option=orjson.OPT_APPEND_NEWLINE, default=str)
-
-
 async def _ndjson(reader: ChunkReader, checkpoints: bool = False) -> AsyncGenerator[bytes, None]:
     manifest = reader.manifest
     header: dict[str, Any] = {
@@ -342,18 +338,18 @@ async def _ndjson(reader: ChunkReader, checkpoints: bool = False) -> AsyncGenera
     }
     if checkpoints:
         header["chunk_index"] = reader.start
-    yield _line(header)
+    yield line(header)
     count = 0
     try:
         async for chunk in reader.chunks():
-            for batch in reader.rows_of(chunk):
-                yield b"".join([_line(row) for row in batch])
-                count += len(batch)
+            for lines, rows in reader.ndjson_of(chunk):
+                yield lines
+                count += rows
             if checkpoints:
-                yield _line({"chunk_done": chunk.index})
-        yield _line({"row_count": count, "truncated": manifest.truncated})
+                yield line({"chunk_done": chunk.index})
+        yield line({"row_count": count, "truncated": manifest.truncated})
     except Exception as exc:
-        yield _line({"error": _stream_error(exc)})
+        yield line({"error": _stream_error(exc)})
 
 
 async def _guarded(

@@ -4,7 +4,8 @@ It behaves like Databricks SQL where that shapes a client (shared/reference/data
 section 6 and 8), not like a convenient test double:
 - `:name` markers are bound, never interpolated; every JSON_ARRAY value is a **string**.
 - Statements go PENDING -> RUNNING -> SUCCEEDED | FAILED | CANCELED on a clock
-  (`pending_seconds`, `delay_seconds`), so `wait_timeout: "0s"` clients really poll;
+  (`pending_seconds`, `delay_seconds`) and not before their query, which runs in the
+  background, has finished; so `wait_timeout: "0s"` answers at once and clients really poll;
   `wait_timeout` must be `0s` or `5s`..`50s`. Failures are HTTP 200 with state FAILED.
 - INLINE takes only JSON_ARRAY and fails a result over `inline_byte_cap` (25 MiB) with
   Databricks' error; `byte_limit` truncates instead. Results are chunked **by bytes**
@@ -22,6 +23,7 @@ section 6 and 8), not like a convenient test double:
 from __future__ import annotations
 
 import base64
+import bisect
 import hashlib
 import hmac
 import importlib.util
@@ -114,6 +116,9 @@ class Statement:
     error: dict[str, Any] | None = None
     duck_types: list[str] = field(default_factory=list)
     fetched_chunks: list[int] = field(default_factory=list)
+    # Set once the query ran (its result table and chunks exist, or its error): until then the
+    # statement stays PENDING/RUNNING whatever the clock says.
+    executed: threading.Event = field(default_factory=threading.Event)
 
 
 class Warehouse:
@@ -147,6 +152,8 @@ class Warehouse:
             0  # links whose signature has expired though `expiration` says not
         )
         self.links_in_flight = 0
+        # Chunk index -> an event its link fetches wait for (tests hold a chunk back with it).
+        self.held_chunks: dict[int, threading.Event] = {}
         self.most_links_in_flight = 0  # how many link fetches overlapped at most (prefetch)
         self._link_key = secrets.token_bytes(16)
         self._links: Server | None = None
@@ -274,10 +281,12 @@ class Warehouse:
             return
         statement = self._run(body, getattr(rq, "user", None))
         wait = int(_WAIT_TIMEOUT.fullmatch(body.get("wait_timeout", "10s"))[1])  # type: ignore[index]
-        remaining = statement.ready_at - time.monotonic()
-        if remaining > 0 and wait > 0:
-            time.sleep(min(wait, remaining))
-        if body.get("on_wait_timeout") == "CANCEL" and time.monotonic() < statement.ready_at:
+        deadline = time.monotonic() + wait
+        if wait > 0 and statement.executed.wait(wait):
+            remaining = min(statement.ready_at, deadline) - time.monotonic()
+            if remaining > 0:
+                time.sleep(remaining)
+        if body.get("on_wait_timeout") == "CANCEL" and not self._finished(statement):
             self._mark_canceled(statement)
         rq.send_json(200, self._response(statement))
 
@@ -335,13 +344,25 @@ class Warehouse:
         statement = Statement(
             statement_id, owner, None, [], [], 0, False, disposition, fmt, pending_until, ready_at
         )
+        with self.lock:
+            self.statements[statement_id] = statement
+        # The query runs in the background, as on a warehouse: `wait_timeout: 0s` answers at
+        # once however long it takes (a 10M-row result took longer than a client's HTTP timeout
+        # when it ran inside the request).
+        threading.Thread(
+            target=self._execute, args=(statement, body), name="fake-statement", daemon=True
+        ).start()
+        return statement
+
+    def _execute(self, statement: Statement, body: dict[str, Any]) -> None:
         try:
             self._materialise(statement, body)
         except self._duckdb.Error as exc:
             statement.error = _failure(exc)
-        with self.lock:
-            self.statements[statement_id] = statement
-        return statement
+        except Exception as exc:  # the workspace stopped under the query
+            statement.error = _failure(exc)
+        finally:
+            statement.executed.set()
 
     def _materialise(self, statement: Statement, body: dict[str, Any]) -> None:
         sql, params = _bind(
@@ -373,27 +394,27 @@ class Warehouse:
             cursor.execute(
                 f"CREATE TABLE {table} AS SELECT * FROM ({sql}) AS q({aliases}){limit}", params
             )
-            sizes = [
-                row[0] for row in cursor.execute(self._size_query(table, described)).fetchall()
-            ]
+            # Running totals of the rows' sizes, as Arrow: 10M rows as Python ints took a GiB.
+            sums = _RunningTotals(cursor.execute(self._size_query(table, described)))
         finally:
             cursor.close()
         statement.table = table
-        truncated = bool(row_limit) and len(sizes) > row_limit
-        sizes = sizes[:row_limit] if row_limit else sizes
+        rows = len(sums)
+        truncated = bool(row_limit) and rows > row_limit
+        rows = min(rows, row_limit) if row_limit else rows
         byte_limit = int(body.get("byte_limit") or 0)
         if byte_limit:
-            kept = _prefix_within(sizes, byte_limit)
-            truncated = truncated or kept < len(sizes)
-            sizes = sizes[:kept]
-        if statement.disposition == "INLINE" and sum(sizes) > self.inline_byte_cap:
+            kept = sums.rows_within(byte_limit, 0, rows)
+            truncated = truncated or kept < rows
+            rows = kept
+        if statement.disposition == "INLINE" and sums.total(0, rows) > self.inline_byte_cap:
             statement.error = {
                 "error_code": "BAD_REQUEST",
                 "message": _INLINE_LIMIT_MESSAGE.format(cap=self.inline_byte_cap),
             }
             return
-        statement.total_rows, statement.truncated = len(sizes), truncated
-        statement.chunks = self._split(sizes)
+        statement.total_rows, statement.truncated = rows, truncated
+        statement.chunks = self._split(sums, rows)
 
     def _size_query(self, table: str, described: list[tuple[str, str]]) -> str:
         # A row's size as JSON_ARRAY text: each value's string form, quotes and separators.
@@ -403,17 +424,15 @@ class Warehouse:
         ]
         return f"SELECT {' + '.join(parts) or '0'} + 2 FROM {table}"
 
-    def _split(self, sizes: list[int]) -> list[Chunk]:
+    def _split(self, sums: _RunningTotals, rows: int) -> list[Chunk]:
+        """Chunks of at most `chunk_bytes` (one row at least) and `chunk_rows` rows."""
         chunks: list[Chunk] = []
-        start, size = 0, 0
-        for i, row_size in enumerate(sizes):
-            count = i - start
-            if count and (count >= self.chunk_rows or size + row_size > self.chunk_bytes):
-                chunks.append(Chunk(len(chunks), start, count, size))
-                start, size = i, 0
-            size += row_size
-        if len(sizes) > start:
-            chunks.append(Chunk(len(chunks), start, len(sizes) - start, size))
+        start = 0
+        while start < rows:
+            end = min(start + self.chunk_rows, rows)
+            count = max(1, sums.rows_within(self.chunk_bytes, start, end) - start)
+            chunks.append(Chunk(len(chunks), start, count, sums.total(start, start + count)))
+            start += count
         return chunks
 
     def _use(self, cursor: Any, catalog: str | None, schema: str | None) -> None:
@@ -425,11 +444,14 @@ class Warehouse:
     def _advance(self, statement: Statement) -> None:
         with self.lock:
             if statement.state in ("PENDING", "RUNNING"):
-                now = time.monotonic()
-                if now >= statement.ready_at:
+                if self._finished(statement):
                     statement.state = "FAILED" if statement.error else "SUCCEEDED"
-                elif now >= statement.pending_until:
+                elif time.monotonic() >= statement.pending_until:
                     statement.state = "RUNNING"
+
+    @staticmethod
+    def _finished(statement: Statement) -> bool:
+        return statement.executed.is_set() and time.monotonic() >= statement.ready_at
 
     def _mark_canceled(self, statement: Statement) -> None:
         with self.lock:
@@ -623,6 +645,9 @@ class Warehouse:
                 content_type="application/xml",
             )
             return
+        held = self.held_chunks.get(n)
+        if held is not None:
+            held.wait(60)  # a hang guard: the test that held it lets it go
         body, kind = self.link_body(statement, n)
         rq.send(200, body, content_type=kind)
 
@@ -663,13 +688,35 @@ def _chunk_meta(chunk: Chunk) -> dict[str, Any]:
     }
 
 
-def _prefix_within(sizes: list[int], limit: int) -> int:
-    total = 0
-    for i, size in enumerate(sizes):
-        total += size
-        if total > limit:
-            return i
-    return len(sizes)
+class _RunningTotals:
+    """Running totals of a one-column query of row sizes, searched without a Python list."""
+
+    def __init__(self, cursor: Any) -> None:
+        import pyarrow as pa
+        import pyarrow.compute as pc
+
+        sizes = cursor.to_arrow_table().column(0).cast(pa.int64())
+        self._sums = pc.cumulative_sum(sizes).combine_chunks() if len(sizes) else sizes
+
+    def __len__(self) -> int:
+        return len(self._sums)
+
+    def _before(self, row: int) -> int:
+        return int(self._sums[row - 1].as_py()) if row else 0
+
+    def total(self, start: int, end: int) -> int:
+        """The size of rows start..end-1."""
+        return self._before(end) - self._before(start)
+
+    def rows_within(self, limit: int, start: int, end: int) -> int:
+        """The row after the longest run from `start` (before `end`) whose size is <= limit."""
+        base = self._before(start)
+        return (
+            bisect.bisect_right(
+                range(start, end), base + limit, key=lambda row: int(self._sums[row].as_py())
+            )
+            + start
+        )
 
 
 def _sign(key: bytes, message: str) -> str:

@@ -202,31 +202,38 @@ class ChunkReader:
     # --- Arrow passthrough --------------------------------------------------------------------
 
     async def arrow_stream(self) -> AsyncGenerator[bytes, None]:
-        """One Arrow IPC stream (schema, every batch, end marker) from all chunks: batches are
-        moved, never rows. A warehouse that refused Arrow gives utf8 columns of its strings."""
-        import pyarrow as pa
-
-        sink = _Drain()
-        writer: Any = None
+        """One Arrow IPC stream (schema, every batch, end marker) from all chunks. An Arrow
+        chunk's batch messages are forwarded as they arrived, never decoded: only its schema
+        message is read (the first is sent, later ones must match it) and its end marker is
+        dropped. A warehouse that refused Arrow gives utf8 columns of its strings."""
+        schema: Any = None
         async for chunk in self.chunks():
-            for batch in self._arrow_of(chunk):
-                if writer is None:
-                    writer = pa.ipc.new_stream(sink, batch.schema)
-                writer.write_batch(batch)
-                yield sink.take()
-        if writer is None:
-            writer = pa.ipc.new_stream(sink, self._string_schema())
-        writer.close()
-        yield sink.take()
+            data = chunk.arrow if chunk.arrow is not None else self._strings_ipc(chunk)
+            if data is None:
+                continue
+            head, batches = _ipc_parts(data, chunk.index)
+            if schema is None:
+                schema = head
+                yield bytes(data[: head.size])
+            elif not head.schema.equals(schema.schema):
+                raise UpstreamBadResponse(f"chunk {chunk.index} has another Arrow schema")
+            if batches:
+                yield batches
+        if schema is None:
+            yield _ipc_stream(self._string_schema(), [])
+            return
+        yield _END_OF_STREAM
 
-    def _arrow_of(self, chunk: Chunk) -> list[Any]:
+    def _strings_ipc(self, chunk: Chunk) -> bytes | None:
+        """A JSON or CSV chunk as an IPC stream of utf8 columns (None when it has no rows)."""
         import pyarrow as pa
 
-        if chunk.arrow is not None:
-            return list(_arrow_batches(chunk.arrow))
         rows = (chunk.rows or []) if chunk.csv is None else self._csv_strings(chunk)
+        if not rows:
+            return None
         columns = [pa.array([_text(r[i]) for r in rows], pa.string()) for i in range(self.width)]
-        return [pa.RecordBatch.from_arrays(columns, schema=self._string_schema())] if rows else []
+        batch = pa.RecordBatch.from_arrays(columns, schema=self._string_schema())
+        return _ipc_stream(batch.schema, [batch])
 
     def _csv_strings(self, chunk: Chunk) -> list[list[Any]]:
         lines: list[list[Any]] = list(csv.reader(io.StringIO((chunk.csv or b"").decode("utf-8"))))
@@ -263,22 +270,45 @@ async def in_order(
             await asyncio.gather(*pending, return_exceptions=True)
 
 
-class _Drain(io.RawIOBase):
-    """A write-only sink whose bytes are taken as they come (the IPC writer's output)."""
+# What ends an IPC stream: a continuation marker and a zero metadata length.
+_END_OF_STREAM = b"\xff\xff\xff\xff\x00\x00\x00\x00"
 
-    def __init__(self) -> None:
-        self._parts: list[bytes] = []
 
-    def writable(self) -> bool:
-        return True
+@dataclass(frozen=True)
+class _SchemaMessage:
+    schema: Any  # pyarrow.Schema
+    size: int  # its message's bytes at the start of the stream
 
-    def write(self, data: Any) -> int:
-        self._parts.append(bytes(data))
-        return len(data)
 
-    def take(self) -> bytes:
-        out, self._parts = b"".join(self._parts), []
-        return out
+def _ipc_parts(data: Body, index: int) -> tuple[_SchemaMessage, bytes]:
+    """A chunk's IPC stream split into its schema message and the bytes of every message
+    after it, up to (not including) its end marker. Messages are framed, not decoded: a
+    truncated or malformed stream fails here, its batches are left to the reader."""
+    import pyarrow as pa
+
+    source = pa.BufferReader(pa.py_buffer(data))
+    try:
+        messages = pa.ipc.MessageReader.open_stream(source)
+        first = messages.read_next_message()
+        if first.type != "schema":
+            raise UpstreamBadResponse(f"chunk {index}'s Arrow stream does not start with a schema")
+        schema = _SchemaMessage(pa.ipc.read_schema(first), source.tell())
+        end = schema.size
+        for _ in messages:
+            end = source.tell()
+    except (pa.ArrowInvalid, StopIteration) as exc:
+        raise UpstreamBadResponse(f"an Arrow chunk did not parse: {exc}") from exc
+    return schema, bytes(data[schema.size : end])
+
+
+def _ipc_stream(schema: Any, batches: list[Any]) -> bytes:
+    import pyarrow as pa
+
+    sink = io.BytesIO()
+    with pa.ipc.new_stream(sink, schema) as writer:
+        for batch in batches:
+            writer.write_batch(batch)
+    return sink.getvalue()
 
 
 def _arrow_batches(data: Body) -> Any:
@@ -291,14 +321,8 @@ def _arrow_batches(data: Body) -> Any:
 
 
 def _merge_arrow(parts: list[Body]) -> bytes:
-    import pyarrow as pa
-
     batches = [batch for part in parts for batch in _arrow_batches(part)]
-    sink = io.BytesIO()
-    with pa.ipc.new_stream(sink, batches[0].schema) as writer:
-        for batch in batches:
-            writer.write_batch(batch)
-    return sink.getvalue()
+    return _ipc_stream(batches[0].schema, batches)
 
 
 def _json_rows(body: Body) -> list[list[Any]]:

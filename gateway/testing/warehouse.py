@@ -539,9 +539,12 @@ class Warehouse:
             )
         cursor = self.db.cursor()
         try:
+            # By rowid, the rows' place in the table (filled in the query's order; a scan keeps
+            # that order, as OFFSET relied on too): OFFSET read every row before the chunk and
+            # cost the link host 4x as much.
+            start, end = chunk.row_offset, chunk.row_offset + chunk.row_count
             return cursor.execute(
-                f"SELECT {columns} FROM {statement.table} "
-                f"LIMIT {chunk.row_count} OFFSET {chunk.row_offset}"
+                f"SELECT {columns} FROM {statement.table} WHERE rowid >= {start} AND rowid < {end}"
             )
         except BaseException:
             cursor.close()

@@ -586,7 +586,12 @@ def _query(fake: Proc, gateway: Proc, rows: int, samples: int) -> dict[str, Any]
             },
             preload_content=False,
         )
+        if response.status != 200:
+            raise RuntimeError(f"Arrow request failed: {response.status} {response.read()[:300]!r}")
         count = sum(batch.num_rows for batch in pa.ipc.open_stream(response))
+        # The reader stops at the end-of-stream marker; the chunked body's last bytes follow,
+        # and a connection put back with them unread fails the next request on it.
+        response.read()
         response.release_conn()
         return count
 

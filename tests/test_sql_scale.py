@@ -165,6 +165,21 @@ def test_arrow_passthrough_is_one_ipc_stream_of_every_chunk(gateway, workspace):
     assert table.schema.field("i").type == pa.int64()
 
 
+def test_arrow_from_a_warehouse_without_arrow_is_one_stream_of_utf8_chunks(gateway, workspace):
+    workspace.warehouse.chunk_rows = 4
+    workspace.warehouse.reject_arrow_stream = True
+    _, client = gateway()
+    response = client.post(
+        "/run",
+        json={"op": "run_query", "statement": MANY.format(n=10)},
+        headers={"Accept": "application/vnd.apache.arrow.stream"},
+    )
+    assert response.status_code == 200, response.text
+    table = pa.ipc.open_stream(response.content).read_all()
+    assert table.schema == pa.schema([("i", pa.string()), ("label", pa.string())])
+    assert table.column("i").to_pylist() == [str(i) for i in range(10)]
+
+
 def test_leaving_an_arrow_stream_cancels_the_statement(gateway, workspace):
     workspace.warehouse.chunk_rows = 5
     workspace.warehouse.link_latency_seconds = 0.3

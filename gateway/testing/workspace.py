@@ -160,10 +160,13 @@ class FakeWorkspace(IdentityApi, CatalogApi, FilesApi):
             self.faults.clear()
 
     def uploads_settled(self) -> bool:
-        """Every file PUT that arrived is handled: its bytes stored or dropped (not faulted)."""
+        """Every file PUT that arrived is handled: its bytes stored or dropped (not faulted),
+        and no partial upload is left on disk. (A PUT whose head has not been read yet is not
+        seen here: its temporary file appears, and goes, after.)"""
         with self.lock:
             puts = sum(r.method == "PUT" and "/fs/files/" in r.path for r in self.requests)
-            return puts == len(self.ended_uploads)
+            handled = puts == len(self.ended_uploads)
+        return handled and not any(self.files_root.glob(".upload-*"))
 
     def paths_seen(self, prefix: str = "/api/2.0/fs/") -> list[str]:
         with self.lock:

@@ -357,9 +357,7 @@ class Warehouse:
     def _execute(self, statement: Statement, body: dict[str, Any]) -> None:
         try:
             self._materialise(statement, body)
-        except self._duckdb.Error as exc:
-            statement.error = _failure(exc)
-        except Exception as exc:  # the workspace stopped under the query
+        except Exception as exc:  # a SQL error, or the workspace stopped under the query
             statement.error = _failure(exc)
         finally:
             statement.executed.set()

@@ -491,7 +491,6 @@ QUERY = (
     "DATE '2024-01-01' + CAST(range % 365 AS INTEGER) AS day FROM range({rows})"
 )
 LINK_LATENCY_MS = 20  # each external link fetch, like cloud storage a region away
-NDJSON = "application/x-ndjson"
 
 
 def query(rows: int, samples: int) -> dict[str, Any]:
@@ -504,6 +503,7 @@ def _query(fake: Proc, gateway: Proc, rows: int, samples: int) -> dict[str, Any]
     import pyarrow as pa
     from databricks.sdk.service.sql import Disposition, Format, StatementState
 
+    from gateway.registry import ARROW_STREAM, NDJSON
     from gateway.sqltypes import arrow_rows
 
     direct = sdk_client(fake)
@@ -542,23 +542,28 @@ def _query(fake: Proc, gateway: Proc, rows: int, samples: int) -> dict[str, Any]
                     count += len(arrow_rows(batch))
         return count
 
+    def post_query(accept: str) -> urllib3.BaseHTTPResponse:
+        """`run_query` through the gateway, its body left unread; any answer but 200 raises."""
+        response = gateway_pool.request(
+            "POST",
+            "/run",
+            body=orjson.dumps({"op": "run_query", "statement": statement}),
+            headers={**HEADERS, "Content-Type": "application/json", "Accept": accept},
+            preload_content=False,
+        )
+        if response.status != 200:
+            raise RuntimeError(
+                f"{accept} request failed: {response.status} {response.read()[:300]!r}"
+            )
+        return response
+
     def via_gateway_ndjson() -> tuple[int, float]:
         """What a careful client does: read the body in large pieces, split them on newlines
         and parse every line with orjson (httpx's `iter_lines` decodes and splits text in
         Python, which cost more than the parsing)."""
         count, first = 0, 0.0
         started = time.perf_counter()
-        response = gateway_pool.request(
-            "POST",
-            "/run",
-            body=orjson.dumps({"op": "run_query", "statement": statement}),
-            headers={**HEADERS, "Content-Type": "application/json", "Accept": NDJSON},
-            preload_content=False,
-        )
-        if response.status != 200:
-            raise RuntimeError(
-                f"NDJSON request failed: {response.status} {response.read()[:300]!r}"
-            )
+        response = post_query(NDJSON)
         rest = b""
         for piece in response.stream(1 * MiB):
             lines = (rest + piece).split(b"\n")
@@ -575,19 +580,7 @@ def _query(fake: Proc, gateway: Proc, rows: int, samples: int) -> dict[str, Any]
         return count, first
 
     def via_gateway_arrow() -> int:
-        response = gateway_pool.request(
-            "POST",
-            "/run",
-            body=orjson.dumps({"op": "run_query", "statement": statement}),
-            headers={
-                **HEADERS,
-                "Content-Type": "application/json",
-                "Accept": "application/vnd.apache.arrow.stream",
-            },
-            preload_content=False,
-        )
-        if response.status != 200:
-            raise RuntimeError(f"Arrow request failed: {response.status} {response.read()[:300]!r}")
+        response = post_query(ARROW_STREAM)
         count = sum(batch.num_rows for batch in pa.ipc.open_stream(response))
         # The reader stops at the end-of-stream marker; the chunked body's last bytes follow,
         # and a connection put back with them unread fails the next request on it.

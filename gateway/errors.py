@@ -25,6 +25,11 @@ exception becomes one of those errors, by *class* (never by message text):
      │    ├── ConnectError, ConnectTimeout, ProxyError, NetworkError   503 UNREACHABLE
      │    ├── TimeoutException                  504 DATABRICKS_TIMEOUT
      │    └── everything else                   502 DATABRICKS_BAD_RESPONSE
+     ├── aiohttp.ClientError (the lean path, gateway/upstream.py)
+     │    ├── ConnectionTimeoutError            503 DATABRICKS_UNREACHABLE
+     │    ├── ServerTimeoutError (a read)       504 DATABRICKS_TIMEOUT
+     │    ├── ClientConnectionError (refused, reset, DNS, TLS)   503 DATABRICKS_UNREACHABLE
+     │    └── everything else (a cut body, a broken response)   502 DATABRICKS_BAD_RESPONSE
      ├── UpstreamBadResponse                    502 DATABRICKS_BAD_RESPONSE (our own checks:
      │                                          wrong status or content type on a raw call)
      ├── ValueError raised inside the SDK's OAuth code   401 DATABRICKS_UNAUTHENTICATED
@@ -42,6 +47,7 @@ import json
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
+import aiohttp
 import httpx
 import requests
 import urllib3
@@ -336,6 +342,17 @@ def _from_httpx(exc: httpx.HTTPError) -> GatewayError:
     return bad_response()
 
 
+def _from_aiohttp(exc: aiohttp.ClientError) -> GatewayError:
+    # Its timeouts are ClientConnectionErrors too: the connect one first, then a read's.
+    if isinstance(exc, aiohttp.ConnectionTimeoutError):
+        return unreachable()
+    if isinstance(exc, aiohttp.ServerTimeoutError):
+        return upstream_timeout()
+    if isinstance(exc, aiohttp.ClientConnectionError):
+        return unreachable()
+    return bad_response()
+
+
 # --- the boundary ----------------------------------------------------------------------------
 
 _SDK_AUTH_MODULES = ("databricks.sdk.oauth", "databricks.sdk.credentials_provider")
@@ -357,6 +374,8 @@ def translate(exc: BaseException) -> GatewayError | None:
         return _from_urllib3(exc)
     if isinstance(exc, httpx.HTTPError):
         return _from_httpx(exc)
+    if isinstance(exc, aiohttp.ClientError):  # before TimeoutError: its timeouts are both
+        return _from_aiohttp(exc)
     if isinstance(exc, TimeoutError):
         return _from_spent_budget(exc)
     if isinstance(exc, ValueError) and _innermost_sdk_module(exc).startswith(_SDK_AUTH_MODULES):
@@ -383,8 +402,10 @@ def _from_spent_budget(exc: TimeoutError) -> GatewayError:
     cause = exc.__cause__
     if isinstance(cause, requests.ConnectionError | urllib3.exceptions.HTTPError):
         return unreachable()
-    if isinstance(cause, _HTTPX_CONNECTION_ERRORS):  # the lean path's, as requests would name it
+    if isinstance(cause, _HTTPX_CONNECTION_ERRORS):  # as requests would name them
         return unreachable()
+    if isinstance(cause, aiohttp.ClientError):  # the lean path's last failure
+        return _from_aiohttp(cause)
     if isinstance(cause, sdk_errors.TooManyRequests | sdk_errors.TemporarilyUnavailable):
         return _from_databricks_error(cause)  # throttled or unavailable until the end
     return upstream_timeout()

@@ -59,9 +59,9 @@ class Settings(BaseSettings):
         256, ge=1, le=100_000, validation_alias=_env("GATEWAY_MAX_CONCURRENT_PER_OP")
     )
     thread_limit: int = Field(32, ge=1, le=512, validation_alias=_env("GATEWAY_THREAD_LIMIT"))
-    # The lean upstream path for simple JSON reads (gateway/upstream.py). Off by default: on
-    # httpx it halved the per-call cost at c = 1 but fell behind the SDK path at c = 64.
-    lean_upstream: bool = Field(False, validation_alias=_env("GATEWAY_LEAN_UPSTREAM"))
+    # The lean upstream path for simple JSON reads (gateway/upstream.py, on aiohttp): no worker
+    # thread, no `requests` layers. `false` sends them through the SDK's own methods instead.
+    lean_upstream: bool = Field(True, validation_alias=_env("GATEWAY_LEAN_UPSTREAM"))
     log_level: str = Field("INFO", validation_alias=_env("GATEWAY_LOG_LEVEL"))
     log_format: Literal["json", "text"] = Field("json", validation_alias=_env("GATEWAY_LOG_FORMAT"))
     # OpenTelemetry spans per op (the `otel` extra; gateway/telemetry.py); OTEL_* say where.

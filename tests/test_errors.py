@@ -6,6 +6,7 @@ import inspect
 import re
 from pathlib import Path
 
+import aiohttp
 import httpx
 import pytest
 import requests
@@ -68,6 +69,10 @@ def test_sdk_timeout_maps_by_its_cause():
         "Retry-After": "7"
     }
     assert translate(timeout_from(ValueError())).status == 504
+    # the lean path's last failures (aiohttp)
+    refused = aiohttp.ClientConnectorError(None, OSError(111, "refused"))
+    assert translate(timeout_from(refused)).code == "DATABRICKS_UNREACHABLE"
+    assert translate(timeout_from(aiohttp.SocketTimeoutError())).code == "DATABRICKS_TIMEOUT"
 
 
 def test_auth_error_messages_drop_the_sdk_config_summary():
@@ -92,9 +97,14 @@ def _subclasses(root: type) -> list[type]:
 
 TRANSPORT_CLASSES = [
     cls
-    for root in (requests.RequestException, urllib3.exceptions.HTTPError, httpx.HTTPError)
+    for root in (
+        requests.RequestException,
+        urllib3.exceptions.HTTPError,
+        httpx.HTTPError,
+        aiohttp.ClientError,
+    )
     for cls in _subclasses(root)
-    if cls.__module__.split(".")[0] in ("requests", "urllib3", "httpx")
+    if cls.__module__.split(".")[0] in ("requests", "urllib3", "httpx", "aiohttp")
 ]
 
 
@@ -129,6 +139,11 @@ def test_every_transport_error_class_is_mapped(cls):
         (httpx.ConnectError("refused"), "DATABRICKS_UNREACHABLE"),
         (httpx.ReadTimeout("slow"), "DATABRICKS_TIMEOUT"),
         (httpx.RemoteProtocolError("garbage"), "DATABRICKS_BAD_RESPONSE"),
+        # aiohttp's timeouts are connection errors and TimeoutErrors at once
+        (aiohttp.ConnectionTimeoutError(), "DATABRICKS_UNREACHABLE"),
+        (aiohttp.SocketTimeoutError(), "DATABRICKS_TIMEOUT"),
+        (aiohttp.ServerDisconnectedError(), "DATABRICKS_UNREACHABLE"),
+        (aiohttp.ClientPayloadError("cut"), "DATABRICKS_BAD_RESPONSE"),
     ],
     ids=lambda v: type(v).__name__ if isinstance(v, BaseException) else v,
 )

@@ -5,10 +5,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hmac
+import itertools
 import logging
 import re
+import secrets
 import time
-import uuid
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
@@ -34,6 +35,16 @@ ROUTES = frozenset({"/run", "/ops", "/health", "/ready", "/metrics", "/openapi.j
 SINGLE_HEADERS = frozenset({SECRET_HEADER, b"x-databricks-token", b"x-databricks-host"})
 
 
+# A fresh request id: this process's random prefix and a counter. Unique like a uuid4 (each
+# worker process draws its own prefix), without a urandom call per request.
+_ID_PREFIX = secrets.token_hex(8)
+_ID_COUNTER = itertools.count(1)
+
+
+def new_request_id() -> str:
+    return f"{_ID_PREFIX}{next(_ID_COUNTER):016x}"
+
+
 def request_id_from(raw: bytes | None) -> str:
     """The caller's X-Request-Id when it is short and printable, else a fresh one."""
     if raw is not None:
@@ -43,7 +54,7 @@ def request_id_from(raw: bytes | None) -> str:
             candidate = ""
         if _SANE_REQUEST_ID.match(candidate):
             return candidate
-    return uuid.uuid4().hex
+    return new_request_id()
 
 
 class RequestContext:
@@ -56,8 +67,11 @@ class RequestContext:
         is_draining: Callable[[], bool] = lambda: False,
         metrics: Metrics | None = None,
         telemetry: Telemetry | None = None,
+        post_run: ASGIApp | None = None,
     ) -> None:
         self.app = app
+        # POST /run's own handler, called directly: the app's layers do nothing for it.
+        self.post_run = post_run
         self.secret = secret.encode() if secret else None
         self.is_draining = is_draining
         self.metrics = metrics
@@ -103,7 +117,10 @@ class RequestContext:
             elif self.is_draining() and scope["path"] not in OPEN_PATHS:
                 await send_error(send_with_id, _shutting_down(), request_id)
             elif self._authorised(scope["path"], headers.get(SECRET_HEADER)):
-                await self.app(scope, receive, send_with_id)
+                app = self.app
+                if self.post_run and scope["method"] == "POST" and scope["path"] == "/run":
+                    app = self.post_run
+                await app(scope, receive, send_with_id)
             else:
                 error = GatewayError(
                     401, "GATEWAY_UNAUTHORIZED", "Missing or wrong X-Gateway-Secret."

@@ -9,7 +9,9 @@ fake it takes as little CPU from them as a load generator can; the direct-SDK si
 from __future__ import annotations
 
 import asyncio
+import functools
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 import orjson
@@ -55,8 +57,11 @@ async def _answer(reader: asyncio.StreamReader) -> None:
         raise RuntimeError(f"{status}: {body[:200]!r}")
 
 
-async def _run(host: str, port: int, request: bytes, total: int, concurrency: int) -> Load:
-    connections = [await asyncio.open_connection(host, port) for _ in range(concurrency)]
+Connect = Callable[[], Awaitable[tuple[asyncio.StreamReader, asyncio.StreamWriter]]]
+
+
+async def _run(connect: Connect, request: bytes, total: int, concurrency: int) -> Load:
+    connections = [await connect() for _ in range(concurrency)]
     for reader, writer in connections:  # warm-up: one answer on every connection, untimed
         writer.write(request)
         await _answer(reader)
@@ -83,9 +88,17 @@ async def _run(host: str, port: int, request: bytes, total: int, concurrency: in
 def run_load(
     url: str, body: dict[str, object], headers: dict[str, str], total: int, concurrency: int
 ) -> Load:
-    host, port = url.removeprefix("http://").split(":")
-    request = request_bytes(host, int(port), body, headers)
-    coroutine = _run(host, int(port), request, total, concurrency)
+    """`url`: http://host:port, or unix:/path for a unix-domain socket."""
+    connect: Connect
+    if url.startswith("unix:"):
+        path = url.removeprefix("unix:")
+        request = request_bytes("localhost", 80, body, headers)
+        connect = functools.partial(asyncio.open_unix_connection, path)
+    else:
+        host, port = url.removeprefix("http://").split(":")
+        request = request_bytes(host, int(port), body, headers)
+        connect = functools.partial(asyncio.open_connection, host, int(port))
+    coroutine = _run(connect, request, total, concurrency)
     if uvloop is not None:
         return uvloop.run(coroutine)
     return asyncio.run(coroutine)

@@ -1,6 +1,7 @@
 """Benchmarks: the gateway against the direct SDK / direct Node client, side by side, one run.
 
-    bench/run.sh [--quick] [--only per-op,concurrency,reuse,express,files,query] [--rows N]
+    bench/run.sh [--quick] [--only per-op,concurrency,transport,reuse,tokens,express,files,query]
+                 [--rows N]
 
 Honesty rules, enforced here rather than promised: both sides of every figure are measured in
 the same run against the same fake, in interleaved samples whose order rotates (ABAB…, then
@@ -12,6 +13,7 @@ included), printed with the results. RESULTS.md is generated from the numbers of
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import logging
 import os
@@ -37,6 +39,7 @@ from databricks.sdk.config import Config
 from load import Load, run_load
 from stack import (
     ALICE,
+    EXTRA_USER_TOKEN,
     ROOT,
     SECRET,
     SERVICE_TOKEN,
@@ -245,7 +248,7 @@ def concurrency(plan: Plan) -> list[dict[str, Any]]:
     """`me` at rising concurrency: the gateway, the direct SDK (cached client, threads), and the
     client-per-call pattern (a new WorkspaceClient for every call, threads)."""
     rows = []
-    with fake_and_gateway() as (fake, gateway):
+    with fake_and_gateway() as (fake, gateway), extra_gateway(fake, GATEWAY_WORKERS="2") as two:
         for c in CONCURRENCY:
             total = max(plan.load_min, plan.load_per_c * c)
             fresh_total = max(plan.per_request_min, plan.per_request_per_c * c)
@@ -255,6 +258,9 @@ def concurrency(plan: Plan) -> list[dict[str, Any]]:
                 sides = {
                     "gateway": lambda c=c, total=total: gateway_load(
                         gateway, {"op": "me"}, total, c
+                    ),
+                    "gateway_2_workers": lambda c=c, total=total: gateway_load(
+                        two, {"op": "me"}, total, c
                     ),
                     "direct_sdk": lambda pool=pool, d=direct, total=total: load_stats(
                         threaded(pool, d.current_user.me, total)
@@ -269,6 +275,7 @@ def concurrency(plan: Plan) -> list[dict[str, Any]]:
                     "concurrency": c,
                     "requests_per_sample": {
                         "gateway": total,
+                        "gateway_2_workers": total,
                         "direct_sdk": total,
                         "client_per_call": fresh_total,
                     },
@@ -281,9 +288,110 @@ def concurrency(plan: Plan) -> list[dict[str, Any]]:
                         [s["rps"] for s in samples["gateway"]],
                         [s["rps"] for s in samples["client_per_call"]],
                     ),
+                    "rps_2_workers_vs_client_per_call": ratio_figure(
+                        [s["rps"] for s in samples["gateway_2_workers"]],
+                        [s["rps"] for s in samples["client_per_call"]],
+                    ),
                 }
             )
     return rows
+
+
+@contextmanager
+def extra_gateway(fake: Proc, **env: str) -> Iterator[Proc]:
+    gateway = start_gateway(fake, **env)
+    try:
+        yield gateway
+    finally:
+        gateway.stop()
+
+
+def transport(plan: Plan) -> list[dict[str, Any]]:
+    """`me` over TCP and over a unix-domain socket (GATEWAY_UDS), the same load generator."""
+    rows = []
+    folder = Path(tempfile.mkdtemp(prefix="gateway-uds-"))
+    with (
+        fake_and_gateway() as (fake, tcp),
+        extra_gateway(fake, GATEWAY_UDS=str(folder / "gateway.sock")) as uds,
+    ):
+        for c in (1, 64):
+            total = max(plan.load_min, plan.load_per_c * c)
+            samples = interleave(
+                {
+                    name: lambda g=g, c=c, total=total: gateway_load(g, {"op": "me"}, total, c)
+                    for name, g in (("tcp", tcp), ("uds", uds))
+                },
+                plan.samples,
+            )
+            rows.append(
+                {
+                    "concurrency": c,
+                    "requests_per_sample": total,
+                    **{k: load_figures(v) for k, v in samples.items()},
+                    "rps_uds_vs_tcp": ratio_figure(
+                        [s["rps"] for s in samples["uds"]], [s["rps"] for s in samples["tcp"]]
+                    ),
+                }
+            )
+    return rows
+
+
+def new_tokens(plan: Plan) -> dict[str, Any]:
+    """`me` with user tokens, sequential: each token's first call (its client is built) and its
+    second (the client cached), through the gateway and with the SDK directly (a new
+    WorkspaceClient for a new token, then that client again)."""
+    per_sample = 20 if plan.quick else 50
+    fake = start_fake(extra_users=2 * per_sample * (plan.samples + 1))  # + the warm-up
+    gateway = start_gateway(fake, GATEWAY_AUTH_MODE="auto")
+    tokens = (EXTRA_USER_TOKEN.format(i=i) for i in itertools.count())
+    parsed = urllib3.util.parse_url(gateway.url)
+    pool = urllib3.HTTPConnectionPool(parsed.host, parsed.port, maxsize=1, block=True)
+    payload = orjson.dumps({"op": "me"})
+
+    def through_gateway(token: str) -> Callable[[], None]:
+        headers = {**HEADERS, "Content-Type": "application/json", "X-Databricks-Token": token}
+
+        def call() -> None:
+            response = pool.request("POST", "/run", body=payload, headers=headers)
+            if response.status != 200:
+                raise RuntimeError(f"{response.status}: {response.data[:200]!r}")
+
+        return call
+
+    def direct(token: str) -> Callable[[], None]:
+        client: list[WorkspaceClient] = []
+
+        def call() -> None:
+            if not client:
+                client.append(sdk_client(fake, token))
+            client[0].current_user.me()
+
+        return call
+
+    def sample(make: Callable[[str], Callable[[], None]]) -> dict[str, dict[str, float]]:
+        calls = [make(next(tokens)) for _ in range(per_sample)]
+        first = [_once(call) for call in calls]
+        second = [_once(call) for call in calls]
+        return {"first_call": block_stats(first), "cached": block_stats(second)}
+
+    try:
+        sample(through_gateway), sample(direct)  # warm-up: imports, connections
+        samples = interleave(
+            {"gateway": lambda: sample(through_gateway), "direct_sdk": lambda: sample(direct)},
+            plan.samples,
+        )
+    finally:
+        gateway.stop()
+        fake.stop()
+    result: dict[str, Any] = {"tokens_per_sample": per_sample}
+    for side, blocks in samples.items():
+        result[side] = {k: latency_figures([b[k] for b in blocks]) for k in blocks[0]}
+    for kind in ("first_call", "cached"):
+        result[f"{kind}_ratio"] = ratio_figure(
+            [b[kind]["p50_ms"] for b in samples["gateway"]],
+            [b[kind]["p50_ms"] for b in samples["direct_sdk"]],
+        )
+    return result
 
 
 def client_reuse(plan: Plan) -> list[dict[str, Any]]:
@@ -618,7 +726,16 @@ def _query(fake: Proc, gateway: Proc, rows: int, samples: int) -> dict[str, Any]
     }
 
 
-SECTIONS = ("per-op", "concurrency", "reuse", "express", "files", "query")
+SECTIONS = (
+    "per-op",
+    "concurrency",
+    "transport",
+    "reuse",
+    "tokens",
+    "express",
+    "files",
+    "query",
+)
 
 
 def machine() -> dict[str, Any]:
@@ -668,7 +785,9 @@ def main() -> int:
     sections: dict[str, Callable[[], Any]] = {
         "per-op": lambda: per_op(plan),
         "concurrency": lambda: concurrency(plan),
+        "transport": lambda: transport(plan),
         "reuse": lambda: client_reuse(plan),
+        "tokens": lambda: new_tokens(plan),
         "express": lambda: express_path(plan),
         "files": lambda: files(plan),
         "query": lambda: [query(n, plan.samples) for n in plan.query_rows],
@@ -745,32 +864,36 @@ def goals(r: dict[str, Any]) -> list[dict[str, Any]]:
                 value <= 1.6,
             )
     at64 = next(row for row in r["concurrency"] if row["concurrency"] == 64)
-    rps, p99 = at64["gateway"]["rps"], at64["gateway"]["p99_ms"]
-    goal(
-        "issue 14",
-        "`me` req/s through the gateway at c = 64",
-        rps["median"],
-        fig(rps, "", "{:,.0f}"),
-        "≥ 3,000 req/s",
-        rps["median"] >= 3000,
-    )
-    goal(
-        "issue 14",
-        "`me` client p99 through the gateway at c = 64",
-        p99["median"],
-        fig(p99, " ms"),
-        "≤ 50 ms",
-        p99["median"] <= 50,
-    )
-    vs = at64["rps_vs_client_per_call"]
-    goal(
-        "issue 14",
-        "gateway req/s / client-per-call pattern req/s at c = 64",
-        vs["median"],
-        ratio(vs),
-        "≥ 3x",
-        vs["median"] >= 3,
-    )
+    for side, label, vs_key in (
+        ("gateway", "1 process (default)", "rps_vs_client_per_call"),
+        ("gateway_2_workers", "GATEWAY_WORKERS=2", "rps_2_workers_vs_client_per_call"),
+    ):
+        rps, p99 = at64[side]["rps"], at64[side]["p99_ms"]
+        goal(
+            "issue 14",
+            f"`me` req/s through the gateway at c = 64, {label}",
+            rps["median"],
+            fig(rps, "", "{:,.0f}"),
+            "≥ 3,000 req/s",
+            rps["median"] >= 3000,
+        )
+        goal(
+            "issue 14",
+            f"`me` client p99 through the gateway at c = 64, {label}",
+            p99["median"],
+            fig(p99, " ms"),
+            "≤ 50 ms",
+            p99["median"] <= 50,
+        )
+        vs = at64[vs_key]
+        goal(
+            "issue 14",
+            f"gateway req/s / client-per-call pattern req/s at c = 64, {label}",
+            vs["median"],
+            ratio(vs),
+            "≥ 3x",
+            vs["median"] >= 3,
+        )
     for direction, limit in (("upload", 0.9), ("download", 0.8)):
         d = r["files"][direction]
         goal(
@@ -865,6 +988,8 @@ def results_markdown(r: dict[str, Any]) -> str:
         "gateway req/s",
         "gateway client p50 / p99 ms",
         "gateway server p50 / p99 ms",
+        "2 workers req/s",
+        "2 workers client p50 / p99 ms",
         "direct SDK req/s",
         "direct SDK p50 / p99 ms",
         "client-per-call req/s",
@@ -872,7 +997,8 @@ def results_markdown(r: dict[str, Any]) -> str:
         "gateway / client-per-call",
     )
     for row in r["concurrency"]:
-        gw, sdk, fresh = row["gateway"], row["direct_sdk"], row["client_per_call"]
+        gw, two = row["gateway"], row["gateway_2_workers"]
+        sdk, fresh = row["direct_sdk"], row["client_per_call"]
         server = (
             f"{fig(gw['server_p50_ms'])} / {fig(gw['server_p99_ms'])}"
             if "server_p50_ms" in gw
@@ -881,11 +1007,28 @@ def results_markdown(r: dict[str, Any]) -> str:
         lines.append(
             f"| {row['concurrency']} | {fig(gw['rps'], '', '{:,.0f}')} | "
             f"{fig(gw['p50_ms'])} / {fig(gw['p99_ms'])} | {server} | "
+            f"{fig(two['rps'], '', '{:,.0f}')} | {fig(two['p50_ms'])} / {fig(two['p99_ms'])} | "
             f"{fig(sdk['rps'], '', '{:,.0f}')} | {fig(sdk['p50_ms'])} / {fig(sdk['p99_ms'])} | "
             f"{fig(fresh['rps'], '', '{:,.0f}')} | {ratio(row['rps_vs_direct'])} | "
             f"{ratio(row['rps_vs_client_per_call'])} |"
         )
     lines += ["", *queueing_sentences(r["concurrency"])]
+    lines += _table(
+        "TCP or unix-domain socket (`me`, GATEWAY_UDS, the same load generator)",
+        "c",
+        "TCP req/s",
+        "TCP p50 / p99 ms",
+        "UDS req/s",
+        "UDS p50 / p99 ms",
+        "UDS / TCP req/s",
+    )
+    for row in r["transport"]:
+        tcp, uds = row["tcp"], row["uds"]
+        lines.append(
+            f"| {row['concurrency']} | {fig(tcp['rps'], '', '{:,.0f}')} | "
+            f"{fig(tcp['p50_ms'])} / {fig(tcp['p99_ms'])} | {fig(uds['rps'], '', '{:,.0f}')} | "
+            f"{fig(uds['p50_ms'])} / {fig(uds['p99_ms'])} | {ratio(row['rps_uds_vs_tcp'])} |"
+        )
     lines += _table(
         "Client reuse through the gateway (`me` with a user token)",
         "c",
@@ -897,6 +1040,21 @@ def results_markdown(r: dict[str, Any]) -> str:
         lines.append(
             f"| {row['concurrency']} | {fig(row['cached_client']['rps'], '', '{:,.0f}')} | "
             f"{fig(row['client_per_call']['rps'], '', '{:,.0f}')} | {ratio(row['rps_ratio'])} |"
+        )
+    t = r["tokens"]
+    lines += _table(
+        f"A new user token per request (`me`, sequential, {t['tokens_per_sample']} new tokens "
+        "a sample, each called twice)",
+        "call",
+        "gateway p50 / p99 ms",
+        "direct SDK p50 / p99 ms",
+        "gateway / direct p50",
+    )
+    for kind, label in (("first_call", "a token's first call"), ("cached", "its second call")):
+        gw, sdk = t["gateway"][kind], t["direct_sdk"][kind]
+        lines.append(
+            f"| {label} | {fig(gw['p50_ms'])} / {fig(gw['p99_ms'])} | "
+            f"{fig(sdk['p50_ms'])} / {fig(sdk['p99_ms'])} | {ratio(t[f'{kind}_ratio'])} |"
         )
     lines += _table(
         "The Express path (`GET /api/catalogs`, sequential)",
@@ -970,8 +1128,8 @@ def results_markdown(r: dict[str, Any]) -> str:
         "## Gateway settings used",
         "",
         "Shipped defaults; the run set only `GATEWAY_SECRET`, `DATABRICKS_HOST`, "
-        "`DATABRICKS_TOKEN`, `DATABRICKS_WAREHOUSE_ID` (and, for the client-reuse rows, "
-        "`GATEWAY_AUTH_MODE=auto` and `GATEWAY_AUTH_BACKEND`).",
+        "`DATABRICKS_TOKEN`, `DATABRICKS_WAREHOUSE_ID` (and, for the rows that say so, "
+        "`GATEWAY_WORKERS=2`, `GATEWAY_UDS`, `GATEWAY_AUTH_MODE=auto` and `GATEWAY_AUTH_BACKEND`).",
         "",
         "`" + ", ".join(f"{k}={v}" for k, v in settings.items()) + "`",
     ]

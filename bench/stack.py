@@ -23,6 +23,7 @@ ROOT = Path(__file__).resolve().parent.parent
 SECRET = "bench-secret"
 SERVICE_TOKEN = "dapi-local-service"
 ALICE = "dapi-local-alice"
+EXTRA_USER_TOKEN = "dapi-local-user-{i}"  # the fake's --extra-users tokens
 
 # The databricks-tools-core pattern (a new WorkspaceClient on every get_workspace_client call),
 # as a stand-in module, so "client per request" is measured through the gateway's own backend.
@@ -58,16 +59,29 @@ def clean_env() -> dict[str, str]:
 
 
 def wait_for(url: str, process: subprocess.Popen[bytes], seconds: float = 30) -> None:
+    """Until GET `url` answers (http://host:port/path, or unix:/socket/path for GET /health)."""
     deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:
         if process.poll() is not None:
             raise RuntimeError(f"{process.args} exited with {process.returncode}")
         try:
-            urllib.request.urlopen(url, timeout=1).read()  # noqa: S310 - loopback URL we built
+            if url.startswith("unix:"):
+                _get_health_over_unix_socket(url.removeprefix("unix:"))
+            else:
+                urllib.request.urlopen(url, timeout=1).read()  # noqa: S310 - loopback URL we built
             return
         except OSError:
             time.sleep(0.1)
     raise RuntimeError(f"{url} did not answer")
+
+
+def _get_health_over_unix_socket(path: str) -> None:
+    with socket.socket(socket.AF_UNIX) as sock:
+        sock.settimeout(1)
+        sock.connect(path)
+        sock.sendall(b"GET /health HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
+        if not sock.recv(64).startswith(b"HTTP/1.1 200"):
+            raise OSError("not ready")
 
 
 @dataclass
@@ -87,7 +101,11 @@ class Proc:
 
 
 def start_fake(
-    latency_ms: float = 0, chunk_rows: int = 10_000, trips: int = 1000, link_latency_ms: float = 0
+    latency_ms: float = 0,
+    chunk_rows: int = 10_000,
+    trips: int = 1000,
+    link_latency_ms: float = 0,
+    extra_users: int = 0,
 ) -> Proc:
     port = free_port()
     args = [
@@ -104,6 +122,8 @@ def start_fake(
         str(trips),
         "--link-latency-ms",
         str(link_latency_ms),
+        "--extra-users",
+        str(extra_users),
     ]
     process = subprocess.Popen(args, cwd=ROOT, env=clean_env(), stdout=subprocess.DEVNULL)
     url = f"http://127.0.0.1:{port}"
@@ -138,6 +158,7 @@ def gateway_settings(**env: str) -> dict[str, object]:
 
 
 def start_gateway(fake: Proc, **env: str) -> Proc:
+    """A gateway on a free TCP port, or on the unix socket GATEWAY_UDS names (url unix:/path)."""
     port = free_port()
     variables = clean_env()
     variables.update(GATEWAY_PORT=str(port), **gateway_env(fake.url, **env))
@@ -152,8 +173,12 @@ def start_gateway(fake: Proc, **env: str) -> Proc:
         process = subprocess.Popen(
             [sys.executable, "-m", "gateway"], cwd=ROOT, env=variables, stderr=stderr
         )
-    url = f"http://127.0.0.1:{port}"
-    wait_for(f"{url}/health", process)
+    if "GATEWAY_UDS" in env:
+        url = f"unix:{env['GATEWAY_UDS']}"
+        wait_for(url, process)
+    else:
+        url = f"http://127.0.0.1:{port}"
+        wait_for(f"{url}/health", process)
     return Proc(process, url, log)
 
 

@@ -9,6 +9,8 @@ import threading
 
 from gateway.testing import DEMO, FakeWorkspace, seed_demo
 
+EXTRA_USER_TOKEN = "dapi-local-user-{i}"
+
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="Fake Databricks workspace (local only).")
@@ -24,10 +26,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--link-latency-ms", type=float, default=0.0, help="added to every external link fetch"
     )
+    parser.add_argument(
+        "--extra-users",
+        type=int,
+        default=0,
+        help=f"also accept tokens {EXTRA_USER_TOKEN.format(i=0)} ... (for benchmarks)",
+    )
     args = parser.parse_args(argv)
     ws = FakeWorkspace(page_size=args.page_size)
     ws.latency = args.latency_ms / 1000
     seed_demo(ws, trips=args.trips)
+    for i in range(args.extra_users):
+        ws.add_user(EXTRA_USER_TOKEN.format(i=i), f"bench-user-{i}@example.com")
     if ws.warehouse is not None:
         ws.warehouse.chunk_rows = args.chunk_rows
         ws.warehouse.delay_seconds = args.sql_delay

@@ -305,20 +305,21 @@ def _declared_length(request: Request) -> int | None:
 
 
 async def _read_limited(request: Request, declared: int | None, limit: int) -> bytes:
-    too_large = GatewayError(
-        413, "BODY_TOO_LARGE", f"The JSON body exceeds the {limit}-byte limit."
-    )
     if declared is not None and declared > limit:
-        raise too_large
+        raise _too_large(limit)
     buffer = bytearray()
     try:
         async for chunk in request.stream():
             buffer += chunk
             if len(buffer) > limit:
-                raise too_large
+                raise _too_large(limit)
     except ClientDisconnect:
         raise _client_left() from None
     return bytes(buffer)
+
+
+def _too_large(limit: int) -> GatewayError:
+    return GatewayError(413, "BODY_TOO_LARGE", f"The JSON body exceeds the {limit}-byte limit.")
 
 
 def _client_left() -> GatewayError:

@@ -101,6 +101,8 @@ def server_for(app: Any, settings: Settings, **overrides: Any) -> Server:
         "port": settings.port,
         "log_config": None,
         "access_log": False,
+        # Only Express on this machine calls us: X-Forwarded-* from it would mean nothing.
+        "proxy_headers": False,
         "lifespan": "on",
         "http": protocol_with_head_timeout(settings.header_timeout_seconds),
         "timeout_graceful_shutdown": GRACEFUL_SHUTDOWN_SECONDS,

@@ -3,9 +3,11 @@
 // the gateway — the route calling the Databricks REST API itself through an undici keep-alive
 // pool (the transport the gateway's own Node client uses; PAT, pagination). Both are measured
 // from the same keep-alive undici pool in front of Express, in interleaved samples whose order
-// alternates (AB, BA, AB…).
+// rotates. Each route's inner call is also timed alone, without Express (node_client_gateway:
+// the Node client → gateway; node_direct_client: undici → the fake), to split a route's time.
 // usage: node bench/express.mjs GATEWAY_URL FAKE_URL SECRET TOKEN CALLS_PER_SAMPLE SAMPLES
-// prints: {"same_answer": bool, "express_gateway": [{p50_ms, p99_ms}…], "express_direct_client": […]}
+// prints: {"same_answer": bool, "express_gateway": [{p50_ms, p99_ms}…], "express_direct_client": […],
+//          "node_client_gateway": […], "node_direct_client": […]}
 import { once } from 'node:events';
 import { Pool } from '../clients/node/node_modules/undici/index.js';
 import express from '../examples/express-app/node_modules/express/index.js';
@@ -54,7 +56,13 @@ async function get(pool) {
   if (response.statusCode !== 200) throw new Error(`HTTP ${response.statusCode}`);
   return response.body.json();
 }
-const sides = { express_gateway: () => get(callers[0]), express_direct_client: () => get(callers[1]) };
+// The two calls each route makes, without Express around them: where a route's time goes.
+const sides = {
+  express_gateway: () => get(callers[0]),
+  express_direct_client: () => get(callers[1]),
+  node_client_gateway: () => gateway.listCatalogs(),
+  node_direct_client: () => listCatalogsDirect(),
+};
 
 async function block(fn) {
   const times = [];
@@ -76,7 +84,8 @@ const sameAnswer = JSON.stringify(answers[0].map((c) => c.name)) === JSON.string
 for (const name of names) for (let i = 0; i < 20; i += 1) await sides[name](); // warm-up
 const results = Object.fromEntries(names.map((name) => [name, []]));
 for (let i = 0; i < samples; i += 1) {
-  const order = i % 2 === 0 ? names : [...names].reverse();
+  const shift = i % names.length; // the order rotates: ABCD, BCDA, …
+  const order = [...names.slice(shift), ...names.slice(0, shift)];
   for (const name of order) results[name].push(await block(sides[name]));
 }
 console.log(JSON.stringify({ same_answer: sameAnswer, ...results }));

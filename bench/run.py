@@ -447,7 +447,15 @@ def express_path(plan: Plan) -> list[dict[str, Any]]:
                 timeout=600,
             ).stdout
             raw = json.loads(output)
-            blocks = {k: raw[k] for k in ("express_gateway", "express_direct_client")}
+            blocks = {
+                k: raw[k]
+                for k in (
+                    "express_gateway",
+                    "express_direct_client",
+                    "node_client_gateway",
+                    "node_direct_client",
+                )
+            }
             results.append(
                 {
                     "latency_ms": latency,
@@ -1072,6 +1080,7 @@ def results_markdown(r: dict[str, Any]) -> str:
             f"{fig(row['express_direct_client']['p50_ms'])} | {ratio(row['p50_ratio'])} | "
             f"{'yes' if row['same_answer'] else 'NO'} |"
         )
+    lines += ["", *express_sentences(r["express"])]
     f = r["files"]
     lines += _table(
         f"Files ({f['file_mib']} MiB)",
@@ -1149,6 +1158,27 @@ def queueing_sentences(rows: list[dict[str, Any]]) -> list[str]:
             f"- c = {row['concurrency']}: client p50 {client:.2f} ms, of which the gateway's "
             f"logged duration is {server:.2f} ms and {client - server:.2f} ms ({share:.0f}%) "
             "is outside it (socket queues, HTTP parsing, the load generator)."
+        )
+    return out
+
+
+def express_sentences(rows: list[dict[str, Any]]) -> list[str]:
+    """Where each route's p50 goes: its inner call timed alone, and Express around it."""
+    out = []
+    for row in rows:
+        p50 = {k: row[k]["p50_ms"]["median"] for k in row if k.startswith(("express_", "node_"))}
+        if "node_client_gateway" not in p50:
+            continue
+        gateway_call, direct_call = p50["node_client_gateway"], p50["node_direct_client"]
+        out.append(
+            f"- fake at {row['latency_ms']} ms: the gateway route's p50 {p50['express_gateway']:.2f} "
+            f"ms is its Node client → gateway call alone {gateway_call:.2f} ms plus "
+            f"{p50['express_gateway'] - gateway_call:.2f} ms of Express and the caller's hop; the "
+            f"direct route's {p50['express_direct_client']:.2f} ms is undici → Databricks alone "
+            f"{direct_call:.2f} ms plus {p50['express_direct_client'] - direct_call:.2f} ms. "
+            f"The gateway hop (Node client → gateway → Databricks, less the same call made "
+            f"directly) adds {gateway_call - direct_call:.2f} ms; at 1.6x the route could take "
+            f"{1.6 * p50['express_direct_client']:.2f} ms."
         )
     return out
 

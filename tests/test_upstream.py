@@ -40,6 +40,8 @@ FAULTS: list[tuple[Fault, str]] = [
     (Fault(path="/unity-catalog/schemas", status=429, retry_after=1, times=None), "list_schemas"),
     (Fault(path="/scim/v2/Me", body=b"<html>login</html>"), "me"),  # 200, not the API
     (Fault(path="/unity-catalog/catalogs", drop=True), "list_catalogs"),  # then a retry
+    (Fault(path="/scim/v2/Me", delay=3), "me"),  # past the 1 s read timeout once, then a retry
+    (Fault(path="/scim/v2/Me", delay=3, times=None), "me"),  # every read times out: 504
 ]
 
 
@@ -68,7 +70,7 @@ def test_lean_and_sdk_paths_fail_and_retry_alike(gateway, workspace, fault, op):
     # A fault that never ends spends the budget (keep it short); a passing one must never
     # exhaust it, even when a loaded machine stretches the SDK's ~1-2 s backoff.
     budget = 2 if fault.times is None else 8
-    lean, sdk = both_paths(gateway, sdk_retry_timeout_seconds=budget)
+    lean, sdk = both_paths(gateway, sdk_retry_timeout_seconds=budget, sdk_http_timeout_seconds=1)
     params = {"catalog": "main"} if op == "list_schemas" else {}
     answers = []
     for client in (sdk, lean):

@@ -1,6 +1,7 @@
 """Benchmarks: the gateway against the direct SDK / direct Node client, side by side, one run.
 
     bench/run.sh [--quick] [--only per-op,concurrency,reuse,express,files,query] [--rows N]
+                 [--file-mib N]
 
 Honesty rules, enforced here rather than promised: both sides of every figure are measured in
 the same run against the same fake, in interleaved samples whose order rotates (ABAB…, then
@@ -25,12 +26,13 @@ import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, TypeVar
 
 import httpx
 import orjson
+import psutil
 import urllib3
 from databricks.sdk import WorkspaceClient
 from databricks.sdk.config import Config
@@ -455,22 +457,30 @@ def _files(fake: Proc, gateway: Proc, plan: Plan) -> dict[str, Any]:
         upload_gateway()  # the download samples need both files in place
         upload_sdk()
         sdk_said["upload"].clear()
+        clock = CpuClock(gateway, fake)
         result: dict[str, Any] = {"file_mib": file_mib}
         for name, gw, sdk in (
             ("upload", upload_gateway, upload_sdk),
             ("download", download_gateway, download_sdk),
         ):
             with PeakRss(gateway.process.pid) as rss:
-                seconds = interleave(
-                    {"gateway": lambda g=gw: _once(g), "direct_sdk": lambda s=sdk: _once(s)},
+                runs = interleave(
+                    {
+                        "gateway": lambda g=gw: clock.transfer(g),
+                        "direct_sdk": lambda s=sdk: clock.transfer(s),
+                    },
                     plan.samples,
                 )
+            seconds = {side: [t.seconds for t in samples] for side, samples in runs.items()}
             said = sdk_said[name]
             fell_back = [fallbacks(m) for m in said]
             result[name] = {
                 "gateway_mib_s": figure([file_mib / s for s in seconds["gateway"]], 1),
                 "direct_sdk_mib_s": figure([file_mib / s for s in seconds["direct_sdk"]], 1),
                 "ratio": ratio_figure(seconds["direct_sdk"], seconds["gateway"]),
+                "cpu_s_per_gib": {
+                    side: cpu_per_gib(samples, file_mib / 1024) for side, samples in runs.items()
+                },
                 "gateway_rss_growth_mib": round(rss.growth_mib, 1),
                 "sdk_fallback_samples": sum(1 for f in fell_back if f),
                 "sdk_fallback_messages": sorted({m[:160] for f in fell_back for m in f}),
@@ -484,6 +494,48 @@ def _once(fn: Callable[[], Any]) -> float:
     start = time.perf_counter()
     fn()
     return time.perf_counter() - start
+
+
+@dataclass
+class Transfer:
+    """One file sample: its wall time and the CPU seconds each process on the path spent."""
+
+    seconds: float
+    cpu: dict[str, float]
+
+
+class CpuClock:
+    """CPU seconds (user + system, every thread) of the gateway, the fake and this process (the
+    measuring client), read around each file sample: on 2 busy CPUs a transfer is bound by the
+    CPU every process on its path spends, so this says where its time went."""
+
+    def __init__(self, gateway: Proc, fake: Proc) -> None:
+        self.processes = {
+            "gateway": psutil.Process(gateway.process.pid),
+            "fake": psutil.Process(fake.process.pid),
+        }
+
+    def read(self) -> dict[str, float]:
+        seconds = {name: sum(p.cpu_times()[:2]) for name, p in self.processes.items()}
+        own = os.times()
+        seconds["client"] = own.user + own.system
+        return seconds
+
+    def transfer(self, fn: Callable[[], Any]) -> Transfer:
+        before = self.read()
+        seconds = _once(fn)
+        after = self.read()
+        return Transfer(seconds, {name: after[name] - before[name] for name in before})
+
+
+def cpu_per_gib(samples: list[Transfer], gib: float) -> dict[str, Any]:
+    """CPU seconds per GiB moved, per process and in total, with the wall seconds per GiB."""
+    per: dict[str, Any] = {
+        name: figure([t.cpu[name] / gib for t in samples], 3) for name in samples[0].cpu
+    }
+    per["total"] = figure([sum(t.cpu.values()) / gib for t in samples], 3)
+    per["wall"] = figure([t.seconds / gib for t in samples], 3)
+    return per
 
 
 QUERY = (
@@ -646,6 +698,9 @@ def main() -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("--quick", action="store_true", help="3 samples, 64 MiB file, 100k rows")
     parser.add_argument("--rows", type=int, default=None, help="query rows (default 1M and 10M)")
+    parser.add_argument(
+        "--file-mib", type=int, default=None, help="file size for development (default 1024)"
+    )
     parser.add_argument("--only", default=",".join(SECTIONS))
     parser.add_argument("--render", action="store_true", help="rewrite RESULTS.md from out/")
     args = parser.parse_args()
@@ -653,6 +708,8 @@ def main() -> int:
         return render_only()
     only = set(args.only.split(","))
     plan = Plan.make(args.quick, args.rows)
+    if args.file_mib:
+        plan = replace(plan, file_mib=args.file_mib)
     started = time.perf_counter()
     results: dict[str, Any] = {
         "command": shlex.join(["bench/run.sh", *sys.argv[1:]]),
@@ -941,6 +998,8 @@ def results_markdown(r: dict[str, Any]) -> str:
             )
         else:
             lines.append(f"- The direct SDK {direction} logged no fallback in any sample.")
+    if "cpu_s_per_gib" in f["upload"]:  # results written before the CPU was counted lack it
+        lines += files_cpu_markdown(f)
     settings = r["gateway_settings"]
     lines += _table(
         f"Query at scale (EXTERNAL_LINKS + ARROW_STREAM, gateway prefetch "
@@ -976,6 +1035,44 @@ def results_markdown(r: dict[str, Any]) -> str:
         "`" + ", ".join(f"{k}={v}" for k, v in settings.items()) + "`",
     ]
     return "\n".join(lines) + "\n"
+
+
+FILE_SIDES = (("gateway", "through the gateway"), ("direct_sdk", "direct SDK"))
+
+
+def files_cpu_markdown(f: dict[str, Any]) -> list[str]:
+    """Where a file transfer's time went: the CPU seconds per GiB of every process on its path."""
+    lines = _table(
+        "Files: CPU seconds per GiB moved, by process",
+        "direction",
+        "path",
+        "measuring client",
+        "gateway",
+        "fake",
+        "total CPU",
+        "wall",
+    )
+    for direction in ("upload", "download"):
+        for side, label in FILE_SIDES:
+            c = f[direction]["cpu_s_per_gib"][side]
+            cells = [fig(c[k], " s") for k in ("client", "gateway", "fake", "total", "wall")]
+            lines.append(f"| {direction} | {label} | {' | '.join(cells)} |")
+    lines.append("")
+    for direction in ("upload", "download"):
+        d = f[direction]
+        gw, sdk = (d["cpu_s_per_gib"][side] for side, _ in FILE_SIDES)
+        own = gw["gateway"]["median"]
+        ends = gw["client"]["median"] + gw["fake"]["median"]
+        lines.append(
+            f"- {direction.capitalize()}: the path through the gateway spent "
+            f"{gw['total']['median']:.2f} CPU-s per GiB, the direct path "
+            f"{sdk['total']['median']:.2f} ({sdk['total']['median'] / gw['total']['median']:.2f}x "
+            f"of it; measured throughput ratio {d['ratio']['median']:.2f}x). The gateway's own "
+            f"share is {own:.2f} CPU-s per GiB, {own / ends:.2f}x what the client and the fake "
+            "at the two ends of that path spent together: relaying means receiving and sending "
+            "every byte once more."
+        )
+    return lines
 
 
 def queueing_sentences(rows: list[dict[str, Any]]) -> list[str]:

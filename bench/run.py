@@ -50,6 +50,7 @@ from stack import (
     server_durations_ms,
     start_fake,
     start_gateway,
+    start_relay,
 )
 
 OUT = ROOT / "bench" / "out"
@@ -391,10 +392,14 @@ def fallbacks(messages: list[str]) -> list[str]:
 
 def files(plan: Plan) -> dict[str, Any]:
     with fake_and_gateway(files_in_memory=True) as (fake, gateway):
-        return _files(fake, gateway, plan)
+        relay = start_relay(fake)
+        try:
+            return _files(fake, gateway, relay, plan)
+        finally:
+            relay.stop()
 
 
-def _files(fake: Proc, gateway: Proc, plan: Plan) -> dict[str, Any]:
+def _files(fake: Proc, gateway: Proc, relay: Proc, plan: Plan) -> dict[str, Any]:
     file_mib = plan.file_mib
     direct = sdk_client(fake)
     size = file_mib * MiB
@@ -411,15 +416,23 @@ def _files(fake: Proc, gateway: Proc, plan: Plan) -> dict[str, Any]:
     sdk_said: dict[str, list[list[str]]] = {"upload": [], "download": []}
     try:
 
-        def upload_gateway() -> None:
-            def chunks() -> Iterator[bytes]:
-                with source.open("rb") as f:
-                    while data := f.read(MiB):
-                        yield data
+        def chunks() -> Iterator[bytes]:
+            with source.open("rb") as f:
+                while data := f.read(MiB):
+                    yield data
 
+        def upload_gateway() -> None:
             http.post(
                 "/run",
                 params={"op": "write_file", "path": path_gw, "overwrite": "true"},
+                content=chunks(),
+                headers={"content-type": "application/octet-stream", "content-length": str(size)},
+            ).raise_for_status()
+
+        def upload_relay() -> None:  # the same client, the same file, through the bare relay
+            http.post(
+                f"{relay.url}/upload",
+                params={"path": path_gw},
                 content=chunks(),
                 headers={"content-type": "application/octet-stream", "content-length": str(size)},
             ).raise_for_status()
@@ -429,8 +442,13 @@ def _files(fake: Proc, gateway: Proc, plan: Plan) -> dict[str, Any]:
                 direct.files.upload(path_sdk, f, overwrite=True)
             sdk_said["upload"].append(said.messages)
 
-        def download_gateway() -> None:
+        def read_all(response: urllib3.BaseHTTPResponse) -> None:
             got = 0
+            while data := response.read(MiB):
+                got += len(data)
+            assert response.status == 200 and got == size
+
+        def download_gateway() -> None:
             parsed = urllib3.util.parse_url(gateway.url)
             pool = urllib3.HTTPConnectionPool(parsed.host, parsed.port)
             body = orjson.dumps({"op": "read_file", "path": path_gw})
@@ -441,9 +459,12 @@ def _files(fake: Proc, gateway: Proc, plan: Plan) -> dict[str, Any]:
                 preload_content=False,
                 headers={**HEADERS, "Content-Type": "application/json"},
             )
-            while data := response.read(MiB):
-                got += len(data)
-            assert got == size
+            read_all(response)
+
+        def download_relay() -> None:
+            parsed = urllib3.util.parse_url(relay.url)
+            pool = urllib3.HTTPConnectionPool(parsed.host, parsed.port)
+            read_all(pool.request("GET", f"/download?path={path_gw}", preload_content=False))
 
         def download_sdk() -> None:
             got = 0
@@ -458,23 +479,24 @@ def _files(fake: Proc, gateway: Proc, plan: Plan) -> dict[str, Any]:
         # and the first overwrite is the first time the fake holds three files at once (the old
         # file, the other side's, the new one), whose fresh memory cost the fake 2-3 CPU-s per
         # GiB more on the development VM; without this round that was always a gateway sample.
-        for warm_up in (upload_gateway, upload_sdk, upload_gateway, upload_sdk):
+        for warm_up in (upload_gateway, upload_sdk, upload_relay, upload_sdk):
             warm_up()
-        download_gateway()
-        download_sdk()
+        for warm_up in (download_gateway, download_sdk, download_relay):
+            warm_up()
         sdk_said["upload"].clear()
         sdk_said["download"].clear()
-        clock = CpuClock(gateway, fake)
+        clock = CpuClock(gateway, relay, fake)
         result: dict[str, Any] = {"file_mib": file_mib}
-        for name, gw, sdk in (
-            ("upload", upload_gateway, upload_sdk),
-            ("download", download_gateway, download_sdk),
+        for name, gw, sdk, bare in (
+            ("upload", upload_gateway, upload_sdk, upload_relay),
+            ("download", download_gateway, download_sdk, download_relay),
         ):
             with PeakRss(gateway.process.pid) as rss:
                 runs = interleave(
                     {
                         "gateway": lambda g=gw: clock.transfer(g),
                         "direct_sdk": lambda s=sdk: clock.transfer(s),
+                        "bare_relay": lambda b=bare: clock.transfer(b),
                     },
                     plan.samples,
                 )
@@ -484,7 +506,9 @@ def _files(fake: Proc, gateway: Proc, plan: Plan) -> dict[str, Any]:
             result[name] = {
                 "gateway_mib_s": figure([file_mib / s for s in seconds["gateway"]], 1),
                 "direct_sdk_mib_s": figure([file_mib / s for s in seconds["direct_sdk"]], 1),
+                "bare_relay_mib_s": figure([file_mib / s for s in seconds["bare_relay"]], 1),
                 "ratio": ratio_figure(seconds["direct_sdk"], seconds["gateway"]),
+                "bare_relay_ratio": ratio_figure(seconds["direct_sdk"], seconds["bare_relay"]),
                 "cpu_s_per_gib": {
                     side: cpu_per_gib(samples, file_mib / 1024) for side, samples in runs.items()
                 },
@@ -512,13 +536,14 @@ class Transfer:
 
 
 class CpuClock:
-    """CPU seconds (user + system, every thread) of the gateway, the fake and this process (the
-    measuring client), read around each file sample: on 2 busy CPUs a transfer is bound by the
+    """CPU seconds (user + system, every thread) of the gateway, the bare relay, the fake and this
+    process (the measuring client), read around each file sample: on 2 busy CPUs a transfer is bound by the
     CPU every process on its path spends, so this says where its time went."""
 
-    def __init__(self, gateway: Proc, fake: Proc) -> None:
+    def __init__(self, gateway: Proc, relay: Proc, fake: Proc) -> None:
         self.processes = {
             "gateway": psutil.Process(gateway.process.pid),
+            "bare_relay": psutil.Process(relay.process.pid),
             "fake": psutil.Process(fake.process.pid),
         }
 
@@ -985,13 +1010,20 @@ def results_markdown(r: dict[str, Any]) -> str:
         "gateway MiB/s",
         "direct SDK MiB/s",
         "gateway / direct",
+        "bare relay MiB/s",
+        "bare relay / direct",
         "gateway peak RSS growth",
     )
     for direction in ("upload", "download"):
         d = f[direction]
+        bare = (
+            f"{fig(d['bare_relay_mib_s'], '', '{:,.0f}')} | {ratio(d['bare_relay_ratio'])}"
+            if "bare_relay_mib_s" in d
+            else "- | -"
+        )
         lines.append(
             f"| {direction} | {fig(d['gateway_mib_s'], '', '{:,.0f}')} | "
-            f"{fig(d['direct_sdk_mib_s'], '', '{:,.0f}')} | {ratio(d['ratio'])} | "
+            f"{fig(d['direct_sdk_mib_s'], '', '{:,.0f}')} | {ratio(d['ratio'])} | {bare} | "
             f"{d['gateway_rss_growth_mib']} MiB |"
         )
     lines.append("")
@@ -1005,7 +1037,7 @@ def results_markdown(r: dict[str, Any]) -> str:
             )
         else:
             lines.append(f"- The direct SDK {direction} logged no fallback in any sample.")
-    if "cpu_s_per_gib" in f["upload"]:  # results written before the CPU was counted lack it
+    if "bare_relay" in f["upload"].get("cpu_s_per_gib", {}):  # absent from older results
         lines += files_cpu_markdown(f)
     settings = r["gateway_settings"]
     lines += _table(
@@ -1044,7 +1076,11 @@ def results_markdown(r: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
-FILE_SIDES = (("gateway", "through the gateway"), ("direct_sdk", "direct SDK"))
+FILE_SIDES = (
+    ("gateway", "through the gateway"),
+    ("direct_sdk", "direct SDK"),
+    ("bare_relay", "through the bare relay"),
+)
 
 
 def files_cpu_markdown(f: dict[str, Any]) -> list[str]:
@@ -1055,19 +1091,22 @@ def files_cpu_markdown(f: dict[str, Any]) -> list[str]:
         "path",
         "measuring client",
         "gateway",
+        "bare relay",
         "fake",
         "total CPU",
         "wall",
     )
+    columns = ("client", "gateway", "bare_relay", "fake", "total", "wall")
     for direction in ("upload", "download"):
         for side, label in FILE_SIDES:
             c = f[direction]["cpu_s_per_gib"][side]
-            cells = [fig(c[k], " s") for k in ("client", "gateway", "fake", "total", "wall")]
-            lines.append(f"| {direction} | {label} | {' | '.join(cells)} |")
+            lines.append(
+                f"| {direction} | {label} | {' | '.join(fig(c[k], ' s') for k in columns)} |"
+            )
     lines.append("")
     for direction in ("upload", "download"):
         d = f[direction]
-        gw, sdk = (d["cpu_s_per_gib"][side] for side, _ in FILE_SIDES)
+        gw, sdk, bare = (d["cpu_s_per_gib"][side] for side, _ in FILE_SIDES)
         own = gw["gateway"]["median"]
         ends = gw["client"]["median"] + gw["fake"]["median"]
         lines.append(
@@ -1077,7 +1116,9 @@ def files_cpu_markdown(f: dict[str, Any]) -> list[str]:
             f"of it; measured throughput ratio {d['ratio']['median']:.2f}x). The gateway's own "
             f"share is {own:.2f} CPU-s per GiB, {own / ends:.2f}x what the client and the fake "
             "at the two ends of that path spent together: relaying means receiving and sending "
-            "every byte once more."
+            "every byte once more. The bare relay (an ASGI app under the same uvicorn stack, no "
+            f"framework, no checks) spent {bare['bare_relay']['median']:.2f} CPU-s per GiB and "
+            f"reached {d['bare_relay_ratio']['median']:.2f}x of the direct SDK's throughput."
         )
     return lines
 

@@ -166,6 +166,16 @@ def start_gateway(fake: Proc, **env: str) -> Proc:
     return Proc(process, url, log)
 
 
+def start_relay(fake: Proc) -> Proc:
+    """The bare relay (relay.py) in front of `fake`: the files section's floor."""
+    port = free_port()
+    args = [sys.executable, str(ROOT / "bench" / "relay.py"), fake.url, SERVICE_TOKEN, str(port)]
+    process = subprocess.Popen(args, cwd=ROOT, env=clean_env())
+    url = f"http://127.0.0.1:{port}"
+    wait_for(f"{url}/health", process)
+    return Proc(process, url)
+
+
 def log_offset(gateway: Proc) -> int:
     return gateway.log.stat().st_size if gateway.log else 0
 

@@ -1,7 +1,7 @@
 """Benchmarks: the gateway against the direct SDK / direct Node client, side by side, one run.
 
     bench/run.sh [--quick] [--only per-op,concurrency,transport,reuse,tokens,express,files,query]
-                 [--rows N]
+                 [--rows N] [--file-mib N]
 
 Honesty rules, enforced here rather than promised: both sides of every figure are measured in
 the same run against the same fake, in interleaved samples whose order rotates (ABAB…, then
@@ -27,12 +27,13 @@ import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, TypeVar
 
 import httpx
 import orjson
+import psutil
 import urllib3
 from databricks.sdk import WorkspaceClient
 from databricks.sdk.config import Config
@@ -51,6 +52,7 @@ from stack import (
     server_durations_ms,
     start_fake,
     start_gateway,
+    start_relay,
 )
 
 OUT = ROOT / "bench" / "out"
@@ -504,11 +506,15 @@ def fallbacks(messages: list[str]) -> list[str]:
 
 
 def files(plan: Plan) -> dict[str, Any]:
-    with fake_and_gateway() as (fake, gateway):
-        return _files(fake, gateway, plan)
+    with fake_and_gateway(files_in_memory=True) as (fake, gateway):
+        relay = start_relay(fake)
+        try:
+            return _files(fake, gateway, relay, plan)
+        finally:
+            relay.stop()
 
 
-def _files(fake: Proc, gateway: Proc, plan: Plan) -> dict[str, Any]:
+def _files(fake: Proc, gateway: Proc, relay: Proc, plan: Plan) -> dict[str, Any]:
     file_mib = plan.file_mib
     direct = sdk_client(fake)
     size = file_mib * MiB
@@ -525,15 +531,23 @@ def _files(fake: Proc, gateway: Proc, plan: Plan) -> dict[str, Any]:
     sdk_said: dict[str, list[list[str]]] = {"upload": [], "download": []}
     try:
 
-        def upload_gateway() -> None:
-            def chunks() -> Iterator[bytes]:
-                with source.open("rb") as f:
-                    while data := f.read(MiB):
-                        yield data
+        def chunks() -> Iterator[bytes]:
+            with source.open("rb") as f:
+                while data := f.read(MiB):
+                    yield data
 
+        def upload_gateway() -> None:
             http.post(
                 "/run",
                 params={"op": "write_file", "path": path_gw, "overwrite": "true"},
+                content=chunks(),
+                headers={"content-type": "application/octet-stream", "content-length": str(size)},
+            ).raise_for_status()
+
+        def upload_relay() -> None:  # the same client, the same file, through the bare relay
+            http.post(
+                f"{relay.url}/upload",
+                params={"path": path_gw},
                 content=chunks(),
                 headers={"content-type": "application/octet-stream", "content-length": str(size)},
             ).raise_for_status()
@@ -543,8 +557,13 @@ def _files(fake: Proc, gateway: Proc, plan: Plan) -> dict[str, Any]:
                 direct.files.upload(path_sdk, f, overwrite=True)
             sdk_said["upload"].append(said.messages)
 
-        def download_gateway() -> None:
+        def read_all(response: urllib3.BaseHTTPResponse) -> None:
             got = 0
+            while data := response.read(MiB):
+                got += len(data)
+            assert response.status == 200 and got == size
+
+        def download_gateway() -> None:
             parsed = urllib3.util.parse_url(gateway.url)
             pool = urllib3.HTTPConnectionPool(parsed.host, parsed.port)
             body = orjson.dumps({"op": "read_file", "path": path_gw})
@@ -555,9 +574,12 @@ def _files(fake: Proc, gateway: Proc, plan: Plan) -> dict[str, Any]:
                 preload_content=False,
                 headers={**HEADERS, "Content-Type": "application/json"},
             )
-            while data := response.read(MiB):
-                got += len(data)
-            assert got == size
+            read_all(response)
+
+        def download_relay() -> None:
+            parsed = urllib3.util.parse_url(relay.url)
+            pool = urllib3.HTTPConnectionPool(parsed.host, parsed.port)
+            read_all(pool.request("GET", f"/download?path={path_gw}", preload_content=False))
 
         def download_sdk() -> None:
             got = 0
@@ -568,25 +590,43 @@ def _files(fake: Proc, gateway: Proc, plan: Plan) -> dict[str, Any]:
             sdk_said["download"].append(said.messages)
             assert got == size
 
-        upload_gateway()  # the download samples need both files in place
-        upload_sdk()
+        # One untimed round of every side first: the download samples need both files in place,
+        # and the first overwrite is the first time the fake holds three files at once (the old
+        # file, the other side's, the new one), whose fresh memory cost the fake 2-3 CPU-s per
+        # GiB more on the development VM; without this round that was always a gateway sample.
+        for warm_up in (upload_gateway, upload_sdk, upload_relay, upload_sdk):
+            warm_up()
+        for warm_up in (download_gateway, download_sdk, download_relay):
+            warm_up()
         sdk_said["upload"].clear()
+        sdk_said["download"].clear()
+        clock = CpuClock(gateway, relay, fake)
         result: dict[str, Any] = {"file_mib": file_mib}
-        for name, gw, sdk in (
-            ("upload", upload_gateway, upload_sdk),
-            ("download", download_gateway, download_sdk),
+        for name, gw, sdk, bare in (
+            ("upload", upload_gateway, upload_sdk, upload_relay),
+            ("download", download_gateway, download_sdk, download_relay),
         ):
             with PeakRss(gateway.process.pid) as rss:
-                seconds = interleave(
-                    {"gateway": lambda g=gw: _once(g), "direct_sdk": lambda s=sdk: _once(s)},
+                runs = interleave(
+                    {
+                        "gateway": lambda g=gw: clock.transfer(g),
+                        "direct_sdk": lambda s=sdk: clock.transfer(s),
+                        "bare_relay": lambda b=bare: clock.transfer(b),
+                    },
                     plan.samples,
                 )
+            seconds = {side: [t.seconds for t in samples] for side, samples in runs.items()}
             said = sdk_said[name]
             fell_back = [fallbacks(m) for m in said]
             result[name] = {
                 "gateway_mib_s": figure([file_mib / s for s in seconds["gateway"]], 1),
                 "direct_sdk_mib_s": figure([file_mib / s for s in seconds["direct_sdk"]], 1),
+                "bare_relay_mib_s": figure([file_mib / s for s in seconds["bare_relay"]], 1),
                 "ratio": ratio_figure(seconds["direct_sdk"], seconds["gateway"]),
+                "bare_relay_ratio": ratio_figure(seconds["direct_sdk"], seconds["bare_relay"]),
+                "cpu_s_per_gib": {
+                    side: cpu_per_gib(samples, file_mib / 1024) for side, samples in runs.items()
+                },
                 "gateway_rss_growth_mib": round(rss.growth_mib, 1),
                 "sdk_fallback_samples": sum(1 for f in fell_back if f),
                 "sdk_fallback_messages": sorted({m[:160] for f in fell_back for m in f}),
@@ -600,6 +640,49 @@ def _once(fn: Callable[[], Any]) -> float:
     start = time.perf_counter()
     fn()
     return time.perf_counter() - start
+
+
+@dataclass
+class Transfer:
+    """One file sample: its wall time and the CPU seconds each process on the path spent."""
+
+    seconds: float
+    cpu: dict[str, float]
+
+
+class CpuClock:
+    """CPU seconds (user + system, every thread) of the gateway, the bare relay, the fake and this
+    process (the measuring client), read around each file sample: on 2 busy CPUs a transfer is bound by the
+    CPU every process on its path spends, so this says where its time went."""
+
+    def __init__(self, gateway: Proc, relay: Proc, fake: Proc) -> None:
+        self.processes = {
+            "gateway": psutil.Process(gateway.process.pid),
+            "bare_relay": psutil.Process(relay.process.pid),
+            "fake": psutil.Process(fake.process.pid),
+        }
+
+    def read(self) -> dict[str, float]:
+        seconds = {name: sum(p.cpu_times()[:2]) for name, p in self.processes.items()}
+        own = os.times()
+        seconds["client"] = own.user + own.system
+        return seconds
+
+    def transfer(self, fn: Callable[[], Any]) -> Transfer:
+        before = self.read()
+        seconds = _once(fn)
+        after = self.read()
+        return Transfer(seconds, {name: after[name] - before[name] for name in before})
+
+
+def cpu_per_gib(samples: list[Transfer], gib: float) -> dict[str, Any]:
+    """CPU seconds per GiB moved, per process and in total, with the wall seconds per GiB."""
+    per: dict[str, Any] = {
+        name: figure([t.cpu[name] / gib for t in samples], 3) for name in samples[0].cpu
+    }
+    per["total"] = figure([sum(t.cpu.values()) / gib for t in samples], 3)
+    per["wall"] = figure([t.seconds / gib for t in samples], 3)
+    return per
 
 
 QUERY = (
@@ -771,6 +854,9 @@ def main() -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("--quick", action="store_true", help="3 samples, 64 MiB file, 100k rows")
     parser.add_argument("--rows", type=int, default=None, help="query rows (default 1M and 10M)")
+    parser.add_argument(
+        "--file-mib", type=int, default=None, help="file size for development (default 1024)"
+    )
     parser.add_argument("--only", default=",".join(SECTIONS))
     parser.add_argument("--render", action="store_true", help="rewrite RESULTS.md from out/")
     args = parser.parse_args()
@@ -778,6 +864,8 @@ def main() -> int:
         return render_only()
     only = set(args.only.split(","))
     plan = Plan.make(args.quick, args.rows)
+    if args.file_mib:
+        plan = replace(plan, file_mib=args.file_mib)
     started = time.perf_counter()
     results: dict[str, Any] = {
         "command": shlex.join(["bench/run.sh", *sys.argv[1:]]),
@@ -1088,13 +1176,20 @@ def results_markdown(r: dict[str, Any]) -> str:
         "gateway MiB/s",
         "direct SDK MiB/s",
         "gateway / direct",
+        "bare relay MiB/s",
+        "bare relay / direct",
         "gateway peak RSS growth",
     )
     for direction in ("upload", "download"):
         d = f[direction]
+        bare = (
+            f"{fig(d['bare_relay_mib_s'], '', '{:,.0f}')} | {ratio(d['bare_relay_ratio'])}"
+            if "bare_relay_mib_s" in d
+            else "- | -"
+        )
         lines.append(
             f"| {direction} | {fig(d['gateway_mib_s'], '', '{:,.0f}')} | "
-            f"{fig(d['direct_sdk_mib_s'], '', '{:,.0f}')} | {ratio(d['ratio'])} | "
+            f"{fig(d['direct_sdk_mib_s'], '', '{:,.0f}')} | {ratio(d['ratio'])} | {bare} | "
             f"{d['gateway_rss_growth_mib']} MiB |"
         )
     lines.append("")
@@ -1108,6 +1203,8 @@ def results_markdown(r: dict[str, Any]) -> str:
             )
         else:
             lines.append(f"- The direct SDK {direction} logged no fallback in any sample.")
+    if "bare_relay" in f["upload"].get("cpu_s_per_gib", {}):  # absent from older results
+        lines += files_cpu_markdown(f)
     settings = r["gateway_settings"]
     lines += _table(
         f"Query at scale (EXTERNAL_LINKS + ARROW_STREAM, gateway prefetch "
@@ -1143,6 +1240,53 @@ def results_markdown(r: dict[str, Any]) -> str:
         "`" + ", ".join(f"{k}={v}" for k, v in settings.items()) + "`",
     ]
     return "\n".join(lines) + "\n"
+
+
+FILE_SIDES = (
+    ("gateway", "through the gateway"),
+    ("direct_sdk", "direct SDK"),
+    ("bare_relay", "through the bare relay"),
+)
+
+
+def files_cpu_markdown(f: dict[str, Any]) -> list[str]:
+    """Where a file transfer's time went: the CPU seconds per GiB of every process on its path."""
+    lines = _table(
+        "Files: CPU seconds per GiB moved, by process",
+        "direction",
+        "path",
+        "measuring client",
+        "gateway",
+        "bare relay",
+        "fake",
+        "total CPU",
+        "wall",
+    )
+    columns = ("client", "gateway", "bare_relay", "fake", "total", "wall")
+    for direction in ("upload", "download"):
+        for side, label in FILE_SIDES:
+            c = f[direction]["cpu_s_per_gib"][side]
+            lines.append(
+                f"| {direction} | {label} | {' | '.join(fig(c[k], ' s') for k in columns)} |"
+            )
+    lines.append("")
+    for direction in ("upload", "download"):
+        d = f[direction]
+        gw, sdk, bare = (d["cpu_s_per_gib"][side] for side, _ in FILE_SIDES)
+        own = gw["gateway"]["median"]
+        ends = gw["client"]["median"] + gw["fake"]["median"]
+        lines.append(
+            f"- {direction.capitalize()}: the path through the gateway spent "
+            f"{gw['total']['median']:.2f} CPU-s per GiB, the direct path "
+            f"{sdk['total']['median']:.2f} ({sdk['total']['median'] / gw['total']['median']:.2f}x "
+            f"of it; measured throughput ratio {d['ratio']['median']:.2f}x). The gateway's own "
+            f"share is {own:.2f} CPU-s per GiB, {own / ends:.2f}x what the client and the fake "
+            "at the two ends of that path spent together: relaying means receiving and sending "
+            "every byte once more. The bare relay (an ASGI app under the same uvicorn stack, no "
+            f"framework, no checks) spent {bare['bare_relay']['median']:.2f} CPU-s per GiB and "
+            f"reached {d['bare_relay_ratio']['median']:.2f}x of the direct SDK's throughput."
+        )
+    return lines
 
 
 def queueing_sentences(rows: list[dict[str, Any]]) -> list[str]:

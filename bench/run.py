@@ -494,7 +494,8 @@ LINK_LATENCY_MS = 20  # each external link fetch, like cloud storage a region aw
 
 
 def query(rows: int, samples: int) -> dict[str, Any]:
-    # The fake chunks by bytes (4 MiB, as sized by JSON text) with at most 100,000 rows each.
+    # The fake chunks by bytes (4 MiB, sized as Arrow buffers for ARROW_STREAM) with at most
+    # 100,000 rows each.
     with fake_and_gateway(chunk_rows=100_000, link_latency_ms=LINK_LATENCY_MS) as (fake, gw):
         return _query(fake, gw, rows, samples)
 

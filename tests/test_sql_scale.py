@@ -311,6 +311,26 @@ def test_the_fake_chunks_by_bytes(workspace):
     ]
 
 
+def test_the_fake_cuts_arrow_chunks_by_their_arrow_size(workspace):
+    # Databricks' byte_count of an ARROW_STREAM chunk is its Arrow size: 8 bytes a BIGINT here,
+    # where its JSON text would be the digits, quotes and separators.
+    workspace.warehouse.chunk_bytes = 1024
+    response = httpx.post(
+        f"{workspace.url}/api/2.0/sql/statements/",
+        json={
+            "statement": "SELECT range AS id FROM range(1000)",
+            "warehouse_id": DEMO.warehouse_id,
+            "wait_timeout": "5s",
+            "disposition": "EXTERNAL_LINKS",
+            "format": "ARROW_STREAM",
+        },
+        headers={"Authorization": f"Bearer {DEMO.service_token}"},
+    ).json()
+    chunks = response["manifest"]["chunks"]
+    assert [c["row_count"] for c in chunks] == [128] * 7 + [104]
+    assert [c["byte_count"] for c in chunks] == [1024] * 7 + [832]
+
+
 def test_the_fake_answers_wait_timeout_0s_before_the_query_has_run(workspace):
     # A 10M-row query once ran inside the submit request: past the SDK's HTTP timeout, the SDK
     # submitted it again and again and the gateway answered 504 with no rows.

@@ -9,7 +9,8 @@ section 6 and 8), not like a convenient test double:
   `wait_timeout` must be `0s` or `5s`..`50s`. Failures are HTTP 200 with state FAILED.
 - INLINE takes only JSON_ARRAY and fails a result over `inline_byte_cap` (25 MiB) with
   Databricks' error; `byte_limit` truncates instead. Results are chunked **by bytes**
-  (`chunk_bytes`, and at most `chunk_rows` rows) with `row_offset`, `row_count`,
+  (`chunk_bytes`, and at most `chunk_rows` rows) in the statement's format (the JSON text of
+  JSON_ARRAY and CSV, the Arrow buffers of ARROW_STREAM) with `row_offset`, `row_count`,
   `byte_count` and `next_chunk_index`; a zero-row result has no chunks and no data.
 - EXTERNAL_LINKS serve JSON_ARRAY, ARROW_STREAM (Arrow IPC stream per chunk) or CSV from a
   separate link host that rejects any Authorization header and refuses expired links
@@ -103,7 +104,7 @@ class Chunk:
 class Statement:
     id: str
     owner: str | None
-    table: str | None  # the typed result, one row per result row, in order
+    table: str | None  # the typed result in DuckDB, one row per result row, in order
     columns: list[dict[str, Any]]
     chunks: list[Chunk]
     total_rows: int
@@ -115,6 +116,7 @@ class Statement:
     state: str = "PENDING"
     error: dict[str, Any] | None = None
     duck_types: list[str] = field(default_factory=list)
+    arrow: Any = None  # an ARROW_STREAM result is kept as a pyarrow Table instead of `table`
     fetched_chunks: list[int] = field(default_factory=list)
     # Set once the query ran (its result table and chunks exist, or its error): until then the
     # statement stays PENDING/RUNNING whatever the clock says.
@@ -388,15 +390,10 @@ class Warehouse:
             row_limit = int(body.get("row_limit") or 0)
             limit = f" LIMIT {row_limit + 1}" if row_limit else ""
             aliases = ", ".join(f"c{i}" for i in range(len(described)))
-            table = f"r_{statement.id.replace('-', '_')}"
-            cursor.execute(
-                f"CREATE TABLE {table} AS SELECT * FROM ({sql}) AS q({aliases}){limit}", params
-            )
-            # Running totals of the rows' sizes, as Arrow: 10M rows as Python ints took a GiB.
-            sums = _RunningTotals(cursor.execute(self._size_query(table, described)))
+            select = f"SELECT * FROM ({sql}) AS q({aliases}){limit}"
+            sums = self._store(cursor, statement, select, params, described)
         finally:
             cursor.close()
-        statement.table = table
         rows = len(sums)
         truncated = bool(row_limit) and rows > row_limit
         rows = min(rows, row_limit) if row_limit else rows
@@ -414,8 +411,40 @@ class Warehouse:
         statement.total_rows, statement.truncated = rows, truncated
         statement.chunks = self._split(sums, rows)
 
-    def _size_query(self, table: str, described: list[tuple[str, str]]) -> str:
-        # A row's size as JSON_ARRAY text: each value's string form, quotes and separators.
+    def _store(
+        self,
+        cursor: Any,
+        statement: Statement,
+        select: str,
+        params: dict[str, Any],
+        described: list[tuple[str, str]],
+    ) -> _RunningTotals:
+        """Keep the result where its chunks are cheap to serve, and the running totals of its
+        rows' sizes (as Arrow: 10M rows as Python ints took a GiB).
+
+        An ARROW_STREAM result stays a pyarrow Table: a chunk is a zero-copy slice, written as
+        IPC when its link is fetched (a DuckDB query per chunk cost the link host 8x as much).
+        A JSON_ARRAY or CSV result is a DuckDB table, whose SQL spells every value as a string."""
+        name = f"r_{statement.id.replace('-', '_')}"
+        if statement.format != "ARROW_STREAM":
+            cursor.execute(f"CREATE TABLE {name} AS {select}", params)
+            statement.table = name
+            return _RunningTotals(cursor.execute(self._size_query(name, described, arrow=False)))
+        result = cursor.execute(select, params).to_arrow_table()
+        cursor.register(name, result)
+        try:
+            sums = _RunningTotals(cursor.execute(self._size_query(name, described, arrow=True)))
+        finally:
+            cursor.unregister(name)
+        statement.arrow = result.rename_columns([c["name"] for c in statement.columns])
+        return sums
+
+    def _size_query(self, table: str, described: list[tuple[str, str]], arrow: bool) -> str:
+        """Each row's size in the statement's format, which is what its chunks are cut by."""
+        if arrow:
+            parts = [_arrow_size(f"c{i}", duck) for i, (_, duck) in enumerate(described)]
+            return f"SELECT {' + '.join(parts) or '0'} FROM {table}"
+        # As JSON_ARRAY (or CSV) text: each value's string form, quotes and separators.
         parts = [
             f"coalesce(length({_as_string(f'c{i}', duck)}) + 3, 5)"
             for i, (_, duck) in enumerate(described)
@@ -527,14 +556,13 @@ class Warehouse:
         base = self.external_base or self.links_url
         return f"{base}{path}?X-Amz-Expires={int(expires)}&X-Amz-Signature={signature}"
 
-    def _select(self, statement: Statement, n: int, as_strings: bool) -> Any:
+    def _select_strings(self, statement: Statement, n: int) -> Any:
+        """A cursor over chunk `n`'s rows, every value as Databricks spells it in a string."""
         chunk = statement.chunks[n]
         assert statement.table is not None
-        columns = "*"
-        if as_strings:
-            columns = ", ".join(
-                _as_string(f"c{i}", duck) for i, duck in enumerate(statement.duck_types)
-            )
+        columns = ", ".join(
+            _as_string(f"c{i}", duck) for i, duck in enumerate(statement.duck_types)
+        )
         cursor = self.db.cursor()
         try:
             # By rowid, the rows' place in the table (filled in the query's order; a scan keeps
@@ -549,7 +577,7 @@ class Warehouse:
             raise
 
     def _rows(self, statement: Statement, n: int) -> list[list[Any]]:
-        cursor = self._select(statement, n, as_strings=True)
+        cursor = self._select_strings(statement, n)
         try:
             rows = cursor.fetchall()
         finally:
@@ -563,17 +591,12 @@ class Warehouse:
         """Chunk `n` as one Arrow IPC stream (schema, batches, end marker), as links serve it."""
         import pyarrow as pa
 
-        cursor = self._select(statement, n, as_strings=False)
-        try:
-            table = cursor.fetch_arrow_table()
-        finally:
-            cursor.close()
-        names = [c["name"] for c in statement.columns]
-        table = table.rename_columns(names)
-        sink = io.BytesIO()
+        chunk = statement.chunks[n]
+        table = statement.arrow.slice(chunk.row_offset, chunk.row_count)
+        sink = pa.BufferOutputStream()
         with pa.ipc.new_stream(sink, table.schema) as writer:
             writer.write_table(table, max_chunksize=10_000)
-        return sink.getvalue()
+        return sink.getvalue().to_pybytes()  # type: ignore[no-any-return]
 
     def _csv_bytes(self, statement: Statement, n: int) -> bytes:
         import csv
@@ -831,6 +854,43 @@ def _databricks_type(duck: str) -> tuple[str, str]:
     if duck.startswith("MAP"):
         return "MAP", duck
     return "STRING", "STRING"
+
+
+# Bytes per value of the fixed-width Arrow types DuckDB's columns become.
+_ARROW_WIDTHS = {
+    "BOOLEAN": 1,  # a bit, rounded up: a row is never less than a byte per column
+    "TINYINT": 1,
+    "UTINYINT": 1,
+    "SMALLINT": 2,
+    "USMALLINT": 2,
+    "INTEGER": 4,
+    "UINTEGER": 4,
+    "FLOAT": 4,
+    "DATE": 4,
+    "BIGINT": 8,
+    "UBIGINT": 8,
+    "DOUBLE": 8,
+    "TIME": 8,
+    "TIMESTAMP": 8,
+    "TIMESTAMP WITH TIME ZONE": 8,
+    "HUGEINT": 16,
+    "INTERVAL": 16,
+}
+
+
+def _arrow_size(column: str, duck: str) -> str:
+    """A value's bytes in an Arrow record batch: its width, or a string's bytes and offset.
+    Cheap to compute (no value is turned into text), unlike the JSON size of every value."""
+    if duck.startswith("DECIMAL"):
+        return "16"
+    if duck in _ARROW_WIDTHS:
+        return str(_ARROW_WIDTHS[duck])
+    if duck == "VARCHAR":
+        return f"coalesce(strlen({column}), 0) + 4"  # strlen counts bytes, not characters
+    if duck == "BLOB":
+        return f"coalesce(octet_length({column}), 0) + 4"
+    # Nested and other types: their JSON text is near enough to their Arrow buffers.
+    return f"coalesce(length({_as_string(column, duck)}), 0) + 4"
 
 
 def _as_string(column: str, duck: str) -> str:

@@ -178,11 +178,7 @@ class ChunkReader:
         try:
             status = response.status_code
             if status < 400:
-                # Into one growing buffer: the pieces and their join held a chunk twice.
-                body = bytearray()
-                async for piece in response.aiter_bytes():
-                    body += piece
-                return body
+                return await _body(response)
         finally:
             await response.aclose()
         if status == 403 and not refreshed:
@@ -278,6 +274,28 @@ _END_OF_STREAM = b"\xff\xff\xff\xff\x00\x00\x00\x00"
 class _SchemaMessage:
     schema: Any  # pyarrow.Schema
     size: int  # its message's bytes at the start of the stream
+
+
+async def _body(response: httpx.Response) -> Body:
+    """A link's whole body in one buffer. Sized from Content-Length when it says (and no
+    content coding changes the size): a bytearray grown piece by piece was reallocated, and
+    copied, over and over; the pieces and their join held a chunk twice."""
+    length = response.headers.get("content-length")
+    if length is None or not length.isdigit() or "content-encoding" in response.headers:
+        body = bytearray()
+        async for piece in response.aiter_bytes():
+            body += piece
+        return body
+    body = bytearray(int(length))
+    filled = 0
+    with memoryview(body) as view:
+        async for piece in response.aiter_bytes():
+            end = filled + len(piece)
+            if end > len(body):  # h11 enforces Content-Length: a guard, not a path
+                raise UpstreamBadResponse("an external link sent more than its Content-Length")
+            view[filled:end] = piece
+            filled = end
+    return body
 
 
 def _ipc_parts(data: Body, index: int) -> tuple[_SchemaMessage, bytes]:

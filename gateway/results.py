@@ -28,11 +28,15 @@ import orjson
 
 from gateway.errors import UpstreamBadResponse, error_from_response
 from gateway.ndjson import batch_ndjson, rows_ndjson
+from gateway.registry import Piece
 from gateway.sqltypes import RowTyper, arrow_rows, type_from_text
 from gateway.statements import StatementsApi
 
 T = TypeVar("T")
 Body = bytes | bytearray  # a chunk's bytes as they arrived
+# Arrow passthrough hands uvicorn a chunk's messages in pieces of at most this: each piece is
+# copied once, into the response's chunked framing (a whole chunk was a 4 MiB copy at a time).
+PIECE_BYTES = 1024 * 1024
 
 
 @dataclass(frozen=True)
@@ -197,7 +201,7 @@ class ChunkReader:
 
     # --- Arrow passthrough --------------------------------------------------------------------
 
-    async def arrow_stream(self) -> AsyncGenerator[bytes, None]:
+    async def arrow_stream(self) -> AsyncGenerator[Piece, None]:
         """One Arrow IPC stream (schema, every batch, end marker) from all chunks. An Arrow
         chunk's batch messages are forwarded as they arrived, never decoded: only its schema
         message is read (the first is sent, later ones must match it) and its end marker is
@@ -213,8 +217,8 @@ class ChunkReader:
                 yield bytes(data[: head.size])
             elif not head.schema.equals(schema.schema):
                 raise UpstreamBadResponse(f"chunk {chunk.index} has another Arrow schema")
-            if batches:
-                yield batches
+            for start in range(0, len(batches), PIECE_BYTES):
+                yield batches[start : start + PIECE_BYTES]
         if schema is None:
             yield _ipc_stream(self._string_schema(), [])
             return
@@ -298,9 +302,9 @@ async def _body(response: httpx.Response) -> Body:
     return body
 
 
-def _ipc_parts(data: Body, index: int) -> tuple[_SchemaMessage, bytes]:
-    """A chunk's IPC stream split into its schema message and the bytes of every message
-    after it, up to (not including) its end marker. Messages are framed, not decoded: a
+def _ipc_parts(data: Body, index: int) -> tuple[_SchemaMessage, memoryview]:
+    """A chunk's IPC stream split into its schema message and (a view of, not a copy) the bytes
+    of every message after it, up to its end marker. Messages are framed, not decoded: a
     truncated or malformed stream fails here, its batches are left to the reader."""
     import pyarrow as pa
 
@@ -316,7 +320,7 @@ def _ipc_parts(data: Body, index: int) -> tuple[_SchemaMessage, bytes]:
             end = source.tell()
     except (pa.ArrowInvalid, StopIteration) as exc:
         raise UpstreamBadResponse(f"an Arrow chunk did not parse: {exc}") from exc
-    return schema, bytes(memoryview(data)[schema.size : end])  # one copy, not two
+    return schema, memoryview(data)[schema.size : end]
 
 
 def _ipc_stream(schema: Any, batches: list[Any]) -> bytes:

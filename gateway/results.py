@@ -32,6 +32,7 @@ from gateway.registry import Piece
 from gateway.sqltypes import RowTyper, arrow_rows, type_from_text
 from gateway.statements import StatementsApi
 
+S = TypeVar("S")
 T = TypeVar("T")
 Body = bytes | bytearray  # a chunk's bytes as they arrived
 # Arrow passthrough hands uvicorn a chunk's messages in pieces of at most this: each piece is
@@ -111,7 +112,10 @@ class ChunkReader:
     def chunks(self, last: int | None = None) -> AsyncIterator[Chunk]:
         total = self.manifest.total_chunks
         end = total if last is None else min(last + 1, total)
-        return in_order(self._fetch, range(self.start, end), self.window)
+        # Each chunk's result (its links) is asked for up to a window ahead of the downloads,
+        # so a download that frees its slot hands it to a known link, not to an API call first.
+        results = in_order(self._result, _each(range(self.start, end)), self.window)
+        return in_order(self._data, results, self.window)
 
     async def row_batches(self, last: int | None = None) -> AsyncIterator[list[list[Any]]]:
         """Typed rows, one list per Arrow batch or JSON chunk."""
@@ -144,17 +148,17 @@ class ChunkReader:
         for batch in _arrow_batches(chunk.arrow):
             yield batch_ndjson(batch), batch.num_rows if batch.num_columns else 0
 
-    async def _fetch(self, index: int) -> Chunk:
+    async def _result(self, index: int) -> tuple[int, dict[str, Any]]:
         first = self.manifest.first
         if index == 0 and first is not None:
-            result = first
-        else:
-            result = await anyio.to_thread.run_sync(
-                self.api.chunk, self.manifest.statement_id, index, abandon_on_cancel=True
-            )
-        return await self._data(index, result)
+            return index, first
+        result = await anyio.to_thread.run_sync(
+            self.api.chunk, self.manifest.statement_id, index, abandon_on_cancel=True
+        )
+        return index, result
 
-    async def _data(self, index: int, result: dict[str, Any]) -> Chunk:
+    async def _data(self, indexed: tuple[int, dict[str, Any]]) -> Chunk:
+        index, result = indexed
         if "attachment" in result:
             return Chunk(index, arrow=base64.b64decode(result["attachment"]))
         links = result.get("external_links")
@@ -250,16 +254,24 @@ class ChunkReader:
 
 
 async def in_order(
-    fetch: Callable[[int], Awaitable[T]], indices: range, window: int
-) -> AsyncIterator[T]:
-    """fetch(i) for every index, up to `window` at once, yielded in index order. The caller's
-    pace is the backpressure: a new fetch starts only when one is handed over."""
+    fetch: Callable[[S], Awaitable[T]], items: AsyncGenerator[S, None], window: int
+) -> AsyncGenerator[T, None]:
+    """fetch(item) for every item, up to `window` at once, yielded in the items' order. The
+    caller's pace is the backpressure: a new fetch starts only when one is handed over."""
     pending: deque[asyncio.Future[T]] = deque()
-    upcoming = iter(indices)
+    more = True
     try:
         while True:
-            while len(pending) < window and (index := next(upcoming, None)) is not None:
-                pending.append(asyncio.ensure_future(fetch(index)))
+            while more and len(pending) < window:
+                try:
+                    item = await anext(items)
+                except StopAsyncIteration:
+                    more = False
+                except Exception as exc:  # raised in its turn, after the items before it
+                    more = False
+                    pending.append(_failed(exc))
+                else:
+                    pending.append(asyncio.ensure_future(fetch(item)))
             if not pending:
                 return
             yield await pending.popleft()
@@ -268,6 +280,18 @@ async def in_order(
             task.cancel()
         with anyio.CancelScope(shield=True):
             await asyncio.gather(*pending, return_exceptions=True)
+            await items.aclose()
+
+
+def _failed(exc: Exception) -> asyncio.Future[Any]:
+    future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+    future.set_exception(exc)
+    return future
+
+
+async def _each(indices: range) -> AsyncGenerator[int, None]:
+    for index in indices:
+        yield index
 
 
 # What ends an IPC stream: a continuation marker and a zero metadata length.

@@ -354,7 +354,8 @@ def test_the_fake_answers_wait_timeout_0s_before_the_query_has_run(workspace):
 
 def test_the_gateway_fetches_no_further_ahead_than_its_window(gateway, workspace):
     # Memory stays bounded by the window whatever the result size: while chunk 2 is held back,
-    # chunks 3 to 5 may be fetched (4 in flight), and nothing after them.
+    # chunks 3 to 5 may be fetched (4 in flight), and nothing after them; their links are asked
+    # for a little further ahead (chunks 6 to 8), and no further.
     workspace.warehouse.chunk_rows = 10
     held = workspace.warehouse.held_chunks[2] = threading.Event()
     _, client = gateway(prefetch_chunks=4)
@@ -362,8 +363,9 @@ def test_the_gateway_fetches_no_further_ahead_than_its_window(gateway, workspace
     reader = threading.Thread(target=lambda: lines.extend(ndjson(client, MANY.format(n=200))))
     reader.start()
     try:
-        wait_until(lambda: 5 in fetched(workspace))
+        wait_until(lambda: 5 in fetched(workspace) and 8 in asked(workspace))
         assert max(fetched(workspace)) == 5
+        assert max(asked(workspace)) == 8
     finally:
         held.set()
         reader.join(60)  # a hang guard
@@ -373,3 +375,8 @@ def test_the_gateway_fetches_no_further_ahead_than_its_window(gateway, workspace
 
 def fetched(workspace) -> list[int]:
     return [n for _, n, _ in workspace.warehouse.link_fetches]
+
+
+def asked(workspace) -> list[int]:
+    """The chunks whose result (links) the warehouse was asked for, in every statement."""
+    return [n for s in list(workspace.warehouse.statements.values()) for n in s.fetched_chunks]

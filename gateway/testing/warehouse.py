@@ -390,8 +390,8 @@ class Warehouse:
             row_limit = int(body.get("row_limit") or 0)
             limit = f" LIMIT {row_limit + 1}" if row_limit else ""
             aliases = ", ".join(f"c{i}" for i in range(len(described)))
-            select = f"SELECT * FROM ({sql}) AS q({aliases}){limit}"
-            sums = self._store(cursor, statement, select, params, described)
+            source = f"({sql}) AS q({aliases}){limit}"
+            sums = self._store(cursor, statement, source, params, described)
         finally:
             cursor.close()
         rows = len(sums)
@@ -415,7 +415,7 @@ class Warehouse:
         self,
         cursor: Any,
         statement: Statement,
-        select: str,
+        source: str,
         params: dict[str, Any],
         described: list[tuple[str, str]],
     ) -> _RunningTotals:
@@ -425,31 +425,21 @@ class Warehouse:
         An ARROW_STREAM result stays a pyarrow Table: a chunk is a zero-copy slice, written as
         IPC when its link is fetched (a DuckDB query per chunk cost the link host 8x as much).
         A JSON_ARRAY or CSV result is a DuckDB table, whose SQL spells every value as a string."""
-        name = f"r_{statement.id.replace('-', '_')}"
         if statement.format != "ARROW_STREAM":
-            cursor.execute(f"CREATE TABLE {name} AS {select}", params)
+            name = f"r_{statement.id.replace('-', '_')}"
+            cursor.execute(f"CREATE TABLE {name} AS SELECT * FROM {source}", params)
             statement.table = name
-            return _RunningTotals(cursor.execute(self._size_query(name, described, arrow=False)))
-        result = cursor.execute(select, params).to_arrow_table()
-        cursor.register(name, result)
-        try:
-            sums = _RunningTotals(cursor.execute(self._size_query(name, described, arrow=True)))
-        finally:
-            cursor.unregister(name)
-        statement.arrow = result.rename_columns([c["name"] for c in statement.columns])
+            sizes = cursor.execute(f"SELECT {_json_row_size(described)} FROM {name}")
+            return _RunningTotals(sizes.to_arrow_table().column(0))
+        # Each row's size comes with it, in a last column: a second query, over the Arrow
+        # table, cost DuckDB as much again as converting the rows.
+        query = f"SELECT *, {_arrow_row_size(described)} FROM {source}"
+        result = cursor.execute(query, params).to_arrow_table()
+        sizes = result.num_columns - 1
+        sums = _RunningTotals(result.column(sizes))
+        names = [c["name"] for c in statement.columns]
+        statement.arrow = result.remove_column(sizes).rename_columns(names)
         return sums
-
-    def _size_query(self, table: str, described: list[tuple[str, str]], arrow: bool) -> str:
-        """Each row's size in the statement's format, which is what its chunks are cut by."""
-        if arrow:
-            parts = [_arrow_size(f"c{i}", duck) for i, (_, duck) in enumerate(described)]
-            return f"SELECT {' + '.join(parts) or '0'} FROM {table}"
-        # As JSON_ARRAY (or CSV) text: each value's string form, quotes and separators.
-        parts = [
-            f"coalesce(length({_as_string(f'c{i}', duck)}) + 3, 5)"
-            for i, (_, duck) in enumerate(described)
-        ]
-        return f"SELECT {' + '.join(parts) or '0'} + 2 FROM {table}"
 
     def _split(self, sums: _RunningTotals, rows: int) -> list[Chunk]:
         """Chunks of at most `chunk_bytes` (one row at least) and `chunk_rows` rows."""
@@ -713,13 +703,13 @@ def _chunk_meta(chunk: Chunk) -> dict[str, Any]:
 
 
 class _RunningTotals:
-    """Running totals of a one-column query of row sizes, searched without a Python list."""
+    """Running totals of the rows' sizes (an Arrow column), searched without a Python list."""
 
-    def __init__(self, cursor: Any) -> None:
+    def __init__(self, sizes: Any) -> None:
         import pyarrow as pa
         import pyarrow.compute as pc
 
-        sizes = cursor.to_arrow_table().column(0).cast(pa.int64())
+        sizes = sizes.cast(pa.int64())
         self._sums = pc.cumulative_sum(sizes).combine_chunks() if len(sizes) else sizes
 
     def __len__(self) -> int:
@@ -876,6 +866,21 @@ _ARROW_WIDTHS = {
     "HUGEINT": 16,
     "INTERVAL": 16,
 }
+
+
+def _json_row_size(described: list[tuple[str, str]]) -> str:
+    """SQL for a row's size as JSON_ARRAY (or CSV) text: each value's string form, its quotes
+    and separators."""
+    parts = [
+        f"coalesce(length({_as_string(f'c{i}', duck)}) + 3, 5)"
+        for i, (_, duck) in enumerate(described)
+    ]
+    return f"{' + '.join(parts) or '0'} + 2"
+
+
+def _arrow_row_size(described: list[tuple[str, str]]) -> str:
+    """SQL for a row's size in Arrow record batches."""
+    return " + ".join(_arrow_size(f"c{i}", duck) for i, (_, duck) in enumerate(described)) or "0"
 
 
 def _arrow_size(column: str, duck: str) -> str:

@@ -331,6 +331,26 @@ def test_the_fake_cuts_arrow_chunks_by_their_arrow_size(workspace):
     assert [c["byte_count"] for c in chunks] == [1024] * 7 + [832]
 
 
+def test_the_fake_closes_the_oldest_statements_past_its_results_budget(workspace):
+    workspace.warehouse.results_budget_bytes = 10_000  # room for one of these results
+    auth = {"Authorization": f"Bearer {DEMO.service_token}"}
+    url = f"{workspace.url}/api/2.0/sql/statements/"
+    body = {
+        "statement": "SELECT range AS id FROM range(1000)",
+        "warehouse_id": DEMO.warehouse_id,
+        "wait_timeout": "5s",
+        "disposition": "EXTERNAL_LINKS",
+        "format": "ARROW_STREAM",
+    }
+    first = httpx.post(url, json=body, headers=auth).json()
+    second = httpx.post(url, json=body, headers=auth).json()
+    assert second["status"]["state"] == "SUCCEEDED"
+    closed = httpx.get(f"{url}{first['statement_id']}", headers=auth).json()
+    assert closed["status"]["state"] == "CLOSED" and "manifest" not in closed
+    link = first["result"]["external_links"][0]["external_link"]
+    assert httpx.get(link).status_code == 404
+
+
 def test_the_fake_answers_wait_timeout_0s_before_the_query_has_run(workspace):
     # A 10M-row query once ran inside the submit request: past the SDK's HTTP timeout, the SDK
     # submitted it again and again and the gateway answered 504 with no rows.

@@ -15,6 +15,8 @@ section 6 and 8), not like a convenient test double:
 - EXTERNAL_LINKS serve JSON_ARRAY, ARROW_STREAM (Arrow IPC stream per chunk) or CSV from a
   separate link host that rejects any Authorization header and refuses expired links
   (`link_ttl_seconds`).
+- Results are kept up to `results_budget_bytes` (2 GiB); past it the oldest are dropped and
+  their statements CLOSED (the result is gone), so a long benchmark does not grow without end.
 - Switches for what some warehouses do: `reject_json_array` (serverless-like), no
   ARROW_STREAM at all (`reject_arrow_stream`), an INLINE
   ARROW_STREAM answered as a base64 `attachment` (`inline_arrow_attachment`), JSON-typed
@@ -117,6 +119,7 @@ class Statement:
     error: dict[str, Any] | None = None
     duck_types: list[str] = field(default_factory=list)
     arrow: Any = None  # an ARROW_STREAM result is kept as a pyarrow Table instead of `table`
+    result_bytes: int = 0  # the kept result's size, as its chunks are sized
     fetched_chunks: list[int] = field(default_factory=list)
     # Set once the query ran (its result table and chunks exist, or its error): until then the
     # statement stays PENDING/RUNNING whatever the clock says.
@@ -137,6 +140,8 @@ class Warehouse:
         self.pending_seconds = 0.01  # time a statement spends PENDING
         self.delay_seconds = 0.02  # then RUNNING
         self.link_ttl_seconds = 900.0
+        # Results kept at once; past it the oldest are dropped and their statements CLOSED.
+        self.results_budget_bytes = 2 * 1024**3
         self.link_latency_seconds = 0.0  # added to every external link fetch (benchmarks)
         self.external_base: str | None = None  # where EXTERNAL_LINKS point (default: link host)
         # Variants some Databricks-compatible servers send: JSON-typed values in `data_array`
@@ -410,6 +415,30 @@ class Warehouse:
             return
         statement.total_rows, statement.truncated = rows, truncated
         statement.chunks = self._split(sums, rows)
+        statement.result_bytes = sums.total(0, len(sums))
+        self._close_oldest_results(statement)
+
+    def _close_oldest_results(self, newest: Statement) -> None:
+        """Drop the oldest results past `results_budget_bytes` and CLOSE their statements, as
+        Databricks closes a statement whose result is gone: a benchmark's 10M-row results, all
+        kept, grew the fake by gigabytes and slowed every later query."""
+        dropped: list[str] = []
+        with self.lock:
+            kept = [s for s in self.statements.values() if s.result_bytes and s is not newest]
+            total = newest.result_bytes + sum(s.result_bytes for s in kept)
+            for old in kept:  # in the order they were submitted: oldest first
+                if total <= self.results_budget_bytes:
+                    break
+                total -= old.result_bytes
+                if old.table is not None:
+                    dropped.append(old.table)
+                old.state, old.arrow, old.table, old.result_bytes = "CLOSED", None, None, 0
+        for table in dropped:
+            cursor = self.db.cursor()
+            try:
+                cursor.execute(f"DROP TABLE IF EXISTS {table}")
+            finally:
+                cursor.close()
 
     def _store(
         self,
@@ -652,7 +681,7 @@ class Warehouse:
         with self.lock:
             statement = self.statements.get(match["id"])  # type: ignore[index]
         n = int(match["n"])  # type: ignore[index]
-        if statement is None or n >= len(statement.chunks):
+        if statement is None or statement.state == "CLOSED" or n >= len(statement.chunks):
             rq.send(
                 404,
                 _s3_error("NoSuchKey", "The specified key does not exist."),

@@ -693,7 +693,8 @@ LINK_LATENCY_MS = 20  # each external link fetch, like cloud storage a region aw
 
 
 def query(rows: int, samples: int) -> dict[str, Any]:
-    # The fake chunks by bytes (4 MiB, as sized by JSON text) with at most 100,000 rows each.
+    # The fake chunks by bytes (4 MiB, sized as Arrow buffers for ARROW_STREAM) with at most
+    # 100,000 rows each.
     with fake_and_gateway(chunk_rows=100_000, link_latency_ms=LINK_LATENCY_MS) as (fake, gw):
         return _query(fake, gw, rows, samples)
 
@@ -740,6 +741,23 @@ def _query(fake: Proc, gateway: Proc, rows: int, samples: int) -> dict[str, Any]
                 for batch in pa.ipc.open_stream(data):
                     count += len(arrow_rows(batch))
         return count
+
+    def fake_execution() -> float:
+        """Seconds from submit to SUCCEEDED on the fake alone (polled every 5 ms): every side
+        pays it before its first byte, so a reader can tell it from the transfer."""
+        api = direct.statement_execution
+        started = time.perf_counter()
+        response = api.execute_statement(
+            statement=statement,
+            warehouse_id="fakewarehouse0001",
+            wait_timeout="0s",
+            disposition=Disposition.EXTERNAL_LINKS,
+            format=Format.ARROW_STREAM,
+        )
+        while response.status.state in (StatementState.PENDING, StatementState.RUNNING):
+            time.sleep(0.005)
+            response = api.get_statement(response.statement_id)
+        return time.perf_counter() - started
 
     def post_query(accept: str) -> urllib3.BaseHTTPResponse:
         """`run_query` through the gateway, its body left unread; any answer but 200 raises."""
@@ -789,8 +807,10 @@ def _query(fake: Proc, gateway: Proc, rows: int, samples: int) -> dict[str, Any]
 
     timings: dict[str, list[float]] = {"sdk": [], "ndjson": [], "arrow": []}
     first_rows: list[float] = []
+    executions: list[float] = []
     with PeakRss(gateway.process.pid) as rss:
         for i in range(samples):  # interleaved, the order rotating each sample
+            executions.append(fake_execution())
             order = ["sdk", "ndjson", "arrow"]
             for name in order[i % 3 :] + order[: i % 3]:
                 started = time.perf_counter()
@@ -813,6 +833,7 @@ def _query(fake: Proc, gateway: Proc, rows: int, samples: int) -> dict[str, Any]
         "ndjson_vs_sdk": ratio_figure(rates["ndjson"], rates["sdk"]),
         "arrow_vs_ndjson": ratio_figure(rates["arrow"], rates["ndjson"]),
         "first_row_ms": figure([f * 1000 for f in first_rows], 1),
+        "fake_execution_ms": figure([e * 1000 for e in executions], 1),
         "gateway_rss_growth_mib": round(rss.growth_mib, 1),
     }
 
@@ -1219,15 +1240,18 @@ def results_markdown(r: dict[str, Any]) -> str:
         "Arrow / NDJSON",
         "first NDJSON row ms",
         "gateway RSS growth",
+        "fake execution ms",
     )
     for q in r["query"]:
         rates = q["rows_s"]
+        execution = q.get("fake_execution_ms")  # runs before it was measured have none
         lines.append(
             f"| {q['rows']:,} | {q['chunks']} | {q['link_latency_ms']} ms | "
             f"{fig(rates['sdk'], '', '{:,.0f}')} | {fig(rates['ndjson'], '', '{:,.0f}')} | "
             f"{ratio(q['ndjson_vs_sdk'])} | {fig(rates['arrow'], '', '{:,.0f}')} | "
             f"{ratio(q['arrow_vs_ndjson'])} | {fig(q['first_row_ms'], '', '{:,.1f}')} | "
-            f"{q['gateway_rss_growth_mib']} MiB |"
+            f"{q['gateway_rss_growth_mib']} MiB | "
+            f"{fig(execution, '', '{:,.1f}') if execution else '—'} |"
         )
     lines += [
         "",

@@ -31,7 +31,16 @@ from gateway.logs import current_request_id, logger
 from gateway.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from gateway.middleware import RequestContext
 from gateway.ops import ALL_OPS
-from gateway.registry import ARROW_STREAM, NDJSON, ByteStream, Delivery, Op, Registry, Upload
+from gateway.registry import (
+    ARROW_STREAM,
+    NDJSON,
+    ByteStream,
+    Delivery,
+    Op,
+    Piece,
+    Registry,
+    Upload,
+)
 from gateway.runtime import Runtime
 from gateway.settings import Settings
 
@@ -339,7 +348,7 @@ class _Streamed(StreamingResponse):
     ends (done, cut, or the client gone before the first byte)."""
 
     def __init__(
-        self, content: AsyncGenerator[bytes, None], release: Callable[[], None], **kwargs: Any
+        self, content: AsyncGenerator[Piece, None], release: Callable[[], None], **kwargs: Any
     ) -> None:
         super().__init__(content, **kwargs)
         self.content = content  # the body_iterator, typed as what it is: closeable
@@ -357,8 +366,8 @@ class _Streamed(StreamingResponse):
 
 
 async def _until(
-    deadline: float, chunks: AsyncGenerator[bytes, None], ndjson: bool
-) -> AsyncGenerator[bytes, None]:
+    deadline: float, chunks: AsyncGenerator[Piece, None], ndjson: bool
+) -> AsyncGenerator[Piece, None]:
     """Relay a streamed body until `deadline`. Past it the producer is cancelled (its upstream
     socket closed, its statement cancelled); NDJSON ends with an error line, raw bytes end short
     of their Content-Length so the caller cannot take them for the whole file."""

@@ -53,15 +53,19 @@ class Upload(Stream, Injected):
         self.present = present  # False when the request was JSON, not a raw body
 
 
+# A streamed body's pieces: a memoryview forwards part of a buffer without copying it.
+Piece = bytes | memoryview
+
+
 class ByteStream(Stream):
-    """A streamed response: raw bytes (files) or NDJSON lines (queries).
+    """A streamed response: raw bytes (files), NDJSON lines or Arrow messages (queries).
 
     `chunks` is an async generator: the gateway closes it as soon as the response ends, so its
     upstream socket or statement never outlives the caller."""
 
     def __init__(
         self,
-        chunks: AsyncGenerator[bytes, None],
+        chunks: AsyncGenerator[Piece, None],
         media_type: str,
         headers: dict[str, str] | None = None,
     ) -> None:

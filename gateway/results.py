@@ -28,11 +28,16 @@ import orjson
 
 from gateway.errors import UpstreamBadResponse, error_from_response
 from gateway.ndjson import batch_ndjson, rows_ndjson
+from gateway.registry import Piece
 from gateway.sqltypes import RowTyper, arrow_rows, type_from_text
 from gateway.statements import StatementsApi
 
+S = TypeVar("S")
 T = TypeVar("T")
 Body = bytes | bytearray  # a chunk's bytes as they arrived
+# Arrow passthrough hands uvicorn a chunk's messages in pieces of at most this: each piece is
+# copied once, into the response's chunked framing (a whole chunk was a 4 MiB copy at a time).
+PIECE_BYTES = 1024 * 1024
 
 
 @dataclass(frozen=True)
@@ -107,7 +112,10 @@ class ChunkReader:
     def chunks(self, last: int | None = None) -> AsyncIterator[Chunk]:
         total = self.manifest.total_chunks
         end = total if last is None else min(last + 1, total)
-        return in_order(self._fetch, range(self.start, end), self.window)
+        # Each chunk's result (its links) is asked for up to a window ahead of the downloads,
+        # so a download that frees its slot hands it to a known link, not to an API call first.
+        results = in_order(self._result, _each(range(self.start, end)), self.window)
+        return in_order(self._data, results, self.window)
 
     async def row_batches(self, last: int | None = None) -> AsyncIterator[list[list[Any]]]:
         """Typed rows, one list per Arrow batch or JSON chunk."""
@@ -140,17 +148,17 @@ class ChunkReader:
         for batch in _arrow_batches(chunk.arrow):
             yield batch_ndjson(batch), batch.num_rows if batch.num_columns else 0
 
-    async def _fetch(self, index: int) -> Chunk:
+    async def _result(self, index: int) -> tuple[int, dict[str, Any]]:
         first = self.manifest.first
         if index == 0 and first is not None:
-            result = first
-        else:
-            result = await anyio.to_thread.run_sync(
-                self.api.chunk, self.manifest.statement_id, index, abandon_on_cancel=True
-            )
-        return await self._data(index, result)
+            return index, first
+        result = await anyio.to_thread.run_sync(
+            self.api.chunk, self.manifest.statement_id, index, abandon_on_cancel=True
+        )
+        return index, result
 
-    async def _data(self, index: int, result: dict[str, Any]) -> Chunk:
+    async def _data(self, indexed: tuple[int, dict[str, Any]]) -> Chunk:
+        index, result = indexed
         if "attachment" in result:
             return Chunk(index, arrow=base64.b64decode(result["attachment"]))
         links = result.get("external_links")
@@ -178,11 +186,7 @@ class ChunkReader:
         try:
             status = response.status_code
             if status < 400:
-                # Into one growing buffer: the pieces and their join held a chunk twice.
-                body = bytearray()
-                async for piece in response.aiter_bytes():
-                    body += piece
-                return body
+                return await _body(response)
         finally:
             await response.aclose()
         if status == 403 and not refreshed:
@@ -201,7 +205,7 @@ class ChunkReader:
 
     # --- Arrow passthrough --------------------------------------------------------------------
 
-    async def arrow_stream(self) -> AsyncGenerator[bytes, None]:
+    async def arrow_stream(self) -> AsyncGenerator[Piece, None]:
         """One Arrow IPC stream (schema, every batch, end marker) from all chunks. An Arrow
         chunk's batch messages are forwarded as they arrived, never decoded: only its schema
         message is read (the first is sent, later ones must match it) and its end marker is
@@ -217,8 +221,8 @@ class ChunkReader:
                 yield bytes(data[: head.size])
             elif not head.schema.equals(schema.schema):
                 raise UpstreamBadResponse(f"chunk {chunk.index} has another Arrow schema")
-            if batches:
-                yield batches
+            for start in range(0, len(batches), PIECE_BYTES):
+                yield batches[start : start + PIECE_BYTES]
         if schema is None:
             yield _ipc_stream(self._string_schema(), [])
             return
@@ -250,16 +254,24 @@ class ChunkReader:
 
 
 async def in_order(
-    fetch: Callable[[int], Awaitable[T]], indices: range, window: int
-) -> AsyncIterator[T]:
-    """fetch(i) for every index, up to `window` at once, yielded in index order. The caller's
-    pace is the backpressure: a new fetch starts only when one is handed over."""
+    fetch: Callable[[S], Awaitable[T]], items: AsyncGenerator[S, None], window: int
+) -> AsyncGenerator[T, None]:
+    """fetch(item) for every item, up to `window` at once, yielded in the items' order. The
+    caller's pace is the backpressure: a new fetch starts only when one is handed over."""
     pending: deque[asyncio.Future[T]] = deque()
-    upcoming = iter(indices)
+    more = True
     try:
         while True:
-            while len(pending) < window and (index := next(upcoming, None)) is not None:
-                pending.append(asyncio.ensure_future(fetch(index)))
+            while more and len(pending) < window:
+                try:
+                    item = await anext(items)
+                except StopAsyncIteration:
+                    more = False
+                except Exception as exc:  # raised in its turn, after the items before it
+                    more = False
+                    pending.append(_failed(exc))
+                else:
+                    pending.append(asyncio.ensure_future(fetch(item)))
             if not pending:
                 return
             yield await pending.popleft()
@@ -268,6 +280,18 @@ async def in_order(
             task.cancel()
         with anyio.CancelScope(shield=True):
             await asyncio.gather(*pending, return_exceptions=True)
+            await items.aclose()
+
+
+def _failed(exc: Exception) -> asyncio.Future[Any]:
+    future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+    future.set_exception(exc)
+    return future
+
+
+async def _each(indices: range) -> AsyncGenerator[int, None]:
+    for index in indices:
+        yield index
 
 
 # What ends an IPC stream: a continuation marker and a zero metadata length.
@@ -280,9 +304,31 @@ class _SchemaMessage:
     size: int  # its message's bytes at the start of the stream
 
 
-def _ipc_parts(data: Body, index: int) -> tuple[_SchemaMessage, bytes]:
-    """A chunk's IPC stream split into its schema message and the bytes of every message
-    after it, up to (not including) its end marker. Messages are framed, not decoded: a
+async def _body(response: httpx.Response) -> Body:
+    """A link's whole body in one buffer. Sized from Content-Length when it says (and no
+    content coding changes the size): a bytearray grown piece by piece was reallocated, and
+    copied, over and over; the pieces and their join held a chunk twice."""
+    length = response.headers.get("content-length")
+    if length is None or not length.isdigit() or "content-encoding" in response.headers:
+        body = bytearray()
+        async for piece in response.aiter_bytes():
+            body += piece
+        return body
+    body = bytearray(int(length))
+    filled = 0
+    with memoryview(body) as view:
+        async for piece in response.aiter_bytes():
+            end = filled + len(piece)
+            if end > len(body):  # h11 enforces Content-Length: a guard, not a path
+                raise UpstreamBadResponse("an external link sent more than its Content-Length")
+            view[filled:end] = piece
+            filled = end
+    return body
+
+
+def _ipc_parts(data: Body, index: int) -> tuple[_SchemaMessage, memoryview]:
+    """A chunk's IPC stream split into its schema message and (a view of, not a copy) the bytes
+    of every message after it, up to its end marker. Messages are framed, not decoded: a
     truncated or malformed stream fails here, its batches are left to the reader."""
     import pyarrow as pa
 
@@ -298,7 +344,7 @@ def _ipc_parts(data: Body, index: int) -> tuple[_SchemaMessage, bytes]:
             end = source.tell()
     except (pa.ArrowInvalid, StopIteration) as exc:
         raise UpstreamBadResponse(f"an Arrow chunk did not parse: {exc}") from exc
-    return schema, bytes(memoryview(data)[schema.size : end])  # one copy, not two
+    return schema, memoryview(data)[schema.size : end]
 
 
 def _ipc_stream(schema: Any, batches: list[Any]) -> bytes:

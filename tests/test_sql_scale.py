@@ -311,6 +311,46 @@ def test_the_fake_chunks_by_bytes(workspace):
     ]
 
 
+def test_the_fake_cuts_arrow_chunks_by_their_arrow_size(workspace):
+    # Databricks' byte_count of an ARROW_STREAM chunk is its Arrow size: 8 bytes a BIGINT here,
+    # where its JSON text would be the digits, quotes and separators.
+    workspace.warehouse.chunk_bytes = 1024
+    response = httpx.post(
+        f"{workspace.url}/api/2.0/sql/statements/",
+        json={
+            "statement": "SELECT range AS id FROM range(1000)",
+            "warehouse_id": DEMO.warehouse_id,
+            "wait_timeout": "5s",
+            "disposition": "EXTERNAL_LINKS",
+            "format": "ARROW_STREAM",
+        },
+        headers={"Authorization": f"Bearer {DEMO.service_token}"},
+    ).json()
+    chunks = response["manifest"]["chunks"]
+    assert [c["row_count"] for c in chunks] == [128] * 7 + [104]
+    assert [c["byte_count"] for c in chunks] == [1024] * 7 + [832]
+
+
+def test_the_fake_closes_the_oldest_statements_past_its_results_budget(workspace):
+    workspace.warehouse.results_budget_bytes = 10_000  # room for one of these results
+    auth = {"Authorization": f"Bearer {DEMO.service_token}"}
+    url = f"{workspace.url}/api/2.0/sql/statements/"
+    body = {
+        "statement": "SELECT range AS id FROM range(1000)",
+        "warehouse_id": DEMO.warehouse_id,
+        "wait_timeout": "5s",
+        "disposition": "EXTERNAL_LINKS",
+        "format": "ARROW_STREAM",
+    }
+    first = httpx.post(url, json=body, headers=auth).json()
+    second = httpx.post(url, json=body, headers=auth).json()
+    assert second["status"]["state"] == "SUCCEEDED"
+    closed = httpx.get(f"{url}{first['statement_id']}", headers=auth).json()
+    assert closed["status"]["state"] == "CLOSED" and "manifest" not in closed
+    link = first["result"]["external_links"][0]["external_link"]
+    assert httpx.get(link).status_code == 404
+
+
 def test_the_fake_answers_wait_timeout_0s_before_the_query_has_run(workspace):
     # A 10M-row query once ran inside the submit request: past the SDK's HTTP timeout, the SDK
     # submitted it again and again and the gateway answered 504 with no rows.
@@ -334,7 +374,8 @@ def test_the_fake_answers_wait_timeout_0s_before_the_query_has_run(workspace):
 
 def test_the_gateway_fetches_no_further_ahead_than_its_window(gateway, workspace):
     # Memory stays bounded by the window whatever the result size: while chunk 2 is held back,
-    # chunks 3 to 5 may be fetched (4 in flight), and nothing after them.
+    # chunks 3 to 5 may be fetched (4 in flight), and nothing after them; their links are asked
+    # for a little further ahead (chunks 6 to 8), and no further.
     workspace.warehouse.chunk_rows = 10
     held = workspace.warehouse.held_chunks[2] = threading.Event()
     _, client = gateway(prefetch_chunks=4)
@@ -342,8 +383,9 @@ def test_the_gateway_fetches_no_further_ahead_than_its_window(gateway, workspace
     reader = threading.Thread(target=lambda: lines.extend(ndjson(client, MANY.format(n=200))))
     reader.start()
     try:
-        wait_until(lambda: 5 in fetched(workspace))
+        wait_until(lambda: 5 in fetched(workspace) and 8 in asked(workspace))
         assert max(fetched(workspace)) == 5
+        assert max(asked(workspace)) == 8
     finally:
         held.set()
         reader.join(60)  # a hang guard
@@ -353,3 +395,8 @@ def test_the_gateway_fetches_no_further_ahead_than_its_window(gateway, workspace
 
 def fetched(workspace) -> list[int]:
     return [n for _, n, _ in workspace.warehouse.link_fetches]
+
+
+def asked(workspace) -> list[int]:
+    """The chunks whose result (links) the warehouse was asked for, in every statement."""
+    return [n for s in list(workspace.warehouse.statements.values()) for n in s.fetched_chunks]

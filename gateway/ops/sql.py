@@ -29,7 +29,7 @@ from gateway.errors import GatewayError, bad_request, masked_internal_error, tra
 from gateway.logs import current_request_id, logger
 from gateway.ndjson import line
 from gateway.ops.catalog import Name
-from gateway.registry import ARROW_STREAM, NDJSON, ByteStream, Delivery
+from gateway.registry import ARROW_STREAM, NDJSON, ByteStream, Delivery, Piece
 from gateway.results import ChunkReader, Manifest
 from gateway.runtime import Runtime
 from gateway.statements import ENDED, Execution, StatementsApi, Want, state_of, statement_error
@@ -353,8 +353,8 @@ async def _ndjson(reader: ChunkReader, checkpoints: bool = False) -> AsyncGenera
 
 
 async def _guarded(
-    chunks: AsyncGenerator[bytes, None], execution: Execution
-) -> AsyncGenerator[bytes, None]:
+    chunks: AsyncGenerator[Piece, None], execution: Execution
+) -> AsyncGenerator[Piece, None]:
     """A result stream that cancels its statement if the caller leaves before the end."""
     finished = False
     try:

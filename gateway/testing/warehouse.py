@@ -9,11 +9,14 @@ section 6 and 8), not like a convenient test double:
   `wait_timeout` must be `0s` or `5s`..`50s`. Failures are HTTP 200 with state FAILED.
 - INLINE takes only JSON_ARRAY and fails a result over `inline_byte_cap` (25 MiB) with
   Databricks' error; `byte_limit` truncates instead. Results are chunked **by bytes**
-  (`chunk_bytes`, and at most `chunk_rows` rows) with `row_offset`, `row_count`,
+  (`chunk_bytes`, and at most `chunk_rows` rows) in the statement's format (the JSON text of
+  JSON_ARRAY and CSV, the Arrow buffers of ARROW_STREAM) with `row_offset`, `row_count`,
   `byte_count` and `next_chunk_index`; a zero-row result has no chunks and no data.
 - EXTERNAL_LINKS serve JSON_ARRAY, ARROW_STREAM (Arrow IPC stream per chunk) or CSV from a
   separate link host that rejects any Authorization header and refuses expired links
   (`link_ttl_seconds`).
+- Results are kept up to `results_budget_bytes` (2 GiB); past it the oldest are dropped and
+  their statements CLOSED (the result is gone), so a long benchmark does not grow without end.
 - Switches for what some warehouses do: `reject_json_array` (serverless-like), no
   ARROW_STREAM at all (`reject_arrow_stream`), an INLINE
   ARROW_STREAM answered as a base64 `attachment` (`inline_arrow_attachment`), JSON-typed
@@ -103,7 +106,7 @@ class Chunk:
 class Statement:
     id: str
     owner: str | None
-    table: str | None  # the typed result, one row per result row, in order
+    table: str | None  # the typed result in DuckDB, one row per result row, in order
     columns: list[dict[str, Any]]
     chunks: list[Chunk]
     total_rows: int
@@ -115,6 +118,8 @@ class Statement:
     state: str = "PENDING"
     error: dict[str, Any] | None = None
     duck_types: list[str] = field(default_factory=list)
+    arrow: Any = None  # an ARROW_STREAM result is kept as a pyarrow Table instead of `table`
+    result_bytes: int = 0  # the kept result's size, as its chunks are sized
     fetched_chunks: list[int] = field(default_factory=list)
     # Set once the query ran (its result table and chunks exist, or its error): until then the
     # statement stays PENDING/RUNNING whatever the clock says.
@@ -135,6 +140,8 @@ class Warehouse:
         self.pending_seconds = 0.01  # time a statement spends PENDING
         self.delay_seconds = 0.02  # then RUNNING
         self.link_ttl_seconds = 900.0
+        # Results kept at once; past it the oldest are dropped and their statements CLOSED.
+        self.results_budget_bytes = 2 * 1024**3
         self.link_latency_seconds = 0.0  # added to every external link fetch (benchmarks)
         self.external_base: str | None = None  # where EXTERNAL_LINKS point (default: link host)
         # Variants some Databricks-compatible servers send: JSON-typed values in `data_array`
@@ -388,15 +395,10 @@ class Warehouse:
             row_limit = int(body.get("row_limit") or 0)
             limit = f" LIMIT {row_limit + 1}" if row_limit else ""
             aliases = ", ".join(f"c{i}" for i in range(len(described)))
-            table = f"r_{statement.id.replace('-', '_')}"
-            cursor.execute(
-                f"CREATE TABLE {table} AS SELECT * FROM ({sql}) AS q({aliases}){limit}", params
-            )
-            # Running totals of the rows' sizes, as Arrow: 10M rows as Python ints took a GiB.
-            sums = _RunningTotals(cursor.execute(self._size_query(table, described)))
+            source = f"({sql}) AS q({aliases}){limit}"
+            sums = self._store(cursor, statement, source, params, described)
         finally:
             cursor.close()
-        statement.table = table
         rows = len(sums)
         truncated = bool(row_limit) and rows > row_limit
         rows = min(rows, row_limit) if row_limit else rows
@@ -413,14 +415,60 @@ class Warehouse:
             return
         statement.total_rows, statement.truncated = rows, truncated
         statement.chunks = self._split(sums, rows)
+        statement.result_bytes = sums.total(0, len(sums))
+        self._close_oldest_results(statement)
 
-    def _size_query(self, table: str, described: list[tuple[str, str]]) -> str:
-        # A row's size as JSON_ARRAY text: each value's string form, quotes and separators.
-        parts = [
-            f"coalesce(length({_as_string(f'c{i}', duck)}) + 3, 5)"
-            for i, (_, duck) in enumerate(described)
-        ]
-        return f"SELECT {' + '.join(parts) or '0'} + 2 FROM {table}"
+    def _close_oldest_results(self, newest: Statement) -> None:
+        """Drop the oldest results past `results_budget_bytes` and CLOSE their statements, as
+        Databricks closes a statement whose result is gone: a benchmark's 10M-row results, all
+        kept, grew the fake by gigabytes and slowed every later query."""
+        dropped: list[str] = []
+        with self.lock:
+            kept = [s for s in self.statements.values() if s.result_bytes and s is not newest]
+            total = newest.result_bytes + sum(s.result_bytes for s in kept)
+            for old in kept:  # in the order they were submitted: oldest first
+                if total <= self.results_budget_bytes:
+                    break
+                total -= old.result_bytes
+                if old.table is not None:
+                    dropped.append(old.table)
+                old.state, old.arrow, old.table, old.result_bytes = "CLOSED", None, None, 0
+        for table in dropped:
+            cursor = self.db.cursor()
+            try:
+                cursor.execute(f"DROP TABLE IF EXISTS {table}")
+            finally:
+                cursor.close()
+
+    def _store(
+        self,
+        cursor: Any,
+        statement: Statement,
+        source: str,
+        params: dict[str, Any],
+        described: list[tuple[str, str]],
+    ) -> _RunningTotals:
+        """Keep the result where its chunks are cheap to serve, and the running totals of its
+        rows' sizes (as Arrow: 10M rows as Python ints took a GiB).
+
+        An ARROW_STREAM result stays a pyarrow Table: a chunk is a zero-copy slice, written as
+        IPC when its link is fetched (a DuckDB query per chunk cost the link host 8x as much).
+        A JSON_ARRAY or CSV result is a DuckDB table, whose SQL spells every value as a string."""
+        if statement.format != "ARROW_STREAM":
+            name = f"r_{statement.id.replace('-', '_')}"
+            cursor.execute(f"CREATE TABLE {name} AS SELECT * FROM {source}", params)
+            statement.table = name
+            sizes = cursor.execute(f"SELECT {_json_row_size(described)} FROM {name}")
+            return _RunningTotals(sizes.to_arrow_table().column(0))
+        # Each row's size comes with it, in a last column: a second query, over the Arrow
+        # table, cost DuckDB as much again as converting the rows.
+        query = f"SELECT *, {_arrow_row_size(described)} FROM {source}"
+        result = cursor.execute(query, params).to_arrow_table()
+        sizes = result.num_columns - 1
+        sums = _RunningTotals(result.column(sizes))
+        names = [c["name"] for c in statement.columns]
+        statement.arrow = result.remove_column(sizes).rename_columns(names)
+        return sums
 
     def _split(self, sums: _RunningTotals, rows: int) -> list[Chunk]:
         """Chunks of at most `chunk_bytes` (one row at least) and `chunk_rows` rows."""
@@ -527,14 +575,13 @@ class Warehouse:
         base = self.external_base or self.links_url
         return f"{base}{path}?X-Amz-Expires={int(expires)}&X-Amz-Signature={signature}"
 
-    def _select(self, statement: Statement, n: int, as_strings: bool) -> Any:
+    def _select_strings(self, statement: Statement, n: int) -> Any:
+        """A cursor over chunk `n`'s rows, every value as Databricks spells it in a string."""
         chunk = statement.chunks[n]
         assert statement.table is not None
-        columns = "*"
-        if as_strings:
-            columns = ", ".join(
-                _as_string(f"c{i}", duck) for i, duck in enumerate(statement.duck_types)
-            )
+        columns = ", ".join(
+            _as_string(f"c{i}", duck) for i, duck in enumerate(statement.duck_types)
+        )
         cursor = self.db.cursor()
         try:
             # By rowid, the rows' place in the table (filled in the query's order; a scan keeps
@@ -549,7 +596,7 @@ class Warehouse:
             raise
 
     def _rows(self, statement: Statement, n: int) -> list[list[Any]]:
-        cursor = self._select(statement, n, as_strings=True)
+        cursor = self._select_strings(statement, n)
         try:
             rows = cursor.fetchall()
         finally:
@@ -563,17 +610,12 @@ class Warehouse:
         """Chunk `n` as one Arrow IPC stream (schema, batches, end marker), as links serve it."""
         import pyarrow as pa
 
-        cursor = self._select(statement, n, as_strings=False)
-        try:
-            table = cursor.fetch_arrow_table()
-        finally:
-            cursor.close()
-        names = [c["name"] for c in statement.columns]
-        table = table.rename_columns(names)
-        sink = io.BytesIO()
+        chunk = statement.chunks[n]
+        table = statement.arrow.slice(chunk.row_offset, chunk.row_count)
+        sink = pa.BufferOutputStream()
         with pa.ipc.new_stream(sink, table.schema) as writer:
             writer.write_table(table, max_chunksize=10_000)
-        return sink.getvalue()
+        return sink.getvalue().to_pybytes()  # type: ignore[no-any-return]
 
     def _csv_bytes(self, statement: Statement, n: int) -> bytes:
         import csv
@@ -609,48 +651,39 @@ class Warehouse:
                 self.links_in_flight -= 1
 
     def _serve_link(self, rq: Handler, path: str, match: re.Match[str] | None) -> None:
-        if self.link_latency_seconds:
-            time.sleep(self.link_latency_seconds)
+        # The latency is the time to the first byte, as from cloud storage: the answer is made
+        # meanwhile (a stored chunk costs storage nothing to produce; making it after the wait
+        # added its Arrow encoding to every fetch).
+        first_byte = time.monotonic() + self.link_latency_seconds
+        status, body, kind = self._link_answer(rq, path, match)
+        time.sleep(max(0.0, first_byte - time.monotonic()))
+        rq.send(status, body, content_type=kind)
+
+    def _link_answer(
+        self, rq: Handler, path: str, match: re.Match[str] | None
+    ) -> tuple[int, bytes, str]:
+        xml = "application/xml"
         if rq.headers.get("Authorization"):
-            rq.send(
-                400,
-                _s3_error("InvalidArgument", "Only one auth mechanism allowed"),
-                content_type="application/xml",
-            )
-            return
+            return 400, _s3_error("InvalidArgument", "Only one auth mechanism allowed"), xml
         expires = rq.query.get("X-Amz-Expires", "0")
         valid = match and hmac.compare_digest(
             rq.query.get("X-Amz-Signature", ""), _sign(self._link_key, f"{path}:{expires}")
         )
         if not valid:
-            rq.send(
-                403,
-                _s3_error("SignatureDoesNotMatch", "The request signature does not match"),
-                content_type="application/xml",
-            )
-            return
+            message = "The request signature does not match"
+            return 403, _s3_error("SignatureDoesNotMatch", message), xml
         if time.time() > int(expires):
-            rq.send(
-                403,
-                _s3_error("AccessDenied", "Request has expired"),
-                content_type="application/xml",
-            )
-            return
+            return 403, _s3_error("AccessDenied", "Request has expired"), xml
         with self.lock:
             statement = self.statements.get(match["id"])  # type: ignore[index]
         n = int(match["n"])  # type: ignore[index]
-        if statement is None or n >= len(statement.chunks):
-            rq.send(
-                404,
-                _s3_error("NoSuchKey", "The specified key does not exist."),
-                content_type="application/xml",
-            )
-            return
+        if statement is None or statement.state == "CLOSED" or n >= len(statement.chunks):
+            return 404, _s3_error("NoSuchKey", "The specified key does not exist."), xml
         held = self.held_chunks.get(n)
         if held is not None:
             held.wait(60)  # a hang guard: the test that held it lets it go
         body, kind = self.link_body(statement, n)
-        rq.send(200, body, content_type=kind)
+        return 200, body, kind
 
     def link_body(self, statement: Statement, n: int) -> tuple[bytes, str]:
         """What a link of chunk `n` serves, in the statement's format, with its content type."""
@@ -690,13 +723,13 @@ def _chunk_meta(chunk: Chunk) -> dict[str, Any]:
 
 
 class _RunningTotals:
-    """Running totals of a one-column query of row sizes, searched without a Python list."""
+    """Running totals of the rows' sizes (an Arrow column), searched without a Python list."""
 
-    def __init__(self, cursor: Any) -> None:
+    def __init__(self, sizes: Any) -> None:
         import pyarrow as pa
         import pyarrow.compute as pc
 
-        sizes = cursor.to_arrow_table().column(0).cast(pa.int64())
+        sizes = sizes.cast(pa.int64())
         self._sums = pc.cumulative_sum(sizes).combine_chunks() if len(sizes) else sizes
 
     def __len__(self) -> int:
@@ -831,6 +864,58 @@ def _databricks_type(duck: str) -> tuple[str, str]:
     if duck.startswith("MAP"):
         return "MAP", duck
     return "STRING", "STRING"
+
+
+# Bytes per value of the fixed-width Arrow types DuckDB's columns become.
+_ARROW_WIDTHS = {
+    "BOOLEAN": 1,  # a bit, rounded up: a row is never less than a byte per column
+    "TINYINT": 1,
+    "UTINYINT": 1,
+    "SMALLINT": 2,
+    "USMALLINT": 2,
+    "INTEGER": 4,
+    "UINTEGER": 4,
+    "FLOAT": 4,
+    "DATE": 4,
+    "BIGINT": 8,
+    "UBIGINT": 8,
+    "DOUBLE": 8,
+    "TIME": 8,
+    "TIMESTAMP": 8,
+    "TIMESTAMP WITH TIME ZONE": 8,
+    "HUGEINT": 16,
+    "INTERVAL": 16,
+}
+
+
+def _json_row_size(described: list[tuple[str, str]]) -> str:
+    """SQL for a row's size as JSON_ARRAY (or CSV) text: each value's string form, its quotes
+    and separators."""
+    parts = [
+        f"coalesce(length({_as_string(f'c{i}', duck)}) + 3, 5)"
+        for i, (_, duck) in enumerate(described)
+    ]
+    return f"{' + '.join(parts) or '0'} + 2"
+
+
+def _arrow_row_size(described: list[tuple[str, str]]) -> str:
+    """SQL for a row's size in Arrow record batches."""
+    return " + ".join(_arrow_size(f"c{i}", duck) for i, (_, duck) in enumerate(described)) or "0"
+
+
+def _arrow_size(column: str, duck: str) -> str:
+    """A value's bytes in an Arrow record batch: its width, or a string's bytes and offset.
+    Cheap to compute (no value is turned into text), unlike the JSON size of every value."""
+    if duck.startswith("DECIMAL"):
+        return "16"
+    if duck in _ARROW_WIDTHS:
+        return str(_ARROW_WIDTHS[duck])
+    if duck == "VARCHAR":
+        return f"coalesce(strlen({column}), 0) + 4"  # strlen counts bytes, not characters
+    if duck == "BLOB":
+        return f"coalesce(octet_length({column}), 0) + 4"
+    # Nested and other types: their JSON text is near enough to their Arrow buffers.
+    return f"coalesce(length({_as_string(column, duck)}), 0) + 4"
 
 
 def _as_string(column: str, duck: str) -> str:

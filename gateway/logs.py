@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import sys
 import time
@@ -78,6 +79,40 @@ def _text_value(value: Any) -> str:
     return orjson.dumps(text).decode()
 
 
+# The handler `configure` installed for JSON lines: while it is the only one, the request line
+# skips the logging machinery (see log_request).
+_json_handler: logging.StreamHandler[Any] | None = None
+
+
+def log_request(fields: dict[str, Any]) -> None:
+    """The one INFO line per request: `request` and `fields`, exactly as JsonFormatter writes it.
+
+    While `configure`'s JSON handler is the only handler, the line is built and written here
+    (no LogRecord, no formatter): through logging it cost ~60 µs of CPU a request in the
+    gateway, a tenth of a fast call, and this ~20 µs. With any other handler (text lines, a
+    test's capture) it goes through logging like every other line.
+    """
+    handler = _json_handler
+    stream = getattr(handler.stream, "buffer", None) if handler is not None else None
+    if handler is None or stream is None or logging.getLogger().handlers != [handler]:
+        logger.info("request", extra=fields)
+        return
+    if not logger.isEnabledFor(logging.INFO):
+        return
+    now = time.time()
+    entry = {
+        "ts": _timestamp(now, (now - int(now)) * 1000),
+        "level": "info",
+        "logger": logger.name,
+        "event": "request",
+        **fields,
+    }
+    line = orjson.dumps(entry, default=str, option=orjson.OPT_APPEND_NEWLINE)
+    with handler.lock or contextlib.nullcontext():
+        stream.write(line)
+        stream.flush()
+
+
 def configure(level: str, log_format: str = "json") -> None:
     # One line per request must stay cheap: skip what our lines never show (the caller's
     # file and line, thread, process), as the logging docs' "Optimization" section suggests.
@@ -85,8 +120,10 @@ def configure(level: str, log_format: str = "json") -> None:
     logging.logThreads = False
     logging.logProcesses = False
     logging.logMultiprocessing = False
+    global _json_handler
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(TextFormatter() if log_format == "text" else JsonFormatter())
+    _json_handler = handler if log_format == "json" else None
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())

@@ -17,7 +17,7 @@ import orjson
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from gateway.errors import GatewayError, masked_internal_error
-from gateway.logs import bind_request_id, logger, unbind_request_id
+from gateway.logs import bind_request_id, log_request, logger, unbind_request_id
 from gateway.metrics import Metrics
 from gateway.tracing import traceparent_from
 
@@ -150,16 +150,15 @@ class RequestContext:
                 route = scope["path"] if scope["path"] in ROUTES else "other"
                 self.metrics.observe(log["op"] or route, status, elapsed)
             if logger.isEnabledFor(logging.INFO):  # the fields are built only when logged
-                logger.info(
-                    "request",
-                    extra={
+                log_request(
+                    {
                         "request_id": request_id,
                         "method": scope["method"],
                         "path": scope["path"],
                         **log,
                         "status": status,
                         "duration_ms": round(elapsed * 1000, 2),
-                    },
+                    }
                 )
 
     def _authorised(self, path: str, presented: bytes | None) -> bool:

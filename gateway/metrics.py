@@ -66,16 +66,26 @@ class Metrics:
             ["code", "databricks_error_code"],
             registry=self.registry,
         )
-        self.in_flight = Gauge(
+        # Counted in a plain int, read at scrape time: every request moves it twice, and only
+        # the event loop's thread does.
+        self.in_flight = 0
+        Gauge(
             "gateway_requests_in_flight", "Requests being served.", registry=self.registry
-        )
+        ).set_function(lambda: self.in_flight)
+        # Labelled children by label values (the library looks them up under a lock each time);
+        # bounded: ops and routes are a fixed set, statuses a handful.
+        self._children: dict[tuple[str, int], tuple[Counter, Histogram]] = {}
 
     def watch_admission(self, admission: Callable[[], Mapping[str, anyio.CapacityLimiter]]) -> None:
         self.registry.register(_AdmissionCollector(admission))
 
     def observe(self, op: str, status: int, seconds: float) -> None:
-        self.requests.labels(op, str(status)).inc()
-        self.latency.labels(op).observe(seconds)
+        children = self._children.get((op, status))
+        if children is None:
+            children = (self.requests.labels(op, str(status)), self.latency.labels(op))
+            self._children[(op, status)] = children
+        children[0].inc()
+        children[1].observe(seconds)
 
     def upstream_error(self, code: str, databricks_error_code: str | None) -> None:
         self.upstream_errors.labels(code, databricks_error_code or "").inc()

@@ -96,7 +96,7 @@ class RequestContext:
         bound = bind_request_id(request_id)
         status, started_response = 500, False
         if self.metrics is not None:
-            self.metrics.in_flight.inc()
+            self.metrics.in_flight += 1
 
         async def send_with_id(message: Message) -> None:
             nonlocal status, started_response
@@ -146,7 +146,7 @@ class RequestContext:
             if span is not None:
                 span.end(log, status)
             if self.metrics is not None:
-                self.metrics.in_flight.dec()
+                self.metrics.in_flight -= 1
                 route = scope["path"] if scope["path"] in ROUTES else "other"
                 self.metrics.observe(log["op"] or route, status, elapsed)
             if logger.isEnabledFor(logging.INFO):  # the fields are built only when logged

@@ -45,7 +45,25 @@ from gateway.runtime import Runtime
 from gateway.settings import Settings
 
 
-def create_app(settings: Settings | None = None, runtime: Runtime | None = None) -> FastAPI:
+class GatewayApp:
+    """The ASGI app the server runs: RequestContext first for every request (id, secret, log
+    line, metrics), then POST /run handled right there and every other route by the FastAPI
+    app (/ops, /health, /ready, /metrics, /openapi.json).
+
+    /run skips FastAPI's and Starlette's layers (a telemetry check, body-limit, error and
+    exception middlewares, the router): they do nothing for it, at a cost on every call.
+    """
+
+    def __init__(self, api: FastAPI, entry: RequestContext) -> None:
+        self.api = api
+        self.state = api.state  # the runtime and the registry, as on the FastAPI app
+        self._entry = entry
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        await self._entry(scope, receive, send)
+
+
+def create_app(settings: Settings | None = None, runtime: Runtime | None = None) -> GatewayApp:
     settings = settings or Settings()
     runtime = runtime or Runtime.create(settings, make_backend(settings))
     registry, ops_body = _registry()
@@ -95,17 +113,16 @@ def create_app(settings: Settings | None = None, runtime: Runtime | None = None)
     async def metrics() -> Response:
         return Response(runtime.metrics.render(), media_type=METRICS_CONTENT_TYPE)
 
-    app.add_middleware(
-        RequestContext,
+    entry = RequestContext(
+        app,
         secret=settings.secret.get_secret_value() if settings.secret else None,
         is_draining=lambda: runtime.draining,
         metrics=runtime.metrics,
         telemetry=runtime.telemetry,
         post_run=run_asgi,
     )
-    # POST /run goes from RequestContext straight to `run_asgi`, past Starlette's exception
-    # middleware and router (a tenth of a fast call's CPU). The route stays so another method
-    # on /run gets the router's 405, and for _openapi, which writes its entry.
+    # POST /run never reaches the router (see GatewayApp); the route is there so another
+    # method on /run gets the router's 405, and for _openapi, which writes its entry.
     app.router.routes.append(Route("/run", run, methods=["POST"]))
     app.add_api_route("/ops", ops, methods=["GET"], summary="Every op and its schemas")
     app.add_api_route("/health", health, methods=["GET"], summary="Liveness")
@@ -113,7 +130,7 @@ def create_app(settings: Settings | None = None, runtime: Runtime | None = None)
     app.add_api_route("/metrics", metrics, methods=["GET"], summary="Prometheus metrics")
     # FastAPI's documented way to supply the schema; mypy forbids assigning to a method.
     app.openapi = lambda: _openapi(app, registry)  # type: ignore[method-assign]
-    return app
+    return GatewayApp(app, entry)
 
 
 @functools.cache

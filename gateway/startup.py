@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-from fastapi import FastAPI
-
-from gateway.app import create_app
+from gateway.app import GatewayApp, create_app
 from gateway.logs import configure, logger
 from gateway.settings import Settings
 
@@ -22,7 +20,7 @@ def missing_credentials(settings: Settings) -> str | None:
     )
 
 
-def prepare() -> tuple[Settings, FastAPI | None]:
+def prepare() -> tuple[Settings, GatewayApp | None]:
     """Settings, logging and the app, as the server and each worker process start them."""
     settings = Settings()
     configure(settings.log_level, settings.log_format)

@@ -8,6 +8,7 @@ switches reproduce what some warehouses do (JSON_ARRAY refused, INLINE Arrow att
 from __future__ import annotations
 
 import threading
+from typing import Any
 
 import httpx
 import orjson
@@ -293,15 +294,7 @@ def test_the_fake_answers_a_bad_page_token_with_400(workspace):
 
 def test_the_fake_chunks_by_bytes(workspace):
     workspace.warehouse.chunk_bytes = 1024
-    response = httpx.post(
-        f"{workspace.url}/api/2.0/sql/statements/",
-        json={
-            "statement": "SELECT repeat('x', 100) AS s FROM range(50)",
-            "warehouse_id": DEMO.warehouse_id,
-            "wait_timeout": "5s",
-        },
-        headers={"Authorization": f"Bearer {DEMO.service_token}"},
-    ).json()
+    response = execute_on_the_fake(workspace, "SELECT repeat('x', 100) AS s FROM range(50)")
     chunks = response["manifest"]["chunks"]
     assert len(chunks) > 1
     assert all(c["byte_count"] <= 1024 for c in chunks)
@@ -315,17 +308,12 @@ def test_the_fake_cuts_arrow_chunks_by_their_arrow_size(workspace):
     # Databricks' byte_count of an ARROW_STREAM chunk is its Arrow size: 8 bytes a BIGINT here,
     # where its JSON text would be the digits, quotes and separators.
     workspace.warehouse.chunk_bytes = 1024
-    response = httpx.post(
-        f"{workspace.url}/api/2.0/sql/statements/",
-        json={
-            "statement": "SELECT range AS id FROM range(1000)",
-            "warehouse_id": DEMO.warehouse_id,
-            "wait_timeout": "5s",
-            "disposition": "EXTERNAL_LINKS",
-            "format": "ARROW_STREAM",
-        },
-        headers={"Authorization": f"Bearer {DEMO.service_token}"},
-    ).json()
+    response = execute_on_the_fake(
+        workspace,
+        "SELECT range AS id FROM range(1000)",
+        disposition="EXTERNAL_LINKS",
+        format="ARROW_STREAM",
+    )
     chunks = response["manifest"]["chunks"]
     assert [c["row_count"] for c in chunks] == [128] * 7 + [104]
     assert [c["byte_count"] for c in chunks] == [1024] * 7 + [832]
@@ -400,3 +388,19 @@ def fetched(workspace) -> list[int]:
 def asked(workspace) -> list[int]:
     """The chunks whose result (links) the warehouse was asked for, in every statement."""
     return [n for s in list(workspace.warehouse.statements.values()) for n in s.fetched_chunks]
+
+
+def execute_on_the_fake(workspace: Any, statement: str, **body: str) -> dict[str, Any]:
+    """The fake's answer to a statement submitted straight to it (waiting up to 5 s)."""
+    response = httpx.post(
+        f"{workspace.url}/api/2.0/sql/statements/",
+        json={
+            "statement": statement,
+            "warehouse_id": DEMO.warehouse_id,
+            "wait_timeout": "5s",
+            **body,
+        },
+        headers={"Authorization": f"Bearer {DEMO.service_token}"},
+    )
+    answer: dict[str, Any] = response.json()
+    return answer

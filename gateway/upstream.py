@@ -30,6 +30,8 @@ import random
 import ssl
 import sys
 import time
+import urllib.parse
+import urllib.request
 import weakref
 from collections.abc import Callable
 from typing import Any, Protocol, TypeVar
@@ -119,6 +121,10 @@ class LeanUpstream:
             total=None, sock_connect=min(10, http_timeout), sock_read=http_timeout
         )
         self._session: aiohttp.ClientSession | None = None
+        # HTTP(S)_PROXY / NO_PROXY, read once, as the SDK's `requests` honours them: the
+        # session itself does not look at the environment (aiohttp would then read ~/.netrc
+        # and ask for the proxy in a worker thread on every request).
+        self._proxies = urllib.request.getproxies()
         # Per client: the headers that never change (the SDK, too, computes them once).
         self._fixed: weakref.WeakKeyDictionary[Config, dict[str, str]] = weakref.WeakKeyDictionary()
 
@@ -130,7 +136,7 @@ class LeanUpstream:
             self._session = aiohttp.ClientSession(
                 connector=connector,
                 timeout=self._timeout,
-                trust_env=False,  # like the readiness probe: no proxy merging on the hot path
+                trust_env=False,  # proxies: see _proxy_for (no ~/.netrc, no lookup per request)
                 cookie_jar=aiohttp.DummyCookieJar(),  # one pool serves every identity
                 raise_for_status=False,
             )
@@ -192,7 +198,7 @@ class LeanUpstream:
         headers = {**self._fixed_headers(config), **config.authenticate()}
         url = f"{config.host}{path}"
         async with self.http.get(
-            url, params=query, headers=headers, allow_redirects=False
+            url, params=query, headers=headers, allow_redirects=False, **self._proxy_for(url)
         ) as response:
             content = await response.read()
             status = response.status
@@ -207,6 +213,26 @@ class LeanUpstream:
         if not isinstance(body, dict):
             raise UpstreamBadResponse(f"GET {path} answered JSON that is not an object")
         return body
+
+    def _proxy_for(self, url: str) -> dict[str, Any]:
+        """aiohttp's proxy arguments for `url`: none unless the environment names a proxy."""
+        if not self._proxies:
+            return {}
+        target = urllib.parse.urlsplit(url)
+        proxy = self._proxies.get(target.scheme) or self._proxies.get("all")
+        if not proxy or urllib.request.proxy_bypass(target.hostname or ""):
+            return {}
+        parts = urllib.parse.urlsplit(proxy)
+        if parts.username is None:
+            return {"proxy": proxy}
+        netloc = parts.hostname or ""
+        netloc += f":{parts.port}" if parts.port else ""
+        return {  # aiohttp takes a proxy's credentials apart from its URL
+            "proxy": parts._replace(netloc=netloc).geturl(),
+            "proxy_auth": aiohttp.BasicAuth(
+                urllib.parse.unquote(parts.username), urllib.parse.unquote(parts.password or "")
+            ),
+        }
 
     async def _config(self) -> Config:
         identity, backend = current_auth()

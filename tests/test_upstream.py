@@ -3,7 +3,12 @@ as the SDK does, sends each identity's own credentials, and never mixes identiti
 
 from __future__ import annotations
 
+import base64
+import threading
+import urllib.error
+import urllib.request
 from concurrent.futures import ThreadPoolExecutor
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import httpx
@@ -159,3 +164,60 @@ def token_of(workspace: FakeWorkspace, name: str) -> str:
     return next(
         t for t, u in workspace.users.items() if u.user_name == name and t.startswith("m2m-")
     )
+
+
+class ForwardProxy(BaseHTTPRequestHandler):
+    """A forward HTTP proxy: each request (an absolute URL) is recorded and sent on directly."""
+
+    server: ProxyServer
+
+    def forward(self) -> None:
+        self.server.seen.append((self.path, self.headers.get("Proxy-Authorization")))
+        hop_by_hop = {"proxy-authorization", "proxy-connection", "connection", "host"}
+        headers = {k: v for k, v in self.headers.items() if k.lower() not in hop_by_hop}
+        length = int(self.headers.get("Content-Length") or 0)
+        body = self.rfile.read(length) if length else None
+        # Only http:// URLs reach it: the test's own clients and the gateway, to the fake.
+        request = urllib.request.Request(self.path, body, headers, method=self.command)  # noqa: S310
+        direct = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+        try:
+            with direct.open(request, timeout=30) as answer:
+                status, kind, payload = answer.status, answer.headers["Content-Type"], answer.read()
+        except urllib.error.HTTPError as refused:
+            status, kind, payload = refused.code, refused.headers["Content-Type"], refused.read()
+        self.send_response(status)
+        self.send_header("Content-Type", kind or "application/octet-stream")
+        self.send_header("Content-Length", str(len(payload)))
+        self.end_headers()
+        self.wfile.write(payload)
+
+    do_GET = do_POST = forward
+
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
+
+
+class ProxyServer(ThreadingHTTPServer):
+    daemon_threads = True
+
+    def __init__(self) -> None:
+        super().__init__(("127.0.0.1", 0), ForwardProxy)
+        self.seen: list[tuple[str, str | None]] = []
+
+
+def test_the_lean_path_goes_through_the_environments_proxy(gateway, monkeypatch):
+    # As the SDK's requests does: HTTP(S)_PROXY from the environment, credentials included.
+    proxy = ProxyServer()
+    threading.Thread(target=proxy.serve_forever, daemon=True).start()
+    try:
+        for name in ("http_proxy", "all_proxy", "ALL_PROXY", "no_proxy", "NO_PROXY"):
+            monkeypatch.delenv(name, raising=False)
+        monkeypatch.setenv("HTTP_PROXY", f"http://user:p%40ss@127.0.0.1:{proxy.server_port}")
+        _, client = gateway(lean_upstream=True)
+        response = run(client, "me")
+    finally:
+        proxy.shutdown()
+    assert response.status_code == 200
+    me_calls = [auth for path, auth in proxy.seen if path.endswith("/preview/scim/v2/Me")]
+    credentials = base64.b64encode(b"user:p@ss").decode()
+    assert me_calls and set(me_calls) == {f"Basic {credentials}"}

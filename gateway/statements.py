@@ -18,16 +18,23 @@ error always has a SQLSTATE): it runs again with EXTERNAL_LINKS.
 
 from __future__ import annotations
 
+import io
+import random
 import threading
+import time
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from typing import Any, Literal
 
 import anyio
 import anyio.to_thread
+import orjson
+import requests
+import urllib3
 from cachetools import TTLCache
 from databricks.sdk import WorkspaceClient
 from databricks.sdk import errors as sdk_errors
+from databricks.sdk.errors.base import DatabricksError
 
 from gateway.errors import GatewayError, UpstreamBadResponse
 from gateway.logs import logger
@@ -72,9 +79,35 @@ class StatementsApi:
 
     def __init__(self, client: WorkspaceClient) -> None:
         self._api = client.api_client
+        self._budget = float(client.config.retry_timeout_seconds or 300)
 
     def execute(self, body: dict[str, Any]) -> dict[str, Any]:
-        return self._json(self._api.do("POST", "/api/2.0/sql/statements/", body=body))
+        """Submit a statement, sending it again only when it cannot have run.
+
+        The SDK's client sends a request again after a read timeout or a dropped connection;
+        for a statement that may run it twice (an INSERT twice). So the body goes as a stream
+        the SDK cannot rewind, which it sends once, and only a throttled answer (429/503 with
+        Retry-After: nothing ran) or a connection never made is tried again, within the budget.
+        """
+        deadline = time.monotonic() + self._budget
+        attempt = 1
+        while True:
+            try:
+                sent = self._api.do(
+                    "POST",
+                    "/api/2.0/sql/statements/",
+                    headers={"Content-Type": "application/json"},
+                    data=_SentOnce(orjson.dumps(body)),
+                )
+                return self._json(sent)
+            except Exception as exc:
+                wait = _resend_wait(exc, attempt)
+                if wait is None:
+                    raise
+                if time.monotonic() + wait >= deadline:
+                    raise TimeoutError(f"Timed out after {self._budget:g} s") from exc
+                time.sleep(wait)
+                attempt += 1
 
     def get(self, statement_id: str) -> dict[str, Any]:
         return self._json(self._api.do("GET", f"/api/2.0/sql/statements/{statement_id}"))
@@ -91,6 +124,40 @@ class StatementsApi:
         if not isinstance(value, dict):
             raise UpstreamBadResponse("a Statement Execution answer was not a JSON object")
         return value
+
+
+class _SentOnce(io.BytesIO):
+    """A request body the SDK's client will not rewind, so it never sends it a second time
+    (it retries a request only when it can replay the body). Its length gives Content-Length."""
+
+    def seekable(self) -> bool:
+        return False
+
+    def __len__(self) -> int:
+        return len(self.getbuffer())
+
+
+def _resend_wait(exc: BaseException, attempt: int) -> float | None:
+    """Seconds before sending a statement again, or None when it may already have run."""
+    retry_after = getattr(exc, "retry_after_secs", None)
+    if isinstance(exc, DatabricksError) and retry_after is not None:
+        return float(retry_after) + random.random()  # noqa: S311 - throttled: nothing ran
+    if _never_connected(exc):
+        return min(10, attempt) + random.random()  # noqa: S311 - jitter
+    return None
+
+
+def _never_connected(exc: BaseException) -> bool:
+    if isinstance(exc, requests.ConnectTimeout):
+        return True
+    reason = (
+        getattr(exc.args[0], "reason", None)
+        if isinstance(exc, requests.ConnectionError) and exc.args
+        else None
+    )
+    return isinstance(
+        reason, urllib3.exceptions.NewConnectionError | urllib3.exceptions.ConnectTimeoutError
+    )
 
 
 class ShapeMemory:

@@ -370,3 +370,37 @@ def test_nan_and_infinity_are_400_saying_why(gateway, workspace, literal):
     error = response.json()["error"]
     assert (error["status"], error["code"]) == (400, "INVALID_JSON")
     assert "column" in error["message"]  # where in the body, from the parser
+
+
+def statement_posts(workspace) -> int:
+    return sum(1 for r in workspace.requests if r.method == "POST" and r.path == STATEMENTS)
+
+
+STATEMENTS = "/api/2.0/sql/statements/"
+
+
+def test_a_submit_answered_late_is_not_sent_again(gateway, workspace):
+    # The SDK's client sends a request again after a read timeout: a statement would then run
+    # twice (an INSERT twice). Here the first submit is answered after the 1 s HTTP timeout.
+    from gateway.testing import Fault
+
+    _, client = gateway(sdk_http_timeout_seconds=1, sdk_retry_timeout_seconds=8)
+    workspace.inject(Fault(path=STATEMENTS, method="POST", delay=3))
+    before = statement_posts(workspace)
+    response = query(client, "SELECT 1 AS x")
+    assert response.status_code == 504
+    assert response.json()["error"]["code"] == "DATABRICKS_TIMEOUT"
+    assert statement_posts(workspace) - before == 1
+
+
+def test_a_throttled_submit_is_sent_again(gateway, workspace):
+    # 429 with Retry-After: the warehouse ran nothing, so the submit goes again.
+    from gateway.testing import Fault
+
+    _, client = gateway()
+    workspace.inject(Fault(path=STATEMENTS, method="POST", status=429, retry_after=0, times=2))
+    before = statement_posts(workspace)
+    response = query(client, "SELECT 1 AS x")
+    assert response.status_code == 200
+    assert response.json()["result"]["rows"] == [[1]]
+    assert statement_posts(workspace) - before == 3

@@ -176,7 +176,8 @@ async def _open_download(
     abandoned = threading.Event()
 
     def open_() -> urllib3.BaseHTTPResponse:
-        response = runtime.download_http.request("GET", url, headers=headers, preload_content=False)
+        pool = runtime.download_http.for_url(url)
+        response = pool.request("GET", url, headers=headers, preload_content=False)
         if abandoned.is_set():  # the caller is gone (deadline, disconnect): free the socket
             response.close()
         return response

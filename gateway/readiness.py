@@ -33,8 +33,9 @@ async def check(runtime: Runtime, deep: bool) -> Readiness:
     settings = runtime.settings
     if settings.databricks_host is None:
         return Readiness(False, "DATABRICKS_HOST is not configured.")
+    pool = runtime.download_http.for_url(settings.databricks_host)
     reason = await anyio.to_thread.run_sync(
-        unreachable_reason, runtime.download_http, settings.databricks_host, PROBE_TIMEOUT_SECONDS
+        unreachable_reason, pool, settings.databricks_host, PROBE_TIMEOUT_SECONDS
     )
     if reason is not None:
         return Readiness(False, reason)

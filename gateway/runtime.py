@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import anyio
 import httpx
@@ -12,6 +12,7 @@ from cachetools import TTLCache
 
 from gateway.auth import SdkBackend, ToolsCoreBackend
 from gateway.metrics import Metrics
+from gateway.proxies import EnvironmentProxies, Proxy
 from gateway.registry import Injected
 from gateway.settings import Settings
 from gateway.statements import Cancel, ShapeMemory
@@ -36,7 +37,7 @@ class Runtime(Injected):
     # Worker threads for download reads (urllib3 in threads moves bytes several times faster
     # than an async client); separate, so slow downloads never take the SDK's threads.
     download_limiter: anyio.CapacityLimiter
-    download_http: urllib3.PoolManager
+    download_http: DownloadPools
     upload_http: httpx.AsyncClient
     links_http: httpx.AsyncClient  # SQL external links: presigned, never our Authorization
     upstream: Upstream  # the JSON reads: the lean path, or the SDK's (GATEWAY_LEAN_UPSTREAM)
@@ -74,7 +75,7 @@ class Runtime(Injected):
             backend=backend,
             limiter=limiter,
             download_limiter=anyio.CapacityLimiter(transfers),
-            download_http=urllib3.PoolManager(
+            download_http=DownloadPools(
                 maxsize=transfers,
                 retries=False,
                 timeout=urllib3.Timeout(connect=10, read=settings.sdk_http_timeout_seconds),
@@ -102,6 +103,34 @@ class Runtime(Injected):
         self.download_http.clear()
         if self.telemetry is not None:
             await anyio.to_thread.run_sync(self.telemetry.shutdown)
+
+
+class DownloadPools:
+    """urllib3 pools for raw downloads and the readiness probe: a direct one, and one per proxy
+    the environment names (urllib3 does not read HTTP(S)_PROXY / NO_PROXY itself)."""
+
+    def __init__(self, **options: Any) -> None:
+        self._options = options
+        self._proxies = EnvironmentProxies()
+        self._direct = urllib3.PoolManager(**options)
+        self._through: dict[Proxy, urllib3.ProxyManager] = {}
+
+    def for_url(self, url: str) -> urllib3.PoolManager:
+        proxy = self._proxies.for_url(url)
+        if proxy is None:
+            return self._direct
+        pool = self._through.get(proxy)
+        if pool is None:
+            credentials = f"{proxy.username}:{proxy.password}" if proxy.username else None
+            headers = urllib3.make_headers(proxy_basic_auth=credentials) if credentials else None
+            pool = urllib3.ProxyManager(proxy.url, proxy_headers=headers, **self._options)
+            self._through[proxy] = pool
+        return pool
+
+    def clear(self) -> None:
+        self._direct.clear()
+        for pool in self._through.values():
+            pool.clear()
 
 
 def _telemetry(settings: Settings) -> Telemetry | None:

@@ -30,8 +30,6 @@ import random
 import ssl
 import sys
 import time
-import urllib.parse
-import urllib.request
 import weakref
 from collections.abc import Callable
 from typing import Any, Protocol, TypeVar
@@ -54,6 +52,7 @@ from databricks.sdk.service.iam import User
 
 from gateway.auth import current_auth, get_workspace_client
 from gateway.errors import UpstreamBadResponse
+from gateway.proxies import EnvironmentProxies
 from gateway.settings import Settings
 
 PROBE_PATH = "/api/2.0/preview/scim/v2/Me"
@@ -121,10 +120,10 @@ class LeanUpstream:
             total=None, sock_connect=min(10, http_timeout), sock_read=http_timeout
         )
         self._session: aiohttp.ClientSession | None = None
-        # HTTP(S)_PROXY / NO_PROXY, read once, as the SDK's `requests` honours them: the
-        # session itself does not look at the environment (aiohttp would then read ~/.netrc
-        # and ask for the proxy in a worker thread on every request).
-        self._proxies = urllib.request.getproxies()
+        # HTTP(S)_PROXY / NO_PROXY as the SDK's `requests` honours them: the session itself
+        # does not look at the environment (aiohttp would then read ~/.netrc and ask for the
+        # proxy in a worker thread on every request).
+        self._proxies = EnvironmentProxies()
         # Per client: the headers that never change (the SDK, too, computes them once).
         self._fixed: weakref.WeakKeyDictionary[Config, dict[str, str]] = weakref.WeakKeyDictionary()
 
@@ -216,23 +215,13 @@ class LeanUpstream:
 
     def _proxy_for(self, url: str) -> dict[str, Any]:
         """aiohttp's proxy arguments for `url`: none unless the environment names a proxy."""
-        if not self._proxies:
+        proxy = self._proxies.for_url(url)
+        if proxy is None:
             return {}
-        target = urllib.parse.urlsplit(url)
-        proxy = self._proxies.get(target.scheme) or self._proxies.get("all")
-        if not proxy or urllib.request.proxy_bypass(target.hostname or ""):
-            return {}
-        parts = urllib.parse.urlsplit(proxy)
-        if parts.username is None:
-            return {"proxy": proxy}
-        netloc = parts.hostname or ""
-        netloc += f":{parts.port}" if parts.port else ""
-        return {  # aiohttp takes a proxy's credentials apart from its URL
-            "proxy": parts._replace(netloc=netloc).geturl(),
-            "proxy_auth": aiohttp.BasicAuth(
-                urllib.parse.unquote(parts.username), urllib.parse.unquote(parts.password or "")
-            ),
-        }
+        if proxy.username is None:
+            return {"proxy": proxy.url}
+        auth = aiohttp.BasicAuth(proxy.username, proxy.password or "")
+        return {"proxy": proxy.url, "proxy_auth": auth}
 
     async def _config(self) -> Config:
         identity, backend = current_auth()

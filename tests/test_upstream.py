@@ -205,8 +205,10 @@ class ProxyServer(ThreadingHTTPServer):
         self.seen: list[tuple[str, str | None]] = []
 
 
-def test_the_lean_path_goes_through_the_environments_proxy(gateway, monkeypatch):
-    # As the SDK's requests does: HTTP(S)_PROXY from the environment, credentials included.
+def test_raw_calls_go_through_the_environments_proxy(gateway, monkeypatch):
+    # As the SDK's requests does: HTTP(S)_PROXY from the environment, credentials included,
+    # for the clients that do not read it themselves: the lean path (aiohttp), raw downloads
+    # and the readiness probe (urllib3).
     proxy = ProxyServer()
     threading.Thread(target=proxy.serve_forever, daemon=True).start()
     try:
@@ -214,10 +216,15 @@ def test_the_lean_path_goes_through_the_environments_proxy(gateway, monkeypatch)
             monkeypatch.delenv(name, raising=False)
         monkeypatch.setenv("HTTP_PROXY", f"http://user:p%40ss@127.0.0.1:{proxy.server_port}")
         _, client = gateway(lean_upstream=True)
-        response = run(client, "me")
+        answers = [
+            run(client, "me"),
+            run(client, "read_file", path="/Volumes/main/app/files/README.txt"),
+            client.get("/ready"),
+        ]
     finally:
         proxy.shutdown()
-    assert response.status_code == 200
-    me_calls = [auth for path, auth in proxy.seen if path.endswith("/preview/scim/v2/Me")]
-    credentials = base64.b64encode(b"user:p@ss").decode()
-    assert me_calls and set(me_calls) == {f"Basic {credentials}"}
+    assert [a.status_code for a in answers] == [200, 200, 200]
+    credentials = f"Basic {base64.b64encode(b'user:p@ss').decode()}"
+    for tail in ("/preview/scim/v2/Me", "/fs/files/Volumes/main/app/files/README.txt"):
+        through = [auth for path, auth in proxy.seen if path.endswith(tail)]
+        assert through and set(through) == {credentials}, tail

@@ -1,0 +1,43 @@
+"""HTTP(S)_PROXY and NO_PROXY from the environment, for the clients that do not read them:
+aiohttp (the lean path) and urllib3 (downloads, the readiness probe).
+
+The SDK's `requests` and httpx read the environment themselves; these follow the same rules,
+read once at start (a service's environment does not change under it).
+"""
+
+from __future__ import annotations
+
+import urllib.parse
+import urllib.request
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Proxy:
+    url: str  # without its credentials: the clients take those apart
+    username: str | None = None
+    password: str | None = None
+
+
+class EnvironmentProxies:
+    def __init__(self) -> None:
+        self._proxies = urllib.request.getproxies()
+
+    def for_url(self, url: str) -> Proxy | None:
+        """The proxy `url` goes through, or None (none set, or NO_PROXY names its host)."""
+        if not self._proxies:
+            return None
+        target = urllib.parse.urlsplit(url)
+        proxy = self._proxies.get(target.scheme) or self._proxies.get("all")
+        if not proxy or urllib.request.proxy_bypass(target.hostname or ""):
+            return None
+        parts = urllib.parse.urlsplit(proxy)
+        if parts.username is None:
+            return Proxy(proxy)
+        netloc = parts.hostname or ""
+        netloc += f":{parts.port}" if parts.port else ""
+        return Proxy(
+            parts._replace(netloc=netloc).geturl(),
+            urllib.parse.unquote(parts.username),
+            urllib.parse.unquote(parts.password or ""),
+        )

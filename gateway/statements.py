@@ -38,6 +38,7 @@ from databricks.sdk.errors.base import DatabricksError
 
 from gateway.errors import GatewayError, UpstreamBadResponse
 from gateway.logs import logger
+from gateway.upstream import RetryBudget
 
 Want = Literal["rows", "stream"]
 Cancel = Callable[[], Coroutine[Any, Any, None]]  # a running statement's cancel, for shutdown
@@ -89,8 +90,7 @@ class StatementsApi:
         the SDK cannot rewind, which it sends once, and only a throttled answer (429/503 with
         Retry-After: nothing ran) or a connection never made is tried again, within the budget.
         """
-        deadline = time.monotonic() + self._budget
-        attempt = 1
+        budget = RetryBudget(self._budget)
         while True:
             try:
                 sent = self._api.do(
@@ -101,13 +101,7 @@ class StatementsApi:
                 )
                 return self._json(sent)
             except Exception as exc:
-                wait = _resend_wait(exc, attempt)
-                if wait is None:
-                    raise
-                if time.monotonic() + wait >= deadline:
-                    raise TimeoutError(f"Timed out after {self._budget:g} s") from exc
-                time.sleep(wait)
-                attempt += 1
+                time.sleep(budget.wait_after(exc, _resend_wait))
 
     def get(self, statement_id: str) -> dict[str, Any]:
         return self._json(self._api.do("GET", f"/api/2.0/sql/statements/{statement_id}"))

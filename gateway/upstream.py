@@ -177,19 +177,12 @@ class LeanUpstream:
     async def get(self, path: str, query: dict[str, Any] | None = None) -> dict[str, Any]:
         """One GET with the SDK's retries; the decoded JSON object (`{}` for an empty body)."""
         config = await self._config()
-        deadline = time.monotonic() + self._budget
-        attempt = 1
+        budget = RetryBudget(self._budget)
         while True:
             try:
                 return await self._attempt(config, path, query)
             except Exception as exc:
-                wait = retry_wait(exc, attempt)
-                if wait is None:
-                    raise
-                if time.monotonic() + wait >= deadline:
-                    raise TimeoutError(f"Timed out after {self._budget:g} s") from exc
-                await anyio.sleep(wait)
-                attempt += 1
+                await anyio.sleep(budget.wait_after(exc, retry_wait))
 
     async def _attempt(
         self, config: Config, path: str, query: dict[str, Any] | None
@@ -245,6 +238,29 @@ def _first_client() -> WorkspaceClient:
     client = get_workspace_client()
     client.config.authenticate()  # a first OAuth token is fetched here, off the event loop
     return client
+
+
+class RetryBudget:
+    """Attempts within a retry budget, the SDK's way: after a failure, how long to wait before
+    the next attempt, or the failure itself when `policy` says it is not to be retried, or
+    `TimeoutError` from it when the wait would pass the budget (the SDK's outcome, sooner:
+    it does not sleep into a certain failure)."""
+
+    def __init__(self, seconds: float) -> None:
+        self.seconds = seconds
+        self.deadline = time.monotonic() + seconds
+        self.attempt = 1
+
+    def wait_after(
+        self, exc: Exception, policy: Callable[[BaseException, int], float | None]
+    ) -> float:
+        wait = policy(exc, self.attempt)
+        if wait is None:
+            raise exc
+        if time.monotonic() + wait >= self.deadline:
+            raise TimeoutError(f"Timed out after {self.seconds:g} s") from exc
+        self.attempt += 1
+        return wait
 
 
 # What the SDK retries as requests' ConnectionError and Timeout: a refused or dropped

@@ -55,7 +55,6 @@ class GatewayApp:
     """
 
     def __init__(self, api: FastAPI, entry: RequestContext) -> None:
-        self.api = api
         self.state = api.state  # the runtime and the registry, as on the FastAPI app
         self._entry = entry
 

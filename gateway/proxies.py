@@ -1,8 +1,9 @@
 """HTTP(S)_PROXY and NO_PROXY from the environment, for the clients that do not read them:
 aiohttp (the lean path) and urllib3 (downloads, the readiness probe).
 
-The SDK's `requests` and httpx read the environment themselves; these follow the same rules,
-read once at start (a service's environment does not change under it).
+The SDK's `requests` and httpx read the environment themselves; these follow the same rules:
+the proxies are read once at start (a service's environment does not change under it), and
+NO_PROXY is asked through urllib's own `proxy_bypass` (only when a proxy is set at all).
 """
 
 from __future__ import annotations

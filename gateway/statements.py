@@ -133,9 +133,8 @@ class _SentOnce(io.BytesIO):
 
 def _resend_wait(exc: BaseException, attempt: int) -> float | None:
     """Seconds before sending a statement again, or None when it may already have run."""
-    retry_after = getattr(exc, "retry_after_secs", None)
-    if isinstance(exc, DatabricksError) and retry_after is not None:
-        return float(retry_after) + random.random()  # noqa: S311 - throttled: nothing ran
+    if isinstance(exc, DatabricksError) and exc.retry_after_secs is not None:
+        return float(exc.retry_after_secs) + random.random()  # noqa: S311 - nothing ran
     if _never_connected(exc):
         return min(10, attempt) + random.random()  # noqa: S311 - jitter
     return None

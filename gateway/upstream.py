@@ -298,8 +298,9 @@ def sdk_error(config: Config, response: aiohttp.ClientResponse, content: bytes) 
 
 @functools.cache
 def tls_context() -> ssl.SSLContext:
-    """One verifying TLS context for every httpx client of the process: loading the CA bundle
-    costs tens of milliseconds per client otherwise, and a context is safe to share."""
+    """One verifying TLS context for every HTTP client of the process (httpx and aiohttp):
+    loading the CA bundle costs tens of milliseconds per client otherwise, and a context is
+    safe to share."""
     return httpx.create_ssl_context()
 
 

@@ -152,10 +152,7 @@ class ChunkReader:
         first = self.manifest.first
         if index == 0 and first is not None:
             return index, first
-        result = await anyio.to_thread.run_sync(
-            self.api.chunk, self.manifest.statement_id, index, abandon_on_cancel=True
-        )
-        return index, result
+        return index, await self.api.chunk(self.manifest.statement_id, index)
 
     async def _data(self, indexed: tuple[int, dict[str, Any]]) -> Chunk:
         index, result = indexed
@@ -194,9 +191,7 @@ class ChunkReader:
         raise error_from_response(status, b"")
 
     async def _fresh_link(self, index: int, stale: dict[str, Any]) -> dict[str, Any]:
-        result = await anyio.to_thread.run_sync(
-            self.api.chunk, self.manifest.statement_id, index, abandon_on_cancel=True
-        )
+        result = await self.api.chunk(self.manifest.statement_id, index)
         links: list[dict[str, Any]] = result.get("external_links") or []
         for link in links:
             if link.get("row_offset") == stale.get("row_offset"):

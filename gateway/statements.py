@@ -38,7 +38,7 @@ from databricks.sdk.errors.base import DatabricksError
 
 from gateway.errors import GatewayError, UpstreamBadResponse
 from gateway.logs import logger
-from gateway.upstream import RetryBudget
+from gateway.upstream import RetryBudget, Upstream
 
 Want = Literal["rows", "stream"]
 Cancel = Callable[[], Coroutine[Any, Any, None]]  # a running statement's cancel, for shutdown
@@ -76,10 +76,15 @@ def shapes_for(want: Want, disposition: str | None) -> tuple[Shape, ...]:
 
 
 class StatementsApi:
-    """The four Statement Execution calls, as JSON (blocking: call from a worker thread)."""
+    """The four Statement Execution calls, as JSON. Submitting and cancelling block (call them
+    from a worker thread); the reads (a statement's state, a chunk's links) go through the
+    `Upstream`: one pooled GET on the event loop on the lean path, where a poll through the SDK
+    cost a worker-thread hop and `requests` each time."""
 
-    def __init__(self, client: WorkspaceClient) -> None:
+    def __init__(self, client: WorkspaceClient, upstream: Upstream) -> None:
+        self._client = client
         self._api = client.api_client
+        self._upstream = upstream
         self._budget = float(client.config.retry_timeout_seconds or 300)
 
     def execute(self, body: dict[str, Any]) -> dict[str, Any]:
@@ -103,12 +108,12 @@ class StatementsApi:
             except Exception as exc:
                 time.sleep(budget.wait_after(exc, _resend_wait))
 
-    def get(self, statement_id: str) -> dict[str, Any]:
-        return self._json(self._api.do("GET", f"/api/2.0/sql/statements/{statement_id}"))
+    async def get(self, statement_id: str) -> dict[str, Any]:
+        return await self._upstream.read(self._client, f"/api/2.0/sql/statements/{statement_id}")
 
-    def chunk(self, statement_id: str, index: int) -> dict[str, Any]:
+    async def chunk(self, statement_id: str, index: int) -> dict[str, Any]:
         path = f"/api/2.0/sql/statements/{statement_id}/result/chunks/{index}"
-        return self._json(self._api.do("GET", path))
+        return await self._upstream.read(self._client, path)
 
     def cancel(self, statement_id: str) -> None:
         self._api.do("POST", f"/api/2.0/sql/statements/{statement_id}/cancel", body={})
@@ -310,9 +315,7 @@ class Execution:
             # saw a 0.45 s statement at 0.75 s; at 1.2x the polls after 1 s fell at 1.06, 1.28,
             # 1.55 s): 31 GETs in the first 2 s, 48 in 10 s (1.2x: 20, 30), then one a second.
             delay = min(delay * 1.1, 1.0)
-            response = await anyio.to_thread.run_sync(
-                self.api.get, statement_id, abandon_on_cancel=True
-            )
+            response = await self.api.get(statement_id)
         return response
 
     def _finished(self, response: dict[str, Any]) -> dict[str, Any]:

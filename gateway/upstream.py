@@ -1,7 +1,8 @@
 """Raw HTTP to Databricks that is not an SDK call: the lean path for simple JSON reads, and the
 readiness probe.
 
-**The lean path.** `me` and the Unity Catalog listings are one GET each (per page). Through the
+**The lean path.** `me`, the Unity Catalog listings, a statement's polls and its chunks' links
+are one GET each (per page). Through the
 SDK each costs a worker-thread hop plus `requests` and urllib3 layers; here it is one pooled
 aiohttp call on the event loop (aiohttp, not httpx: its C parser made a call cost ~0.1 ms of CPU
 where httpx's pure-Python stack cost ~0.5 ms, measured against the fake). What the SDK decides
@@ -72,6 +73,9 @@ class Upstream(Protocol):
     async def catalogs(self) -> list[CatalogInfo]: ...
     async def schemas(self, catalog: str) -> list[SchemaInfo]: ...
     async def volumes(self, catalog: str, schema: str) -> list[VolumeInfo]: ...
+    async def read(self, client: WorkspaceClient, path: str) -> dict[str, Any]:
+        """One GET of a JSON object (`{}` for an empty body) as `client`'s identity."""
+        ...
 
 
 # --- through the SDK ---------------------------------------------------------------------------
@@ -102,6 +106,16 @@ class SdkUpstream:
         return await self._run(
             lambda w: list(w.volumes.list(catalog_name=catalog, schema_name=schema))
         )
+
+    async def read(self, client: WorkspaceClient, path: str) -> dict[str, Any]:
+        body = await anyio.to_thread.run_sync(
+            lambda: client.api_client.do("GET", path),
+            limiter=self._limiter,
+            abandon_on_cancel=True,
+        )
+        if not isinstance(body, dict):
+            raise UpstreamBadResponse(f"GET {path} answered JSON that is not an object")
+        return body
 
 
 # --- the lean path -----------------------------------------------------------------------------
@@ -174,9 +188,15 @@ class LeanUpstream:
                 return items
             query["page_token"] = token
 
+    async def read(self, client: WorkspaceClient, path: str) -> dict[str, Any]:
+        return await self._get(client.config, path, None)
+
     async def get(self, path: str, query: dict[str, Any] | None = None) -> dict[str, Any]:
-        """One GET with the SDK's retries; the decoded JSON object (`{}` for an empty body)."""
-        config = await self._config()
+        """One GET as the request's identity, with the SDK's retries; the decoded JSON object
+        (`{}` for an empty body)."""
+        return await self._get(await self._config(), path, query)
+
+    async def _get(self, config: Config, path: str, query: dict[str, Any] | None) -> dict[str, Any]:
         budget = RetryBudget(self._budget)
         while True:
             try:

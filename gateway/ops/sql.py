@@ -120,7 +120,7 @@ async def run_query(
     settings = runtime.settings
     submit = _submission(runtime, statement, query, parameters, warehouse_id, catalog, schema)
     submit["row_limit"] = row_limit
-    api = await _api()
+    api = await _api(runtime)
     execution = Execution(api, runtime.running_statements, runtime.sql_shapes)
     # Inside the request deadline, so the query's own 504 (naming the cancelled statement) wins.
     ceiling = min(settings.query_timeout_seconds, settings.request_timeout_seconds * 0.95)
@@ -155,7 +155,7 @@ async def submit_query(
     `fetch_result`, stop it with `cancel_query`. Only the identity that submitted it sees it."""
     submit = _submission(runtime, statement, query, parameters, warehouse_id, catalog, schema)
     submit["row_limit"] = row_limit
-    api = await _api()
+    api = await _api(runtime)
     execution = Execution(api, {}, runtime.sql_shapes)  # not cancelled when this request ends
     response = await execution.submit_only(submit, "stream")
     statement_id = str(response.get("statement_id") or "")
@@ -168,7 +168,7 @@ async def query_status(runtime: Runtime, statement_id: StatementId) -> QueryStat
     """Where a submitted statement is: its state, its error, and once it succeeded its columns
     and size."""
     api = await _owned(runtime, statement_id)
-    response = await anyio.to_thread.run_sync(api.get, statement_id, abandon_on_cancel=True)
+    response = await api.get(statement_id)
     state = str(state_of(response) or "UNKNOWN")
     status = QueryStatus(statement_id=statement_id, state=state)
     if state in ENDED:
@@ -193,7 +193,7 @@ async def fetch_result(
     on), or with `Accept: application/x-ndjson` every row from `chunk_index` on, with a
     `{"chunk_done": n}` line after each chunk so an interrupted reader can resume."""
     api = await _owned(runtime, statement_id)
-    response = await anyio.to_thread.run_sync(api.get, statement_id, abandon_on_cancel=True)
+    response = await api.get(statement_id)
     if state_of(response) != "SUCCEEDED":
         raise (
             statement_error(response, statement_id)
@@ -257,9 +257,9 @@ def _submission(
     }
 
 
-async def _api() -> StatementsApi:
+async def _api(runtime: Runtime) -> StatementsApi:
     client = await anyio.to_thread.run_sync(get_workspace_client)
-    return StatementsApi(client)
+    return StatementsApi(client, runtime.upstream)
 
 
 def _owner() -> str:
@@ -273,7 +273,7 @@ async def _owned(runtime: Runtime, statement_id: str) -> StatementsApi:
         # Another identity's statement, or one we never submitted: the same answer, so ids
         # cannot be probed.
         raise GatewayError(404, "STATEMENT_NOT_FOUND", "No such statement for this identity.")
-    return await _api()
+    return await _api(runtime)
 
 
 def _columns(manifest: Manifest) -> list[Column]:

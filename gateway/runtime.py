@@ -16,6 +16,7 @@ from gateway.proxies import EnvironmentProxies, Proxy
 from gateway.registry import Injected
 from gateway.settings import Settings
 from gateway.statements import Cancel, ShapeMemory
+from gateway.transport import AiohttpTransport
 from gateway.upstream import LeanUpstream, Upstream, make_upstream, tls_context
 
 if TYPE_CHECKING:
@@ -81,7 +82,12 @@ class Runtime(Injected):
                 timeout=urllib3.Timeout(connect=10, read=settings.sdk_http_timeout_seconds),
             ),
             upload_http=async_client(transfers),
-            links_http=async_client(32),
+            links_http=httpx.AsyncClient(
+                transport=AiohttpTransport(32, tls_context()),
+                timeout=timeout,
+                follow_redirects=False,
+                verify=tls_context(),  # for the transports httpx mounts for proxies
+            ),
             telemetry=_telemetry(settings),
             upstream=make_upstream(settings, limiter),
         )

@@ -351,7 +351,9 @@ def test_external_link_host_never_sees_the_token(gateway, workspace):
         body, kind = workspace.warehouse.link_body(statement, int(chunk))
         return httpx.Response(200, content=body, headers={"content-type": kind})
 
-    with respx.mock(assert_all_called=True) as mock:
+    # Caught where our code hands a request to httpx, whichever transport sends it (the links
+    # client's is aiohttp, which respx's default httpcore patch would not see).
+    with respx.mock(using="httpx", assert_all_called=True) as mock:
         mock.route(host="links.storage.test").mock(side_effect=serve)
         mock.route(host="127.0.0.1").pass_through()
         out = result(

@@ -70,6 +70,55 @@ def test_lean_and_sdk_paths_answer_alike(gateway, op, params, headers):
     assert answer(run(lean, op, headers, **params)) == expected
 
 
+# Statements: the polls and chunk lookups are lean GETs too (several chunks, a SQL error, a
+# statement another identity cannot see, an id that does not exist).
+QUERIES: list[tuple[str, dict[str, Any], int]] = [
+    (
+        "run_query",
+        {"statement": "SELECT range AS n FROM range(25)", "disposition": "EXTERNAL_LINKS"},
+        200,
+    ),
+    ("run_query", {"statement": "SELECT n FROM no_such_table"}, 400),
+    ("query_status", {"statement_id": "01ef0000-0000-0000-0000-000000000000"}, 404),
+]
+
+
+def without_statement_id(response: httpx.Response) -> tuple[int, Any, str | None]:
+    status, body, retry_after = answer(response)
+    body.get("result", {}).pop("statement_id", None)
+    body.get("error", {}).get("details", {}).pop("statement_id", None)
+    return status, body, retry_after
+
+
+@pytest.mark.parametrize(("op", "params", "status"), QUERIES)
+def test_statements_answer_alike_on_both_paths(gateway, workspace, op, params, status):
+    workspace.warehouse.chunk_rows = 10
+    lean, sdk = both_paths(gateway)
+    expected = without_statement_id(run(sdk, op, **params))
+    assert expected[0] == status
+    assert without_statement_id(run(lean, op, **params)) == expected
+
+
+def test_a_submitted_statement_polls_and_fetches_alike_on_both_paths(gateway, workspace):
+    workspace.warehouse.chunk_rows = 10
+    workspace.warehouse.pending_seconds = 0.2  # a few polls before it succeeds
+    answers = []
+    for client in both_paths(gateway):
+        submitted = run(client, "submit_query", statement="SELECT range AS n FROM range(25)")
+        statement_id = submitted.json()["result"]["statement_id"]
+        while run(client, "query_status", statement_id=statement_id).json()["result"]["state"] in (
+            "PENDING",
+            "RUNNING",
+        ):
+            pass
+        pages = [
+            run(client, "fetch_result", statement_id=statement_id, chunk_index=i) for i in (0, 2)
+        ]
+        answers.append([without_statement_id(page) for page in pages])
+    assert answers[1] == answers[0]
+    assert answers[0][1][1]["result"]["rows"] == [[20], [21], [22], [23], [24]]
+
+
 @pytest.mark.parametrize(("fault", "op"), FAULTS, ids=lambda v: getattr(v, "path", v))
 def test_lean_and_sdk_paths_fail_and_retry_alike(gateway, workspace, fault, op):
     # A fault that never ends spends the budget (keep it short); a passing one must never

@@ -21,6 +21,8 @@ import httpx
 
 
 class AiohttpTransport(httpx.AsyncBaseTransport):
+    """Responses stream; a request body is read whole first (the links are GETs)."""
+
     def __init__(self, max_connections: int, tls: ssl.SSLContext) -> None:
         self._max_connections = max_connections
         self._tls = tls

@@ -2,7 +2,8 @@
 
 Bytes move through the raw Files API (`PUT/GET /api/2.0/fs/files{path}`) with the identity's
 own auth headers: the SDK's `files.upload` buffers and switches to multipart, and its download
-first asks for presigned URLs. Uploads go through an async httpx pool; downloads through a
+first asks for presigned URLs. Uploads go through an async httpx client (over aiohttp,
+`transport.py`); downloads through a
 blocking urllib3 pool read in worker threads (several times faster for bytes), each read
 abandonable: a deadline or a departing caller shuts the socket under the reading thread.
 

@@ -65,9 +65,13 @@ class Runtime(Injected):
         )
 
         def async_client(size: int) -> httpx.AsyncClient:
-            limits = httpx.Limits(max_connections=size, max_keepalive_connections=size)
+            # httpx's API over aiohttp's buffered reads and writes (transport.py); httpx still
+            # mounts its own transports for proxied URLs, with this TLS context.
             return httpx.AsyncClient(
-                timeout=timeout, limits=limits, follow_redirects=False, verify=tls_context()
+                transport=AiohttpTransport(size, tls_context()),
+                timeout=timeout,
+                follow_redirects=False,
+                verify=tls_context(),
             )
 
         limiter = anyio.CapacityLimiter(settings.thread_limit)
@@ -82,12 +86,7 @@ class Runtime(Injected):
                 timeout=urllib3.Timeout(connect=10, read=settings.sdk_http_timeout_seconds),
             ),
             upload_http=async_client(transfers),
-            links_http=httpx.AsyncClient(
-                transport=AiohttpTransport(32, tls_context()),
-                timeout=timeout,
-                follow_redirects=False,
-                verify=tls_context(),  # for the transports httpx mounts for proxies
-            ),
+            links_http=async_client(32),
             telemetry=_telemetry(settings),
             upstream=make_upstream(settings, limiter),
         )

@@ -3,9 +3,9 @@
 Bytes move through the raw Files API (`PUT/GET /api/2.0/fs/files{path}`) with the identity's
 own auth headers: the SDK's `files.upload` buffers and switches to multipart, and its download
 first asks for presigned URLs. Uploads go through an async httpx client (over aiohttp,
-`transport.py`); downloads through a
-blocking urllib3 pool read in worker threads (several times faster for bytes), each read
-abandonable: a deadline or a departing caller shuts the socket under the reading thread.
+`transport.py`); downloads through a blocking urllib3 pool read in worker threads (several
+times faster for bytes), each read abandonable: a deadline or a departing caller shuts the
+socket under the reading thread.
 
 What the API never sends is refused here, before a caller could take it for a file: a 200 HTML
 page (a login or proxy page), a redirect, a range answered with other bytes than asked.

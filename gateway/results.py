@@ -106,6 +106,7 @@ class ChunkReader:
         self.window = max(1, window)
         self.typer = RowTyper([(c.type, c.type_text) for c in manifest.columns])
         self.start = 0  # the first chunk to read (fetch_result resumes from any)
+        self._read: dict[int, asyncio.Event] = {}  # chunk index -> its data has been read
 
     # --- chunks, in order, fetched ahead ------------------------------------------------------
 
@@ -155,7 +156,24 @@ class ChunkReader:
         return index, await self.api.chunk(self.manifest.statement_id, index)
 
     async def _data(self, indexed: tuple[int, dict[str, Any]]) -> Chunk:
-        index, result = indexed
+        try:
+            return await self._chunk_data(*indexed)
+        finally:  # read or failed: the next chunk's body may go
+            self._read_event(indexed[0]).set()
+
+    def _read_event(self, index: int) -> asyncio.Event:
+        return self._read.setdefault(index, asyncio.Event())
+
+    async def _turn(self, index: int) -> None:
+        """Wait until the chunk before has been read. Links are asked for a window ahead, all
+        at once, so their time to first byte overlaps; their bodies are read in order, so the
+        chunk the caller waits for has the link host to itself instead of a share of it (four
+        fair shares made the first chunk of a 1M-row Arrow stream arrive 20-30 ms later)."""
+        if index > self.start:
+            await self._read_event(index - 1).wait()
+        self._read.pop(index - 2, None)
+
+    async def _chunk_data(self, index: int, result: dict[str, Any]) -> Chunk:
         if "attachment" in result:
             return Chunk(index, arrow=base64.b64decode(result["attachment"]))
         links = result.get("external_links")
@@ -183,6 +201,7 @@ class ChunkReader:
         try:
             status = response.status_code
             if status < 400:
+                await self._turn(index)
                 return await _body(response)
         finally:
             await response.aclose()

@@ -1,7 +1,8 @@
 """HTTP(S)_PROXY and NO_PROXY from the environment, for the clients that do not read them:
-aiohttp (the lean path) and urllib3 (downloads, the readiness probe).
+aiohttp (the lean path, and under httpx for uploads and external links: httpx reads the
+environment only with its own transport) and urllib3 (downloads, the readiness probe).
 
-The SDK's `requests` and httpx read the environment themselves; these follow the same rules:
+The SDK's `requests` reads the environment itself; these follow the same rules:
 the proxies are read once at start (a service's environment does not change under it), and
 NO_PROXY is asked through urllib's own `proxy_bypass` (only when a proxy is set at all).
 """
@@ -11,6 +12,9 @@ from __future__ import annotations
 import urllib.parse
 import urllib.request
 from dataclasses import dataclass
+from typing import Any
+
+import aiohttp
 
 
 @dataclass(frozen=True)
@@ -42,3 +46,16 @@ class EnvironmentProxies:
             urllib.parse.unquote(parts.username),
             urllib.parse.unquote(parts.password or ""),
         )
+
+
+def aiohttp_proxy(proxies: EnvironmentProxies, url: str) -> dict[str, Any]:
+    """aiohttp's request arguments for `url`'s proxy: none unless the environment names one."""
+    proxy = proxies.for_url(url)
+    if proxy is None:
+        return {}
+    if proxy.username is None:
+        return {"proxy": proxy.url}
+    return {
+        "proxy": proxy.url,
+        "proxy_auth": aiohttp.BasicAuth(proxy.username, proxy.password or ""),
+    }

@@ -65,13 +65,10 @@ class Runtime(Injected):
         )
 
         def async_client(size: int) -> httpx.AsyncClient:
-            # httpx's API over aiohttp's buffered reads and writes (transport.py); httpx still
-            # mounts its own transports for proxied URLs, with this TLS context.
+            # httpx's API over aiohttp's buffered reads and writes (transport.py, which also
+            # routes through the environment's proxy: httpx does not with a custom transport).
             return httpx.AsyncClient(
-                transport=AiohttpTransport(size, tls_context()),
-                timeout=timeout,
-                follow_redirects=False,
-                verify=tls_context(),
+                transport=AiohttpTransport(size, tls_context()), timeout=timeout
             )
 
         limiter = anyio.CapacityLimiter(settings.thread_limit)

@@ -10,8 +10,8 @@ gateway 1.30-1.36 CPU-s per GiB instead of 1.54-1.68, and took 1.40-1.45 s per G
 
 Errors are aiohttp's own; the error boundary (`gateway.errors`) maps them as it maps the lean
 path's, except a request body's own error (an upload over its limit, a caller gone quiet),
-which is raised as it was. Proxies from the environment are httpx's business: it mounts its own
-transport for proxied URLs, so only direct requests come here.
+which is raised as it was. HTTP(S)_PROXY / NO_PROXY are asked per request, as on the lean path
+(httpx reads the environment only for its own transport).
 """
 
 from __future__ import annotations
@@ -22,6 +22,8 @@ from collections.abc import AsyncIterator
 import aiohttp
 import httpx
 
+from gateway.proxies import EnvironmentProxies, aiohttp_proxy
+
 
 class AiohttpTransport(httpx.AsyncBaseTransport):
     """Request and response bodies both stream."""
@@ -29,6 +31,7 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
     def __init__(self, max_connections: int, tls: ssl.SSLContext) -> None:
         self._max_connections = max_connections
         self._tls = tls
+        self._proxies = EnvironmentProxies()
         self._session: aiohttp.ClientSession | None = None
 
     @property
@@ -50,16 +53,18 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
         chunked = headers.pop("transfer-encoding", None) is not None
         has_body = chunked or headers.get("content-length", "0") != "0"
         body = _Pieces(request.stream) if has_body else None
+        url = str(request.url)
         try:
             response = await self.session.request(
                 request.method,
-                str(request.url),
+                url,
                 headers=list(headers.multi_items()),
                 data=body,
                 allow_redirects=False,
                 timeout=aiohttp.ClientTimeout(
                     total=None, sock_connect=timeout.get("connect"), sock_read=timeout.get("read")
                 ),
+                **aiohttp_proxy(self._proxies, url),
             )
         except Exception:
             # aiohttp reports a body that failed as a connection error; the body's own error

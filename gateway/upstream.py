@@ -53,7 +53,7 @@ from databricks.sdk.service.iam import User
 
 from gateway.auth import current_auth, get_workspace_client
 from gateway.errors import UpstreamBadResponse
-from gateway.proxies import EnvironmentProxies
+from gateway.proxies import EnvironmentProxies, aiohttp_proxy
 from gateway.settings import Settings
 
 PROBE_PATH = "/api/2.0/preview/scim/v2/Me"
@@ -210,7 +210,11 @@ class LeanUpstream:
         headers = {**self._fixed_headers(config), **config.authenticate()}
         url = f"{config.host}{path}"
         async with self.http.get(
-            url, params=query, headers=headers, allow_redirects=False, **self._proxy_for(url)
+            url,
+            params=query,
+            headers=headers,
+            allow_redirects=False,
+            **aiohttp_proxy(self._proxies, url),
         ) as response:
             content = await response.read()
             status = response.status
@@ -225,16 +229,6 @@ class LeanUpstream:
         if not isinstance(body, dict):
             raise UpstreamBadResponse(f"GET {path} answered JSON that is not an object")
         return body
-
-    def _proxy_for(self, url: str) -> dict[str, Any]:
-        """aiohttp's proxy arguments for `url`: none unless the environment names a proxy."""
-        proxy = self._proxies.for_url(url)
-        if proxy is None:
-            return {}
-        if proxy.username is None:
-            return {"proxy": proxy.url}
-        auth = aiohttp.BasicAuth(proxy.username, proxy.password or "")
-        return {"proxy": proxy.url, "proxy_auth": auth}
 
     async def _config(self) -> Config:
         identity, backend = current_auth()

@@ -240,7 +240,7 @@ class ForwardProxy(BaseHTTPRequestHandler):
         self.end_headers()
         self.wfile.write(payload)
 
-    do_GET = do_POST = forward
+    do_GET = do_POST = do_PUT = forward
 
     def log_message(self, format: str, *args: Any) -> None:
         pass
@@ -254,10 +254,10 @@ class ProxyServer(ThreadingHTTPServer):
         self.seen: list[tuple[str, str | None]] = []
 
 
-def test_raw_calls_go_through_the_environments_proxy(gateway, monkeypatch):
+def test_raw_calls_go_through_the_environments_proxy(gateway, workspace, monkeypatch):
     # As the SDK's requests does: HTTP(S)_PROXY from the environment, credentials included,
     # for the clients that do not read it themselves: the lean path (aiohttp), raw downloads
-    # and the readiness probe (urllib3).
+    # and the readiness probe (urllib3), uploads and external links (httpx over aiohttp).
     proxy = ProxyServer()
     threading.Thread(target=proxy.serve_forever, daemon=True).start()
     try:
@@ -265,15 +265,27 @@ def test_raw_calls_go_through_the_environments_proxy(gateway, monkeypatch):
             monkeypatch.delenv(name, raising=False)
         monkeypatch.setenv("HTTP_PROXY", f"http://user:p%40ss@127.0.0.1:{proxy.server_port}")
         _, client = gateway(lean_upstream=True)
+        workspace.warehouse.chunk_rows = 2
         answers = [
             run(client, "me"),
             run(client, "read_file", path="/Volumes/main/app/files/README.txt"),
             client.get("/ready"),
+            client.post(
+                "/run",
+                params={"op": "write_file", "path": "/Volumes/main/app/files/proxied.txt"},
+                content=b"through the proxy",
+                headers={"content-type": "application/octet-stream"},
+            ),
+            run(client, "run_query", statement="SELECT 1 AS n", disposition="EXTERNAL_LINKS"),
         ]
     finally:
         proxy.shutdown()
-    assert [a.status_code for a in answers] == [200, 200, 200]
+    assert [a.status_code for a in answers] == [200] * 5
     credentials = f"Basic {base64.b64encode(b'user:p@ss').decode()}"
-    for tail in ("/preview/scim/v2/Me", "/fs/files/Volumes/main/app/files/README.txt"):
-        through = [auth for path, auth in proxy.seen if path.endswith(tail)]
-        assert through and set(through) == {credentials}, tail
+    for part in ("/preview/scim/v2/Me", "/fs/files/Volumes/main/app/files/", "/external/"):
+        through = [auth for path, auth in proxy.seen if part in path]
+        assert through and set(through) == {credentials}, part
+    assert {path.split("/fs/files")[-1] for path, _ in proxy.seen if "/fs/files" in path} >= {
+        "/Volumes/main/app/files/README.txt",
+        "/Volumes/main/app/files/proxied.txt?overwrite=false",
+    }

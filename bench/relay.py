@@ -1,9 +1,12 @@
-"""A bare relay for the files section: the floor that any ASGI relay under uvicorn starts from.
+"""A bare relay for the files and per-op sections: the floor that any ASGI relay under uvicorn
+starts from.
 
 No framework, no checks, no deadlines, no error mapping: an ASGI app under uvicorn with the
-gateway's server stack (uvloop, httptools) that copies a request body into a PUT to the fake's
-Files API, and a GET's body back out, over a raw asyncio connection per transfer. What the
-gateway spends above this is what its own layers cost.
+gateway's server stack (uvloop, httptools). For files it copies a request body into a PUT to the
+fake's Files API, and a GET's body back out, over a raw asyncio connection per transfer. For
+`POST /run` with `me` or `list_catalogs` it makes the same GETs as the gateway's lean path (one
+pooled aiohttp session, page after page) and answers `{"result": ...}` with the upstream's JSON
+as it came, untyped. What the gateway spends above this is what its own layers cost.
 
     python relay.py FAKE_URL TOKEN PORT
 """
@@ -15,9 +18,15 @@ import sys
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
+import aiohttp
+import orjson
 import uvicorn
 
 PIECE = 1024 * 1024  # the gateway's download read size
+OPS = {  # op: (path, the list's key or None for an object)
+    "me": ("/api/2.0/preview/scim/v2/Me", None),
+    "list_catalogs": ("/api/2.1/unity-catalog/catalogs", "catalogs"),
+}
 
 Scope = dict[str, Any]
 
@@ -27,6 +36,8 @@ class Relay:
         split = urlsplit(fake_url)
         self.host, self.port = split.hostname or "127.0.0.1", split.port or 80
         self.auth = f"Authorization: Bearer {token}\r\n"
+        self.url, self.token = fake_url.rstrip("/"), token
+        self.session: aiohttp.ClientSession | None = None  # made on the server's loop
 
     async def __call__(self, scope: Scope, receive: Any, send: Any) -> None:
         if scope["type"] != "http":
@@ -36,6 +47,8 @@ class Relay:
             await self.download(path, send)
         elif scope["path"] == "/upload":
             await self.upload(scope, path, receive, send)
+        elif scope["path"] == "/run":
+            await self.run(receive, send)
         else:
             await respond(send, 200, b"ok")
 
@@ -57,6 +70,30 @@ class Relay:
                 await send({"type": "http.response.body", "body": data, "more_body": remaining > 0})
         finally:
             writer.close()
+
+    async def run(self, receive: Any, send: Any) -> None:
+        body, more = b"", True
+        while more:
+            message = await receive()
+            body += message.get("body", b"")
+            more = message.get("more_body", False)
+        path, key = OPS[orjson.loads(body)["op"]]
+        if self.session is None:
+            self.session = aiohttp.ClientSession(cookie_jar=aiohttp.DummyCookieJar())
+        headers = {"Authorization": f"Bearer {self.token}", "Accept": "application/json"}
+        items: list[Any] = []
+        query: dict[str, str] = {}
+        while True:
+            async with self.session.get(self.url + path, params=query, headers=headers) as page:
+                answer = orjson.loads(await page.read())
+            if key is None:
+                await respond(send, 200, orjson.dumps({"result": answer}))
+                return
+            items += answer.get(key, [])
+            if not answer.get("next_page_token"):
+                await respond(send, 200, orjson.dumps({"result": items}))
+                return
+            query["page_token"] = answer["next_page_token"]
 
     async def upload(self, scope: Scope, path: str, receive: Any, send: Any) -> None:
         size = dict(scope["headers"])[b"content-length"].decode()

@@ -215,13 +215,17 @@ def per_op(plan: Plan) -> list[dict[str, Any]]:
     rows = []
     for latency in (0, 20):
         n = plan.block_0ms if latency == 0 else plan.block_20ms
-        with fake_and_gateway(latency_ms=latency) as (fake, gateway):
+        with fake_and_gateway(latency_ms=latency) as (fake, gateway), relay_for(fake) as relay:
             direct = sdk_client(fake)
             for op, sdk_call in (
                 ("me", direct.current_user.me),
                 ("list_catalogs", lambda d=direct: list(d.catalogs.list())),
             ):
-                sides = {"gateway": gateway_caller(gateway.url, {"op": op}), "direct_sdk": sdk_call}
+                sides = {
+                    "gateway": gateway_caller(gateway.url, {"op": op}),
+                    "direct_sdk": sdk_call,
+                    "bare_relay": gateway_caller(relay.url, {"op": op}),
+                }
                 for fn in sides.values():
                     sequential(fn, 20)  # warm-up: connections, caches
                 blocks = interleave(
@@ -241,9 +245,22 @@ def per_op(plan: Plan) -> list[dict[str, Any]]:
                             [b["p50_ms"] for b in blocks["gateway"]],
                             [b["p50_ms"] for b in blocks["direct_sdk"]],
                         ),
+                        "bare_relay_ratio": ratio_figure(
+                            [b["p50_ms"] for b in blocks["bare_relay"]],
+                            [b["p50_ms"] for b in blocks["direct_sdk"]],
+                        ),
                     }
                 )
     return rows
+
+
+@contextmanager
+def relay_for(fake: Proc) -> Iterator[Proc]:
+    relay = start_relay(fake)
+    try:
+        yield relay
+    finally:
+        relay.stop()
 
 
 def concurrency(plan: Plan) -> list[dict[str, Any]]:
@@ -506,12 +523,8 @@ def fallbacks(messages: list[str]) -> list[str]:
 
 
 def files(plan: Plan) -> dict[str, Any]:
-    with fake_and_gateway(files_in_memory=True) as (fake, gateway):
-        relay = start_relay(fake)
-        try:
-            return _files(fake, gateway, relay, plan)
-        finally:
-            relay.stop()
+    with fake_and_gateway(files_in_memory=True) as (fake, gateway), relay_for(fake) as relay:
+        return _files(fake, gateway, relay, plan)
 
 
 def _files(fake: Proc, gateway: Proc, relay: Proc, plan: Plan) -> dict[str, Any]:
@@ -1091,14 +1104,18 @@ def results_markdown(r: dict[str, Any]) -> str:
         "p50 ratio",
         "gateway p99 ms",
         "direct p99 ms",
+        "bare relay p50 ms",
+        "bare relay / direct",
     )
     for row in r["per_op"]:
-        gw, sdk = row["gateway"], row["direct_sdk"]
+        gw, sdk, bare = row["gateway"], row["direct_sdk"], row["bare_relay"]
         lines.append(
             f"| {row['op']} | {row['latency_ms']} ms | {row['calls_per_sample']} | "
             f"{fig(gw['p50_ms'])} | {fig(sdk['p50_ms'])} | {ratio(row['p50_ratio'])} | "
-            f"{fig(gw['p99_ms'])} | {fig(sdk['p99_ms'])} |"
+            f"{fig(gw['p99_ms'])} | {fig(sdk['p99_ms'])} | {fig(bare['p50_ms'])} | "
+            f"{ratio(row['bare_relay_ratio'])} |"
         )
+    lines += ["", *per_op_sentences(r["per_op"])]
     lines += _table(
         "Concurrency (`me`, fake at 0 ms): client latency, the gateway's own duration, req/s",
         "c",
@@ -1271,6 +1288,28 @@ FILE_SIDES = (
     ("direct_sdk", "direct SDK"),
     ("bare_relay", "through the bare relay"),
 )
+
+
+def per_op_sentences(rows: list[dict[str, Any]]) -> list[str]:
+    """Where a call's time goes, against the floor of a relay built like the gateway."""
+    lines = [
+        "The bare relay (`relay.py`: uvicorn with the gateway's server stack and one pooled "
+        "aiohttp session making the same GETs, no checks, no validation, the upstream's JSON "
+        "passed on untyped) is the floor of any relay of this shape; the gateway's own layers "
+        "cost what it spends above it."
+    ]
+    for row in rows:
+        gw, sdk, bare = (
+            row[k]["p50_ms"]["median"] for k in ("gateway", "direct_sdk", "bare_relay")
+        )
+        limit = 1.3 if row["latency_ms"] == 0 else 1.03
+        lines.append(
+            f"- `{row['op']}`, fake at {row['latency_ms']} ms: direct SDK {sdk:.2f} ms, bare relay "
+            f"{bare:.2f} ms ({bare / sdk:.2f}x of it), gateway {gw:.2f} ms, {gw - bare:.2f} ms "
+            f"above the bare relay; at {limit}x the gateway could take {limit * sdk:.2f} ms, "
+            f"{'more' if limit * sdk >= bare else 'less'} than the bare relay took."
+        )
+    return lines
 
 
 def files_cpu_markdown(f: dict[str, Any]) -> list[str]:

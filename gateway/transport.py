@@ -4,9 +4,9 @@ aiohttp's C parser and buffered reads and writes underneath.
 For the SQL external links and the Files API uploads. Through httpcore each read or write is an
 h11 event and an anyio cancel scope, and each read a pause/resume of the socket. Scratch
 benchmarks against the fake: eleven 4 MiB external links (a 1M-row Arrow result), four at a
-time with 20 ms to first byte each, took 139 ms instead of 205 ms; a 512 MiB upload cost the
-gateway 1.30-1.36 CPU-s per GiB instead of 1.54-1.68, and took 1.40-1.45 s per GiB instead of
-1.63-1.77.
+time with 20 ms to first byte each, took 139 ms instead of 205 ms; 512 MiB uploads, eight
+interleaved pairs, cost the gateway 1.28 CPU-s per GiB instead of 1.47 (median of the pairs'
+ratios 0.86x) and took 1.46 s per GiB instead of 1.64.
 
 Errors are aiohttp's own; the error boundary (`gateway.errors`) maps them as it maps the lean
 path's, except a request body's own error (an upload over its limit, a caller gone quiet),

@@ -129,3 +129,17 @@ def wait_until(condition: Any, guard_seconds: float = 30) -> None:
             return
         tick.wait(0.05)
     raise AssertionError("the condition never came true")
+
+
+def scrape(client: Any) -> dict[str, dict[tuple[tuple[str, str], ...], float]]:
+    """GET /metrics, parsed: each sample's value by metric name and (sorted) labels."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    response = client.get("/metrics")
+    assert response.status_code == 200, response.text
+    assert response.headers["content-type"].startswith("text/plain")
+    samples: dict[str, dict[tuple[tuple[str, str], ...], float]] = {}
+    for family in text_string_to_metric_families(response.text):
+        for sample in family.samples:
+            samples.setdefault(sample.name, {})[tuple(sorted(sample.labels.items()))] = sample.value
+    return samples

@@ -9,7 +9,7 @@ import socket
 import pytest
 
 from gateway.testing import DEMO, Fault
-from tests.support import run, wait_until
+from tests.support import run, scrape, wait_until
 
 VOL = "/Volumes/main/app/files"
 MiB = 1024 * 1024
@@ -138,8 +138,15 @@ def test_client_disconnect_mid_download_closes_the_upstream_and_frees_the_slot(g
         ) as response:
             assert response.status_code == 200
             next(response.iter_raw(65536))
+        # The gateway sees the caller leave a moment later: wait for that, not race it (on a
+        # loaded machine the next download could arrive first and be refused BUSY).
+        wait_until(lambda: read_file_slots_in_use(client) == 0)
     wait_until(lambda: len(workspace.aborted_downloads) == 3)
     assert download(client, f"{VOL}/README.txt").status_code == 200
+
+
+def read_file_slots_in_use(client) -> float:
+    return scrape(client)["gateway_admission_slots_in_use"].get((("op", "read_file"),), 0)
 
 
 def test_text_reads(gateway):

@@ -4,21 +4,8 @@ from __future__ import annotations
 
 import threading
 
-from prometheus_client.parser import text_string_to_metric_families
-
 from gateway.testing import Fault
-from tests.support import run, wait_until
-
-
-def scrape(client) -> dict[str, dict[tuple[tuple[str, str], ...], float]]:
-    response = client.get("/metrics")
-    assert response.status_code == 200, response.text
-    assert response.headers["content-type"].startswith("text/plain")
-    samples: dict[str, dict[tuple[tuple[str, str], ...], float]] = {}
-    for family in text_string_to_metric_families(response.text):
-        for sample in family.samples:
-            samples.setdefault(sample.name, {})[tuple(sorted(sample.labels.items()))] = sample.value
-    return samples
+from tests.support import run, scrape, wait_until
 
 
 def test_metrics_need_the_gateway_secret(gateway):

@@ -22,7 +22,7 @@ import aiohttp
 import orjson
 import uvicorn
 
-PIECE = 1024 * 1024  # the gateway's download read size
+PIECE = 2 * 1024 * 1024  # the gateway's download read size (files_api.DOWNLOAD_CHUNK_BYTES)
 OPS = {  # op: (path, the list's key or None for an object)
     "me": ("/api/2.0/preview/scim/v2/Me", None),
     "list_catalogs": ("/api/2.1/unity-catalog/catalogs", "catalogs"),

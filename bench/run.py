@@ -1303,11 +1303,12 @@ def per_op_sentences(rows: list[dict[str, Any]]) -> list[str]:
             row[k]["p50_ms"]["median"] for k in ("gateway", "direct_sdk", "bare_relay")
         )
         limit = 1.3 if row["latency_ms"] == 0 else 1.03
+        room = limit * sdk - bare
         lines.append(
             f"- `{row['op']}`, fake at {row['latency_ms']} ms: direct SDK {sdk:.2f} ms, bare relay "
-            f"{bare:.2f} ms ({bare / sdk:.2f}x of it), gateway {gw:.2f} ms, {gw - bare:.2f} ms "
-            f"above the bare relay; at {limit}x the gateway could take {limit * sdk:.2f} ms, "
-            f"{'more' if limit * sdk >= bare else 'less'} than the bare relay took."
+            f"{bare:.2f} ms ({bare / sdk:.2f}x of it), gateway {gw:.2f} ms. At {limit}x the "
+            f"gateway could take {limit * sdk:.2f} ms, which leaves its own layers "
+            f"{room:.2f} ms above the bare relay; they took {gw - bare:.2f} ms."
         )
     return lines
 

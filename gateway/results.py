@@ -2,10 +2,11 @@
 
 A result is a list of chunks. A chunk arrives as JSON_ARRAY rows (`data_array`), as a base64
 Arrow `attachment` (INLINE ARROW_STREAM on some warehouses), or as `external_links` to fetch
-without our Authorization header (JSON_ARRAY, ARROW_STREAM or CSV bytes). `ChunkReader` fetches
-up to `window` chunks ahead concurrently and hands them over in order, so the next chunks
-download while the caller reads this one; an expired link is refreshed once through the chunk
-endpoint. Memory stays bounded by the window, whatever the result size.
+without our Authorization header (JSON_ARRAY, ARROW_STREAM or CSV bytes). `ChunkReader` asks
+for up to `window` chunks ahead at once and hands them over in order, so the next chunks
+download while the caller reads this one (their bodies read in chunk order, see `_turn`); an
+expired link is refreshed once through the chunk endpoint. Memory stays bounded by the window,
+whatever the result size.
 """
 
 from __future__ import annotations

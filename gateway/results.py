@@ -169,7 +169,7 @@ class ChunkReader:
         """Wait until the chunk before has been read. Links are asked for a window ahead, all
         at once, so their time to first byte overlaps; their bodies are read in order, so the
         chunk the caller waits for has the link host to itself instead of a share of it (four
-        fair shares made the first chunk of a 1M-row Arrow stream arrive 20-30 ms later)."""
+        fair shares made the first chunk of a 1M-row Arrow stream arrive ~30 ms later)."""
         if index > self.start:
             await self._read_event(index - 1).wait()
         self._read.pop(index - 2, None)
@@ -334,7 +334,7 @@ async def _body(response: httpx.Response) -> Body:
     with memoryview(body) as view:
         async for piece in response.aiter_bytes():
             end = filled + len(piece)
-            if end > len(body):  # h11 enforces Content-Length: a guard, not a path
+            if end > len(body):  # the client enforces Content-Length: a guard, not a path
                 raise UpstreamBadResponse("an external link sent more than its Content-Length")
             view[filled:end] = piece
             filled = end

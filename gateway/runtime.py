@@ -17,7 +17,7 @@ from gateway.registry import Injected
 from gateway.settings import Settings
 from gateway.statements import Cancel, ShapeMemory
 from gateway.transport import AiohttpTransport
-from gateway.upstream import LeanUpstream, Upstream, make_upstream, tls_context
+from gateway.upstream import LeanUpstream, Upstream, make_upstream
 
 if TYPE_CHECKING:
     from gateway.telemetry import Telemetry
@@ -67,9 +67,7 @@ class Runtime(Injected):
         def async_client(size: int) -> httpx.AsyncClient:
             # httpx's API over aiohttp's buffered reads and writes (transport.py, which also
             # routes through the environment's proxy: httpx does not with a custom transport).
-            return httpx.AsyncClient(
-                transport=AiohttpTransport(size, tls_context()), timeout=timeout
-            )
+            return httpx.AsyncClient(transport=AiohttpTransport(size), timeout=timeout)
 
         limiter = anyio.CapacityLimiter(settings.thread_limit)
         return cls(

@@ -1,5 +1,6 @@
 """An httpx transport that sends through aiohttp: httpx's client API (and respx in the tests),
-aiohttp's C parser and buffered reads and writes underneath.
+aiohttp's C parser and buffered reads and writes underneath. Also how every aiohttp session of
+the gateway is made (`aiohttp_session`, here and on the lean path) and its one TLS context.
 
 For the SQL external links and the Files API uploads. Through httpcore each read or write is an
 h11 event and an anyio cancel scope, and each read a pause/resume of the socket. Scratch
@@ -16,8 +17,10 @@ which is raised as it was. HTTP(S)_PROXY / NO_PROXY are asked per request, as on
 
 from __future__ import annotations
 
+import functools
 import ssl
 from collections.abc import AsyncIterator
+from typing import Any
 
 import aiohttp
 import httpx
@@ -25,12 +28,32 @@ import httpx
 from gateway.proxies import EnvironmentProxies, aiohttp_proxy
 
 
+def aiohttp_session(max_connections: int, **options: Any) -> aiohttp.ClientSession:
+    """An aiohttp session as every one of ours is made (call it on the running event loop):
+    the process's one verifying TLS context, no environment read by aiohttp itself (proxies are
+    asked per request through `proxies.aiohttp_proxy`; no ~/.netrc), and no cookie jar: one pool
+    serves every identity, so nothing may pass from one request to another."""
+    return aiohttp.ClientSession(
+        connector=aiohttp.TCPConnector(limit=max_connections, ssl=tls_context()),
+        trust_env=False,
+        cookie_jar=aiohttp.DummyCookieJar(),
+        **options,
+    )
+
+
+@functools.cache
+def tls_context() -> ssl.SSLContext:
+    """One verifying TLS context for every HTTP client of the process (httpx and aiohttp):
+    loading the CA bundle costs tens of milliseconds per client otherwise, and a context is
+    safe to share."""
+    return httpx.create_ssl_context()
+
+
 class AiohttpTransport(httpx.AsyncBaseTransport):
     """Request and response bodies both stream."""
 
-    def __init__(self, max_connections: int, tls: ssl.SSLContext) -> None:
+    def __init__(self, max_connections: int) -> None:
         self._max_connections = max_connections
-        self._tls = tls
         self._proxies = EnvironmentProxies()
         self._session: aiohttp.ClientSession | None = None
 
@@ -38,12 +61,8 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
     def session(self) -> aiohttp.ClientSession:
         # Made on first use: an aiohttp session belongs to the running event loop.
         if self._session is None:
-            self._session = aiohttp.ClientSession(
-                connector=aiohttp.TCPConnector(limit=self._max_connections, ssl=self._tls),
-                trust_env=False,
-                cookie_jar=aiohttp.DummyCookieJar(),  # nothing passes from one fetch to another
-                auto_decompress=False,  # httpx decodes, as for its own transport
-            )
+            # httpx decodes content codings, as it does for its own transport.
+            self._session = aiohttp_session(self._max_connections, auto_decompress=False)
         return self._session
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:

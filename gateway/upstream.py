@@ -2,11 +2,10 @@
 readiness probe.
 
 **The lean path.** `me`, the Unity Catalog listings, a statement's polls and its chunks' links
-are one GET each (per page). Through the
-SDK each costs a worker-thread hop plus `requests` and urllib3 layers; here it is one pooled
-aiohttp call on the event loop (aiohttp, not httpx: its C parser made a call cost ~0.1 ms of CPU
-where httpx's pure-Python stack cost ~0.5 ms, measured against the fake). What the SDK decides
-stays the SDK's:
+are one GET each (per page). Through the SDK each costs a worker-thread hop plus `requests` and
+urllib3 layers; here it is one pooled aiohttp call on the event loop (aiohttp, not httpx: its C
+parser made a call cost ~0.1 ms of CPU where httpx's pure-Python stack cost ~0.5 ms, measured
+against the fake). What the SDK decides stays the SDK's:
 
 - auth headers come from the identity's own `Config.authenticate()` on every call (PAT, OAuth
   M2M with its token refresh, a tools-core client alike); the client itself from the auth
@@ -25,10 +24,8 @@ Ops call `Upstream`, never HTTP. `SdkUpstream` answers the same calls through th
 
 from __future__ import annotations
 
-import functools
 import importlib.util
 import random
-import ssl
 import sys
 import time
 import weakref
@@ -38,7 +35,6 @@ from typing import Any, Protocol, TypeVar
 import aiohttp
 import anyio
 import anyio.to_thread
-import httpx
 import orjson
 import requests
 import urllib3
@@ -55,6 +51,7 @@ from gateway.auth import current_auth, get_workspace_client
 from gateway.errors import UpstreamBadResponse
 from gateway.proxies import EnvironmentProxies, aiohttp_proxy
 from gateway.settings import Settings
+from gateway.transport import aiohttp_session
 
 PROBE_PATH = "/api/2.0/preview/scim/v2/Me"
 T = TypeVar("T")
@@ -145,14 +142,7 @@ class LeanUpstream:
     def http(self) -> aiohttp.ClientSession:
         # Made on first use: an aiohttp session belongs to the running event loop.
         if self._session is None:
-            connector = aiohttp.TCPConnector(limit=self._pool_size, ssl=tls_context())
-            self._session = aiohttp.ClientSession(
-                connector=connector,
-                timeout=self._timeout,
-                trust_env=False,  # proxies: see _proxy_for (no ~/.netrc, no lookup per request)
-                cookie_jar=aiohttp.DummyCookieJar(),  # one pool serves every identity
-                raise_for_status=False,
-            )
+            self._session = aiohttp_session(self._pool_size, timeout=self._timeout)
         return self._session
 
     async def aclose(self) -> None:
@@ -308,14 +298,6 @@ def sdk_error(config: Config, response: aiohttp.ClientResponse, content: bytes) 
     error = parser.get_api_error(as_requests)
     assert error is not None  # always, for a status >= 400
     return error
-
-
-@functools.cache
-def tls_context() -> ssl.SSLContext:
-    """One verifying TLS context for every HTTP client of the process (httpx and aiohttp):
-    loading the CA bundle costs tens of milliseconds per client otherwise, and a context is
-    safe to share."""
-    return httpx.create_ssl_context()
 
 
 def make_upstream(settings: Settings, limiter: anyio.CapacityLimiter) -> Upstream:

@@ -17,7 +17,7 @@ from gateway.app import create_app
 from gateway.serve import server_for
 from gateway.settings import Settings
 from gateway.testing import DEMO, FakeWorkspace
-from gateway.upstream import tls_context
+from gateway.transport import tls_context
 
 
 def _ephemeral_floor() -> int:

@@ -714,7 +714,12 @@ def query(rows: int, samples: int) -> dict[str, Any]:
 
 def _query(fake: Proc, gateway: Proc, rows: int, samples: int) -> dict[str, Any]:
     import pyarrow as pa
-    from databricks.sdk.service.sql import Disposition, Format, StatementState
+    from databricks.sdk.service.sql import (
+        Disposition,
+        Format,
+        StatementResponse,
+        StatementState,
+    )
 
     from gateway.registry import ARROW_STREAM, NDJSON
     from gateway.sqltypes import arrow_rows
@@ -726,20 +731,26 @@ def _query(fake: Proc, gateway: Proc, rows: int, samples: int) -> dict[str, Any]
     gateway_pool = urllib3.HTTPConnectionPool(parsed.host, parsed.port, timeout=600)
     chunks_seen: list[int] = []
 
-    def via_sdk() -> int:
-        """The best a user could write with the SDK: external Arrow links fetched one after
-        the other, every value typed with the gateway's own table."""
+    def succeeded(wait_timeout: str, poll_seconds: float) -> StatementResponse:
+        """The statement run through the SDK as EXTERNAL_LINKS + ARROW_STREAM, polled to its end."""
         api = direct.statement_execution
         response = api.execute_statement(
             statement=statement,
             warehouse_id="fakewarehouse0001",
-            wait_timeout="50s",
+            wait_timeout=wait_timeout,
             disposition=Disposition.EXTERNAL_LINKS,
             format=Format.ARROW_STREAM,
         )
         while response.status.state in (StatementState.PENDING, StatementState.RUNNING):
-            time.sleep(0.05)
+            time.sleep(poll_seconds)
             response = api.get_statement(response.statement_id)
+        return response
+
+    def via_sdk() -> int:
+        """The best a user could write with the SDK: external Arrow links fetched one after
+        the other, every value typed with the gateway's own table."""
+        api = direct.statement_execution
+        response = succeeded("50s", 0.05)
         total = response.manifest.total_chunk_count or 0
         chunks_seen.append(total)
         count = 0
@@ -758,18 +769,8 @@ def _query(fake: Proc, gateway: Proc, rows: int, samples: int) -> dict[str, Any]
     def fake_execution() -> float:
         """Seconds from submit to SUCCEEDED on the fake alone (polled every 5 ms): every side
         pays it before its first byte, so a reader can tell it from the transfer."""
-        api = direct.statement_execution
         started = time.perf_counter()
-        response = api.execute_statement(
-            statement=statement,
-            warehouse_id="fakewarehouse0001",
-            wait_timeout="0s",
-            disposition=Disposition.EXTERNAL_LINKS,
-            format=Format.ARROW_STREAM,
-        )
-        while response.status.state in (StatementState.PENDING, StatementState.RUNNING):
-            time.sleep(0.005)
-            response = api.get_statement(response.statement_id)
+        succeeded("0s", 0.005)
         return time.perf_counter() - started
 
     def post_query(accept: str) -> urllib3.BaseHTTPResponse:

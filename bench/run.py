@@ -59,6 +59,7 @@ OUT = ROOT / "bench" / "out"
 HEADERS = {"X-Gateway-Secret": SECRET}
 MiB = 1024 * 1024
 CONCURRENCY = (1, 8, 32, 64, 128, 256)
+GOAL_CONCURRENCY = 64  # issue 14: req/s and p99 at c = 64
 T = TypeVar("T")
 
 
@@ -199,13 +200,28 @@ def load_figures(samples: list[dict[str, float]]) -> dict[str, Any]:
 
 
 def gateway_load(
-    gateway: Proc, body: dict[str, Any], total: int, c: int, headers: dict[str, str] | None = None
+    gateway: Proc,
+    body: dict[str, Any],
+    total: int,
+    c: int,
+    headers: dict[str, str] | None = None,
+    clock: CpuClock | None = None,
 ) -> dict[str, float]:
-    """Client latency and req/s from the load generator, service time from the gateway's log."""
+    """Client latency and req/s from the load generator, service time from the gateway's log;
+    with `clock`, the CPU each process spent: µs per request and cores (CPU s per wall s)."""
     since = log_offset(gateway)
+    before = clock.read() if clock else {}
+    started = time.perf_counter()
     load = run_load(gateway.url, body, {**HEADERS, **(headers or {})}, total, c)
+    wall = time.perf_counter() - started  # the same span as the CPU readings
+    after = clock.read() if clock else {}  # before reading the log, which costs this process
     durations = server_durations_ms(gateway, since)
-    return load_stats(load, durations[-total:])
+    stats = load_stats(load, durations[-total:])
+    for name in before:
+        spent = after[name] - before[name]
+        stats[f"cpu_us_{name}"] = spent / total * 1e6
+        stats[f"cores_{name}"] = spent / wall
+    return stats
 
 
 # --- sections -------------------------------------------------------------------------------
@@ -268,6 +284,8 @@ def concurrency(plan: Plan) -> list[dict[str, Any]]:
     client-per-call pattern (a new WorkspaceClient for every call, threads)."""
     rows = []
     with fake_and_gateway() as (fake, gateway), extra_gateway(fake, GATEWAY_WORKERS="2") as two:
+        clock = CpuClock({"gateway": gateway, "fake": fake})
+        clock_2 = CpuClock({"gateway": two, "fake": fake})
         for c in CONCURRENCY:
             total = max(plan.load_min, plan.load_per_c * c)
             fresh_total = max(plan.per_request_min, plan.per_request_per_c * c)
@@ -276,10 +294,10 @@ def concurrency(plan: Plan) -> list[dict[str, Any]]:
                 threaded(pool, direct.current_user.me, 2 * c)  # warm-up
                 sides = {
                     "gateway": lambda c=c, total=total: gateway_load(
-                        gateway, {"op": "me"}, total, c
+                        gateway, {"op": "me"}, total, c, clock=clock
                     ),
                     "gateway_2_workers": lambda c=c, total=total: gateway_load(
-                        two, {"op": "me"}, total, c
+                        two, {"op": "me"}, total, c, clock=clock_2
                     ),
                     "direct_sdk": lambda pool=pool, d=direct, total=total: load_stats(
                         threaded(pool, d.current_user.me, total)
@@ -613,7 +631,7 @@ def _files(fake: Proc, gateway: Proc, relay: Proc, plan: Plan) -> dict[str, Any]
             warm_up()
         sdk_said["upload"].clear()
         sdk_said["download"].clear()
-        clock = CpuClock(gateway, relay, fake)
+        clock = CpuClock({"gateway": gateway, "bare_relay": relay, "fake": fake})
         result: dict[str, Any] = {"file_mib": file_mib}
         for name, gw, sdk, bare in (
             ("upload", upload_gateway, upload_sdk, upload_relay),
@@ -664,19 +682,16 @@ class Transfer:
 
 
 class CpuClock:
-    """CPU seconds (user + system, every thread) of the gateway, the bare relay, the fake and this
-    process (the measuring client), read around each file sample: on 2 busy CPUs a transfer is bound by the
-    CPU every process on its path spends, so this says where its time went."""
+    """CPU seconds (user + system, every thread, and a gateway's worker processes) of the named
+    processes and of this one (the measuring client or load generator), read around a sample: on
+    2 busy CPUs a sample is bound by the CPU every process on its path spends, so this says where
+    its time went."""
 
-    def __init__(self, gateway: Proc, relay: Proc, fake: Proc) -> None:
-        self.processes = {
-            "gateway": psutil.Process(gateway.process.pid),
-            "bare_relay": psutil.Process(relay.process.pid),
-            "fake": psutil.Process(fake.process.pid),
-        }
+    def __init__(self, processes: dict[str, Proc]) -> None:
+        self.processes = {name: psutil.Process(p.process.pid) for name, p in processes.items()}
 
     def read(self) -> dict[str, float]:
-        seconds = {name: sum(p.cpu_times()[:2]) for name, p in self.processes.items()}
+        seconds = {name: _cpu_seconds(p) for name, p in self.processes.items()}
         own = os.times()
         seconds["client"] = own.user + own.system
         return seconds
@@ -686,6 +701,11 @@ class CpuClock:
         seconds = _once(fn)
         after = self.read()
         return Transfer(seconds, {name: after[name] - before[name] for name in before})
+
+
+def _cpu_seconds(process: psutil.Process) -> float:
+    every = [process, *process.children(recursive=True)]
+    return sum(sum(p.cpu_times()[:2]) for p in every)
 
 
 def cpu_per_gib(samples: list[Transfer], gib: float) -> dict[str, Any]:
@@ -994,7 +1014,7 @@ def goals(r: dict[str, Any]) -> list[dict[str, Any]]:
                 "≤ 1.6x",
                 value <= 1.6,
             )
-    at64 = next(row for row in r["concurrency"] if row["concurrency"] == 64)
+    at64 = next(row for row in r["concurrency"] if row["concurrency"] == GOAL_CONCURRENCY)
     for side, label, vs_key in (
         ("gateway", "1 process (default)", "rps_vs_client_per_call"),
         ("gateway_2_workers", "GATEWAY_WORKERS=2", "rps_2_workers_vs_client_per_call"),
@@ -1148,6 +1168,7 @@ def results_markdown(r: dict[str, Any]) -> str:
             f"{ratio(row['rps_vs_client_per_call'])} |"
         )
     lines += ["", *queueing_sentences(r["concurrency"])]
+    lines += load_cpu_markdown(r["concurrency"], r["machine"]["cpu_count"])
     lines += _table(
         "TCP or unix-domain socket (`me`, GATEWAY_UDS, the same load generator)",
         "c",
@@ -1350,6 +1371,62 @@ def files_cpu_markdown(f: dict[str, Any]) -> list[str]:
             "every byte once more. The bare relay (an ASGI app under the same uvicorn stack, no "
             f"framework, no checks) spent {bare['bare_relay']['median']:.2f} CPU-s per GiB and "
             f"reached {d['bare_relay_ratio']['median']:.2f}x of the direct SDK's throughput."
+        )
+    return lines
+
+
+LOAD_SIDES = (("gateway", "1 process (default)"), ("gateway_2_workers", "GATEWAY_WORKERS=2"))
+
+
+def load_cpu_markdown(rows: list[dict[str, Any]], cpus: int) -> list[str]:
+    """Where the CPU went under load: each process's µs per request and cores (CPU seconds per
+    wall second), so a req/s figure shows what bounds it."""
+    if not rows or "cpu_us_gateway" not in rows[0]["gateway"]:
+        return []  # a results file from before these were measured
+    lines = _table(
+        "CPU by process under load (`me`, fake at 0 ms): µs per request, and cores",
+        "c",
+        "gateway",
+        "req/s",
+        "gateway µs / cores",
+        "fake µs / cores",
+        "load generator µs / cores",
+        f"all cores (of {cpus})",
+    )
+    for row in rows:
+        for side, label in LOAD_SIDES:
+            s = row[side]
+            cells = [
+                f"{fig(s[f'cpu_us_{name}'], '', '{:,.0f}')} / {fig(s[f'cores_{name}'])}"
+                for name in ("gateway", "fake", "client")
+            ]
+            total = sum(s[f"cores_{name}"]["median"] for name in ("gateway", "fake", "client"))
+            lines.append(
+                f"| {row['concurrency']} | {label} | {fig(s['rps'], '', '{:,.0f}')} | "
+                f"{' | '.join(cells)} | {total:.2f} |"
+            )
+    lines.append("")
+    for row in rows:
+        if row["concurrency"] != GOAL_CONCURRENCY:
+            continue
+        one, two = row["gateway"], row["gateway_2_workers"]
+        total_1, total_2 = (
+            sum(side[f"cores_{n}"]["median"] for n in ("gateway", "fake", "client"))
+            for side in (one, two)
+        )
+        lines.append(
+            f"- c = {GOAL_CONCURRENCY}, 1 process: {one['rps']['median']:,.0f} req/s with the "
+            f"gateway at {one['cores_gateway']['median']:.2f} cores "
+            f"({one['cpu_us_gateway']['median']:,.0f} µs of CPU per request, connection set-up "
+            "included); one event loop runs on at most one core. The three processes together "
+            f"ran at {total_1:.2f} of the machine's {cpus} CPUs."
+        )
+        lines.append(
+            f"- c = {GOAL_CONCURRENCY}, GATEWAY_WORKERS=2: {two['rps']['median']:,.0f} req/s with "
+            f"the gateway at {two['cores_gateway']['median']:.2f} cores "
+            f"({two['cpu_us_gateway']['median']:,.0f} µs per request), the fake at "
+            f"{two['cores_fake']['median']:.2f} and the load generator at "
+            f"{two['cores_client']['median']:.2f}: {total_2:.2f} of the machine's {cpus} CPUs."
         )
     return lines
 

@@ -4,17 +4,19 @@
 // pool (the transport the gateway's own Node client uses; PAT, pagination). Both are measured
 // from the same keep-alive undici pool in front of Express, in interleaved samples whose order
 // rotates. Each route's inner call is also timed alone, without Express (node_client_gateway:
-// the Node client → gateway; node_direct_client: undici → the fake), to split a route's time.
-// usage: node bench/express.mjs GATEWAY_URL FAKE_URL SECRET TOKEN CALLS_PER_SAMPLE SAMPLES
+// the Node client → gateway; node_direct_client: undici → the fake), to split a route's time;
+// and node_bare_relay, undici → the bare relay (relay.py: POST /run under the gateway's server
+// stack, nothing else) → the fake: the floor of any Python hop of this shape.
+// usage: node bench/express.mjs GATEWAY_URL FAKE_URL RELAY_URL SECRET TOKEN CALLS SAMPLES
 // prints: {"same_answer": bool, "express_gateway": [{p50_ms, p99_ms}…], "express_direct_client": […],
-//          "node_client_gateway": […], "node_direct_client": […]}
+//          "node_client_gateway": […], "node_direct_client": […], "node_bare_relay": […]}
 import { once } from 'node:events';
 import { Pool } from '../clients/node/node_modules/undici/index.js';
 import express from '../examples/express-app/node_modules/express/index.js';
 import { createApp } from '../examples/express-app/server.js';
 import { createGatewayClient } from '../clients/node/src/index.js';
 
-const [gatewayUrl, fakeUrl, secret, token, callsArg, samplesArg] = process.argv.slice(2);
+const [gatewayUrl, fakeUrl, relayUrl, secret, token, callsArg, samplesArg] = process.argv.slice(2);
 const calls = Number(callsArg);
 const samples = Number(samplesArg);
 const keepAlive = { connections: 16, keepAliveTimeout: 20_000, keepAliveMaxTimeout: 20_000 };
@@ -40,6 +42,18 @@ async function listCatalogsDirect() {
   return catalogs;
 }
 
+const relay = new Pool(new URL(relayUrl).origin, keepAlive);
+async function listCatalogsRelay() {
+  const response = await relay.request({
+    method: 'POST',
+    path: '/run',
+    headers: { 'content-type': 'application/json' },
+    body: JSON.stringify({ op: 'list_catalogs' }),
+  });
+  if (response.statusCode !== 200) throw new Error(`HTTP ${response.statusCode}`);
+  return (await response.body.json()).result;
+}
+
 const gateway = createGatewayClient({ url: gatewayUrl, secret });
 const app = createApp({ gateway, authMode: 'service' });
 const direct = express();
@@ -62,6 +76,7 @@ const sides = {
   express_direct_client: () => get(callers[1]),
   node_client_gateway: () => gateway.listCatalogs(),
   node_direct_client: () => listCatalogsDirect(),
+  node_bare_relay: () => listCatalogsRelay(),
 };
 
 async function block(fn) {
@@ -90,5 +105,5 @@ for (let i = 0; i < samples; i += 1) {
 }
 console.log(JSON.stringify({ same_answer: sameAnswer, ...results }));
 servers.forEach((s) => s.close());
-await Promise.all([...callers, databricks].map((pool) => pool.close()));
+await Promise.all([...callers, databricks, relay].map((pool) => pool.close()));
 await gateway.close();

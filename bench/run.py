@@ -473,8 +473,9 @@ def express_path(plan: Plan) -> list[dict[str, Any]]:
     results = []
     for latency in (0, 20):
         n = plan.block_0ms if latency == 0 else plan.block_20ms
-        with fake_and_gateway(latency_ms=latency) as (fake, gateway):
-            args = [gateway.url, fake.url, SECRET, SERVICE_TOKEN, str(n), str(plan.samples)]
+        with fake_and_gateway(latency_ms=latency) as (fake, gateway), relay_for(fake) as relay:
+            args = [gateway.url, fake.url, relay.url, SECRET, SERVICE_TOKEN, str(n)]
+            args.append(str(plan.samples))
             output = subprocess.run(
                 ["node", str(ROOT / "bench" / "express.mjs"), *args],
                 cwd=ROOT,
@@ -491,6 +492,7 @@ def express_path(plan: Plan) -> list[dict[str, Any]]:
                     "express_direct_client",
                     "node_client_gateway",
                     "node_direct_client",
+                    "node_bare_relay",
                 )
             }
             results.append(
@@ -1466,6 +1468,14 @@ def express_sentences(rows: list[dict[str, Any]]) -> list[str]:
             f"directly) adds {gateway_call - direct_call:.2f} ms; at 1.6x the route could take "
             f"{1.6 * p50['express_direct_client']:.2f} ms."
         )
+        if "node_bare_relay" in p50:
+            relay_call = p50["node_bare_relay"]
+            floor = relay_call + p50["express_gateway"] - gateway_call
+            out[-1] += (
+                f" The bare relay's call alone (undici → relay.py → Databricks) took "
+                f"{relay_call:.2f} ms: a route around it, with the same Express cost, would take "
+                f"{floor:.2f} ms, {floor / p50['express_direct_client']:.2f}x the direct route."
+            )
     return out
 
 

@@ -4,7 +4,7 @@ Three things uvicorn does not do for us:
 - **Slow headers.** uvicorn's httptools protocol waits forever for a request head, so a few
   hundred half-open connections hold file descriptors for as long as their peers like.
   `HeadTimeoutProtocol` closes a connection whose request head is not complete within
-  `GATEWAY_HEADER_TIMEOUT_SECONDS` of its first byte (or of the connection, if no byte comes).
+  `GATEWAY_HEADER_TIMEOUT_SECONDS` of its first read (or of the connection, if no byte comes).
 - **One write per short answer.** uvicorn writes a response's head and its body separately: two
   syscalls, and two wake-ups of the caller, for one small JSON answer. `HeadWithBody` sends the
   head together with the first body piece when that piece comes in the same event-loop turn.
@@ -49,17 +49,26 @@ GRACEFUL_SHUTDOWN_SECONDS = 5  # then in-flight requests are cancelled (queries 
 class HeadTimeoutProtocol(HttpToolsProtocol):
     head_timeout_seconds = 5.0
     _head_timer: asyncio.TimerHandle | None = None
+    _head_open = False  # a request head has begun and is not complete yet
 
     # The signature of uvicorn's own override, which narrows asyncio's BaseTransport likewise.
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
         self._arm_head_timer()
 
+    def data_received(self, data: bytes) -> None:
+        super().data_received(data)
+        # Armed only for a head still open once its bytes so far are parsed: a head that comes
+        # whole in one read (nearly every one) costs no timer.
+        if self._head_open and self._head_timer is None:
+            self._arm_head_timer()
+
     def on_message_begin(self) -> None:
         super().on_message_begin()
-        self._arm_head_timer()
+        self._head_open = True
 
     def on_headers_complete(self) -> None:
+        self._head_open = False
         self._disarm_head_timer()
         previous = self.cycle
         super().on_headers_complete()

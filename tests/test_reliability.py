@@ -215,6 +215,19 @@ def test_connections_that_never_finish_a_request_head_are_closed(gateway):
     assert client.get("/health").status_code == 200  # complete requests are unaffected
 
 
+def test_a_kept_alive_connection_whose_next_head_stalls_is_closed(gateway):
+    # The first request's head came whole and was answered; the second's first bytes start the
+    # clock on their own, in a later read.
+    server, _ = gateway(header_timeout_seconds=1)
+    port = int(server.url.rsplit(":", 1)[1])
+    with socket.create_connection(("127.0.0.1", port)) as sock:
+        sock.settimeout(30)  # a hang guard: the server closes it after ~1 s
+        sock.sendall(b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n")
+        assert sock.recv(4096).startswith(b"HTTP/1.1 200")
+        sock.sendall(b"GET /health HTTP/1.1\r\nHost: x\r\nX-Slow: ")
+        assert sock.recv(4096) == b""  # closed by the gateway, with no response
+
+
 def test_a_slow_but_steady_request_head_within_the_timeout_is_served(gateway):
     server, _ = gateway(header_timeout_seconds=5)
     port = int(server.url.rsplit(":", 1)[1])

@@ -374,15 +374,19 @@ def _declared_length(request: RunRequest) -> int | None:
 async def _read_limited(request: RunRequest, declared: int | None, limit: int) -> bytes:
     if declared is not None and declared > limit:
         raise _too_large(limit)
-    buffer = bytearray()
-    try:
-        async for chunk in request.stream():
-            buffer += chunk
-            if len(buffer) > limit:
-                raise _too_large(limit)
-    except ClientDisconnect:
-        raise _client_left() from None
-    return bytes(buffer)
+    pieces: list[bytes] = []
+    size, more = 0, True
+    while more:  # straight from receive(): a JSON body nearly always comes in one message
+        message = await request.receive()
+        if message["type"] == "http.disconnect":
+            raise _client_left()
+        piece = message.get("body", b"")
+        size += len(piece)
+        if size > limit:
+            raise _too_large(limit)
+        pieces.append(piece)
+        more = message.get("more_body", False)
+    return pieces[0] if len(pieces) == 1 else b"".join(pieces)
 
 
 def _too_large(limit: int) -> GatewayError:
@@ -400,7 +404,7 @@ def _render(
     if isinstance(result, ByteStream):
         chunks = _until(deadline, result.chunks, result.media_type == NDJSON)
         return _Streamed(chunks, release, media_type=result.media_type, headers=result.headers)
-    return JsonAnswer(orjson.dumps({"result": op.dump(result)}))
+    return JsonAnswer(b'{"result":' + op.dump_json(result) + b"}")
 
 
 class _Streamed(StreamingResponse):

@@ -134,8 +134,8 @@ class Op:
             partial(self.fn, **kwargs), limiter=limiter, abandon_on_cancel=True
         )
 
-    def dump(self, result: Any) -> Any:
-        return self.result.dump_python(result, mode="json", by_alias=True)
+    def dump_json(self, result: Any) -> bytes:
+        return self.result.dump_json(result, by_alias=True)
 
     def describe(self) -> dict[str, Any]:
         params_schema = self.params.model_json_schema()

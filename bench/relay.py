@@ -3,7 +3,9 @@ starts from.
 
 No framework, no checks, no deadlines, no error mapping: an ASGI app under uvicorn with the
 gateway's server stack (uvloop, httptools). For files it copies a request body into a PUT to the
-fake's Files API, and a GET's body back out, over a raw asyncio connection per transfer. For
+fake's Files API over a raw asyncio connection, and a GET's body back out the way the gateway
+reads one (2 MiB reads of a blocking socket in a worker thread, each sent as it comes) but over a
+bare socket: no HTTP client, no checks, no deadline. For
 `POST /run` with `me` or `list_catalogs` it makes the same GETs as the gateway's lean path (one
 pooled aiohttp session, page after page) and answers `{"result": ...}` with the upstream's JSON
 as it came, untyped. What the gateway spends above this is what its own layers cost.
@@ -14,6 +16,7 @@ as it came, untyped. What the gateway spends above this is what its own layers c
 from __future__ import annotations
 
 import asyncio
+import socket
 import sys
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
@@ -53,23 +56,41 @@ class Relay:
             await respond(send, 200, b"ok")
 
     async def download(self, path: str, send: Any) -> None:
-        reader, writer = await asyncio.open_connection(self.host, self.port, limit=PIECE)
+        loop = asyncio.get_running_loop()
+        sock, remaining, first = await loop.run_in_executor(None, self.open_download, path)
         try:
-            writer.write(
-                f"GET /api/2.0/fs/files{path} HTTP/1.1\r\nHost: fake\r\n{self.auth}\r\n".encode()
-            )
-            remaining = content_length(await reader.readuntil(b"\r\n\r\n"))
             length = str(remaining).encode()
             headers = [(b"content-length", length), (b"content-type", b"application/octet-stream")]
             await send({"type": "http.response.start", "status": 200, "headers": headers})
+            if not remaining:
+                await send({"type": "http.response.body", "body": b""})
+            data = first
             while remaining:
-                data = await reader.read(min(remaining, PIECE))
                 if not data:
-                    raise ConnectionError("the fake closed mid-body")
+                    want = min(remaining, PIECE)
+                    data = await loop.run_in_executor(None, sock.recv, want, socket.MSG_WAITALL)
+                    if not data:
+                        raise ConnectionError("the fake closed mid-body")
                 remaining -= len(data)
                 await send({"type": "http.response.body", "body": data, "more_body": remaining > 0})
+                data = b""
         finally:
-            writer.close()
+            sock.close()
+
+    def open_download(self, path: str) -> tuple[socket.socket, int, bytes]:
+        """A blocking connection that sent the GET: the socket, the body's length, and the body
+        bytes that came with the head."""
+        sock = socket.create_connection((self.host, self.port))
+        request = f"GET /api/2.0/fs/files{path} HTTP/1.1\r\nHost: fake\r\n{self.auth}\r\n"
+        sock.sendall(request.encode())
+        head = b""
+        while b"\r\n\r\n" not in head:
+            more = sock.recv(65536)
+            if not more:
+                raise ConnectionError("the fake closed before its head")
+            head += more
+        head, _, first = head.partition(b"\r\n\r\n")
+        return sock, content_length(head), first
 
     async def run(self, receive: Any, send: Any) -> None:
         body, more = b"", True

@@ -1328,11 +1328,16 @@ def per_op_sentences(rows: list[dict[str, Any]]) -> list[str]:
         )
         limit = 1.3 if row["latency_ms"] == 0 else 1.03
         room = limit * sdk - bare
+        budget = (
+            f"which leaves its own layers {room:.2f} ms above the bare relay"
+            if room >= 0
+            else f"less than the bare relay alone took ({-room:.2f} ms less): no layers fit"
+        )
         lines.append(
             f"- `{row['op']}`, fake at {row['latency_ms']} ms: direct SDK {sdk:.2f} ms, bare relay "
             f"{bare:.2f} ms ({bare / sdk:.2f}x of it), gateway {gw:.2f} ms. At {limit}x the "
-            f"gateway could take {limit * sdk:.2f} ms, which leaves its own layers "
-            f"{room:.2f} ms above the bare relay; they took {gw - bare:.2f} ms."
+            f"gateway could take {limit * sdk:.2f} ms, {budget}; its layers took "
+            f"{gw - bare:.2f} ms."
         )
     return lines
 

@@ -6,7 +6,13 @@ import { test } from 'node:test';
 import { createGatewayClient } from '../src/index.js';
 import { liveStack } from './harness.js';
 
-const live = liveStack({ gatewayEnv: { GATEWAY_AUTH_MODE: 'auto' }, fakeArgs: ['--chunk-rows', '7'] });
+// 100 ms per result link: a stream of 43 chunks (over 1 s) outlasts a caller who leaves after its
+// first row, so the gateway has a statement left to cancel (with instant links it could send it
+// all before it sees the caller leave).
+const live = liveStack({
+  gatewayEnv: { GATEWAY_AUTH_MODE: 'auto' },
+  fakeArgs: ['--chunk-rows', '7', '--link-latency-ms', '100'],
+});
 
 test('health, readiness and identities', async () => {
   assert.equal((await live.client.health()).status, 'ok');

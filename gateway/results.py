@@ -157,10 +157,15 @@ class ChunkReader:
         return index, await self.api.chunk(self.manifest.statement_id, index)
 
     async def _data(self, indexed: tuple[int, dict[str, Any]]) -> Chunk:
+        index = indexed[0]
         try:
             return await self._chunk_data(*indexed)
         finally:  # read or failed: the next chunk's body may go
-            self._read_event(indexed[0]).set()
+            self._read_event(index).set()
+            # Chunks in flight are at most a window ahead of the reader, so no chunk can wait
+            # any more on one this far back: the events stay as few as the window, whatever
+            # kind of chunks (links or inline) the result has.
+            self._read.pop(index - self.window - 1, None)
 
     def _read_event(self, index: int) -> asyncio.Event:
         return self._read.setdefault(index, asyncio.Event())
@@ -172,7 +177,6 @@ class ChunkReader:
         fair shares made the first chunk of a 1M-row Arrow stream arrive ~30 ms later)."""
         if index > self.start:
             await self._read_event(index - 1).wait()
-        self._read.pop(index - 2, None)
 
     async def _chunk_data(self, index: int, result: dict[str, Any]) -> Chunk:
         if "attachment" in result:

@@ -8,24 +8,46 @@ import logging
 import sys
 import time
 from contextvars import ContextVar, Token
+from dataclasses import dataclass
 from typing import Any
 
 import orjson
 
 logger = logging.getLogger("gateway")
-_request_id: ContextVar[str] = ContextVar("request_id", default="")
+
+
+@dataclass(slots=True)
+class CurrentRequest:
+    """What the code serving a request adds to its log line without seeing HTTP: its id, and
+    the time it spent waiting on Databricks (`upstream_ms`)."""
+
+    request_id: str
+    upstream_seconds: float = 0.0
+
+
+_current: ContextVar[CurrentRequest | None] = ContextVar("current_request", default=None)
 
 
 def current_request_id() -> str:
-    return _request_id.get()
+    current = _current.get()
+    return current.request_id if current is not None else ""
 
 
-def bind_request_id(request_id: str) -> Token[str]:
-    return _request_id.set(request_id)
+def bind_request(request_id: str) -> tuple[CurrentRequest, Token[CurrentRequest | None]]:
+    current = CurrentRequest(request_id)
+    return current, _current.set(current)
 
 
-def unbind_request_id(token: Token[str]) -> None:
-    _request_id.reset(token)
+def unbind_request(token: Token[CurrentRequest | None]) -> None:
+    _current.reset(token)
+
+
+def add_upstream_time(seconds: float) -> None:
+    """Count `seconds` spent on a Databricks call to the current request. Called on the event
+    loop's thread (a worker thread's call is timed around its await), so no sum is lost."""
+    current = _current.get()
+    if current is not None:
+        current.upstream_seconds += seconds
 
 
 _RESERVED = frozenset(vars(logging.makeLogRecord({}))) | {"message", "asctime", "taskName"}

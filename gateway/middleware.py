@@ -17,7 +17,7 @@ import orjson
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from gateway.errors import GatewayError, masked_internal_error
-from gateway.logs import bind_request_id, log_request, logger, unbind_request_id
+from gateway.logs import bind_request, log_request, logger, unbind_request
 from gateway.metrics import Metrics
 from gateway.tracing import traceparent_from
 
@@ -93,7 +93,7 @@ class RequestContext:
         if self.telemetry is not None and scope["path"] == "/run":
             span = self.telemetry.start(trace[0] if trace else None)
         started = time.perf_counter()
-        bound = bind_request_id(request_id)
+        current, bound = bind_request(request_id)
         status, started_response = 500, False
         if self.metrics is not None:
             self.metrics.in_flight += 1
@@ -141,7 +141,7 @@ class RequestContext:
                 raise
             await send_error(send_with_id, masked_internal_error(), request_id)
         finally:
-            unbind_request_id(bound)
+            unbind_request(bound)
             elapsed = time.perf_counter() - started
             if span is not None:
                 span.end(log, status)
@@ -149,6 +149,8 @@ class RequestContext:
                 self.metrics.in_flight -= 1
                 route = scope["path"] if scope["path"] in ROUTES else "other"
                 self.metrics.observe(log["op"] or route, status, elapsed)
+            if current.upstream_seconds:
+                log["upstream_ms"] = round(current.upstream_seconds * 1000, 2)
             if logger.isEnabledFor(logging.INFO):  # the fields are built only when logged
                 log_request(
                     {

@@ -49,6 +49,7 @@ from databricks.sdk.service.iam import User
 
 from gateway.auth import current_auth, get_workspace_client
 from gateway.errors import UpstreamBadResponse
+from gateway.logs import add_upstream_time
 from gateway.proxies import EnvironmentProxies, aiohttp_proxy
 from gateway.settings import Settings
 from gateway.transport import aiohttp_session
@@ -86,9 +87,13 @@ class SdkUpstream:
 
     async def _run(self, call: Callable[[WorkspaceClient], T]) -> T:
         # The worker thread inherits this task's contextvars: the request's identity.
-        return await anyio.to_thread.run_sync(
-            lambda: call(get_workspace_client()), limiter=self._limiter, abandon_on_cancel=True
-        )
+        started = time.perf_counter()
+        try:
+            return await anyio.to_thread.run_sync(
+                lambda: call(get_workspace_client()), limiter=self._limiter, abandon_on_cancel=True
+            )
+        finally:
+            add_upstream_time(time.perf_counter() - started)
 
     async def me(self) -> User:
         return await self._run(lambda w: w.current_user.me())
@@ -105,11 +110,15 @@ class SdkUpstream:
         )
 
     async def read(self, client: WorkspaceClient, path: str) -> dict[str, Any]:
-        body = await anyio.to_thread.run_sync(
-            lambda: client.api_client.do("GET", path),
-            limiter=self._limiter,
-            abandon_on_cancel=True,
-        )
+        started = time.perf_counter()
+        try:
+            body = await anyio.to_thread.run_sync(
+                lambda: client.api_client.do("GET", path),
+                limiter=self._limiter,
+                abandon_on_cancel=True,
+            )
+        finally:
+            add_upstream_time(time.perf_counter() - started)
         if not isinstance(body, dict):
             raise UpstreamBadResponse(f"GET {path} answered JSON that is not an object")
         return body
@@ -199,17 +208,21 @@ class LeanUpstream:
     ) -> dict[str, Any]:
         headers = {**self._fixed_headers(config), **config.authenticate()}
         url = f"{config.host}{path}"
-        async with self.http.get(
-            url,
-            params=query,
-            headers=headers,
-            allow_redirects=False,
-            **aiohttp_proxy(self._proxies, url),
-        ) as response:
-            content = await response.read()
-            status = response.status
-            if status >= 400:
-                raise sdk_error(config, response, content)
+        started = time.perf_counter()
+        try:
+            async with self.http.get(
+                url,
+                params=query,
+                headers=headers,
+                allow_redirects=False,
+                **aiohttp_proxy(self._proxies, url),
+            ) as response:
+                content = await response.read()
+                status = response.status
+        finally:
+            add_upstream_time(time.perf_counter() - started)
+        if status >= 400:
+            raise sdk_error(config, response, content)
         if not content:
             return {}
         try:

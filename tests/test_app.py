@@ -192,6 +192,28 @@ def test_one_structured_log_line_per_request(gateway, caplog):
     assert line.duration_ms >= 0
 
 
+@pytest.mark.parametrize("lean", [True, False], ids=["lean path", "SDK path"])
+def test_the_log_line_says_how_long_databricks_took(gateway, workspace, caplog, lean):
+    _, client = gateway(lean_upstream=lean)
+    caplog.set_level("INFO", logger="gateway")
+    workspace.latency = 0.05  # every Databricks call of these requests takes 50 ms or more
+    run(client, "me", headers={"X-Request-Id": "slow-me"})
+    assert client.post("/run", json={"op": "nope"}, headers={"X-Request-Id": "no-call"})
+
+    def line(request_id):
+        found = [
+            r
+            for r in caplog.records
+            if r.getMessage() == "request" and getattr(r, "request_id", "") == request_id
+        ]
+        return found[0] if found else None
+
+    wait_until(lambda: line("slow-me") and line("no-call"))
+    slow = line("slow-me")
+    assert 50 <= slow.upstream_ms <= slow.duration_ms
+    assert not hasattr(line("no-call"), "upstream_ms")  # it called nothing
+
+
 def test_unexpected_errors_are_masked(gateway, caplog):
     server, client = gateway()
 

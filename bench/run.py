@@ -49,6 +49,8 @@ from stack import (
     fake_and_gateway,
     gateway_settings,
     log_offset,
+    main_thread_schedstat,
+    run_log_lines,
     server_durations_ms,
     start_fake,
     start_gateway,
@@ -176,6 +178,40 @@ def gateway_caller(
     return call
 
 
+def server_block(server: Proc, fn: Callable[[], Any], n: int) -> dict[str, float]:
+    """A block of `n` sequential calls to `server`, and the CPU its event loop's thread spent
+    on them per call, by the kernel's count: on a CPU, and waiting runnable for one."""
+    before = main_thread_schedstat(server)
+    stats = block_stats(sequential(fn, n))
+    after = main_thread_schedstat(server)
+    if before and after:
+        stats["loop_cpu_us"] = (after[0] - before[0]) / n / 1000
+        stats["loop_runqueue_us"] = (after[1] - before[1]) / n / 1000
+    return stats
+
+
+def gateway_block(gateway: Proc, fn: Callable[[], Any], n: int) -> dict[str, float]:
+    """`server_block`, and what the gateway logged of those calls (read after the timing): its
+    duration per call, the part of it spent waiting on Databricks (`upstream_ms`), and the
+    rest, its own code, each as the block's median."""
+    since = log_offset(gateway)
+    stats = server_block(gateway, fn, n)
+    lines = run_log_lines(gateway, since)
+    deadline = time.monotonic() + 2
+    while len(lines) < n and time.monotonic() < deadline:  # a line is written after its answer
+        time.sleep(0.01)
+        lines = run_log_lines(gateway, since)
+    if len(lines) >= n:
+        durations = [float(e["duration_ms"]) for e in lines]
+        upstream = [float(e.get("upstream_ms", 0.0)) for e in lines]
+        stats["server_p50_ms"] = statistics.median(durations)
+        stats["upstream_p50_ms"] = statistics.median(upstream)
+        stats["own_p50_ms"] = statistics.median(
+            d - u for d, u in zip(durations, upstream, strict=True)
+        )
+    return stats
+
+
 def latency_figures(blocks: list[dict[str, float]]) -> dict[str, Any]:
     return {
         "p50_ms": figure([b["p50_ms"] for b in blocks]),
@@ -244,13 +280,16 @@ def per_op(plan: Plan) -> list[dict[str, Any]]:
                 }
                 for fn in sides.values():
                     sequential(fn, 20)  # warm-up: connections, caches
-                blocks = interleave(
-                    {
-                        k: (lambda fn=fn, n=n: block_stats(sequential(fn, n)))
-                        for k, fn in sides.items()
-                    },
-                    plan.samples,
+                samplers = {
+                    k: (lambda fn=fn, n=n: block_stats(sequential(fn, n)))
+                    for k, fn in sides.items()
+                }
+                samplers["gateway"] = lambda fn=sides["gateway"], n=n: gateway_block(gateway, fn, n)
+                samplers["bare_relay"] = lambda fn=sides["bare_relay"], n=n: server_block(
+                    relay, fn, n
                 )
+                blocks = interleave(samplers, plan.samples)
+                logged = [b for b in blocks["gateway"] if "own_p50_ms" in b]
                 rows.append(
                     {
                         "op": op,
@@ -265,6 +304,24 @@ def per_op(plan: Plan) -> list[dict[str, Any]]:
                             [b["p50_ms"] for b in blocks["bare_relay"]],
                             [b["p50_ms"] for b in blocks["direct_sdk"]],
                         ),
+                        # From the gateway's log lines: its duration, and the parts of it.
+                        "gateway_log": {
+                            key: figure([b[key] for b in logged])
+                            for key in ("server_p50_ms", "upstream_p50_ms", "own_p50_ms")
+                        }
+                        if logged
+                        else {},
+                        # From the kernel: each server's event loop thread on a CPU, and
+                        # waiting for one.
+                        **{
+                            f"{side}_loop": {
+                                key: figure([b[key] for b in blocks[side]], 1)
+                                for key in ("loop_cpu_us", "loop_runqueue_us")
+                            }
+                            if all("loop_cpu_us" in b for b in blocks[side])
+                            else {}
+                            for side in ("gateway", "bare_relay")
+                        },
                     }
                 )
     return rows
@@ -1424,6 +1481,59 @@ def per_op_sentences(rows: list[dict[str, Any]]) -> list[str]:
             f"gateway could take {limit * sdk:.2f} ms, {budget}; its layers took "
             f"{gw - bare:.2f} ms."
         )
+        log = row.get("gateway_log")  # absent from results older than `upstream_ms`
+        if log:
+            server, upstream, own = (
+                log[k]["median"] for k in ("server_p50_ms", "upstream_p50_ms", "own_p50_ms")
+            )
+            lines[-1] += (
+                f" Its log lines (p50 per sample, median of the samples): {server:.2f} ms from "
+                f"the request's arrival in the app to its answer sent, {upstream:.2f} ms of it "
+                f"waiting on Databricks (`upstream_ms`), {own:.2f} ms its own code "
+                f"({own * 1000:.0f} µs; spread {log['own_p50_ms']['min'] * 1000:.0f}-"
+                f"{log['own_p50_ms']['max'] * 1000:.0f})."
+            )
+    lines += own_time_sentences(rows)
+    return lines
+
+
+def own_time_sentences(rows: list[dict[str, Any]]) -> list[str]:
+    """The gateway's own work per call with the fake at 20 ms against 0 ms: the same requests
+    down the same code path, on a machine that idles while Databricks answers, or does not."""
+    by_key = {(row["op"], row["latency_ms"]): row for row in rows}
+    lines = []
+    for op in dict.fromkeys(row["op"] for row in rows):
+        hot, idle = by_key.get((op, 0)), by_key.get((op, 20))
+        if not (hot and idle and hot.get("gateway_log") and idle.get("gateway_log")):
+            continue
+        own_hot, own_idle = (r["gateway_log"]["own_p50_ms"]["median"] * 1000 for r in (hot, idle))
+        line = (
+            f"- `{op}`, the same calls at 20 ms and at 0 ms: the gateway's own time in the app "
+            f"(its logged duration less `upstream_ms`, wall time) was {own_idle:,.0f} µs a call "
+            f"against {own_hot:,.0f} µs ({own_idle / own_hot:.1f}x)."
+        )
+        if hot.get("gateway_loop") and idle.get("gateway_loop"):
+            cpu_hot, cpu_idle, wait_hot, wait_idle = (
+                r["gateway_loop"][key]["median"]
+                for key in ("loop_cpu_us", "loop_runqueue_us")
+                for r in (hot, idle)
+            )
+            line += (
+                f" Its event loop's thread, by the kernel's count (`/proc/<pid>/schedstat`), ran "
+                f"{cpu_idle:,.0f} µs a call on a CPU against {cpu_hot:,.0f} µs "
+                f"({cpu_idle / cpu_hot:.1f}x), and waited {wait_idle:,.0f} µs a call for a CPU "
+                f"against {wait_hot:,.0f} µs."
+            )
+        if hot.get("bare_relay_loop") and idle.get("bare_relay_loop"):
+            relay_hot, relay_idle = (
+                r["bare_relay_loop"]["loop_cpu_us"]["median"] for r in (hot, idle)
+            )
+            line += (
+                f" The bare relay's thread ran {relay_idle:,.0f} µs a call against "
+                f"{relay_hot:,.0f} µs ({relay_idle / relay_hot:.1f}x): the same work costs this "
+                "machine more CPU time when its CPUs idled in between, for any server."
+            )
+        lines.append(line)
     return lines
 
 

@@ -17,6 +17,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import psutil
 
@@ -202,21 +203,36 @@ def log_offset(gateway: Proc) -> int:
     return gateway.log.stat().st_size if gateway.log else 0
 
 
-def server_durations_ms(gateway: Proc, since: int) -> list[float]:
-    """`duration_ms` of every `/run` request line the gateway logged after byte `since`."""
+def main_thread_schedstat(process: Proc) -> tuple[int, int] | None:
+    """Nanoseconds the process's main thread (the gateway's event loop) has run on a CPU, and
+    waited runnable for one (Linux `/proc/<pid>/schedstat`); None where there is none."""
+    try:
+        on_cpu, waiting, _ = Path(f"/proc/{process.process.pid}/schedstat").read_text().split()
+    except (OSError, ValueError):
+        return None
+    return int(on_cpu), int(waiting)
+
+
+def run_log_lines(gateway: Proc, since: int) -> list[dict[str, Any]]:
+    """Every `/run` request line the gateway logged after byte `since`."""
     if gateway.log is None:
         return []
     with gateway.log.open("rb") as f:
         f.seek(since)
         lines = f.read().splitlines()
-    durations = []
+    entries = []
     for line in lines:
         if b'"duration_ms"' not in line:
             continue
         entry = json.loads(line)
         if entry.get("path") == "/run":
-            durations.append(float(entry["duration_ms"]))
-    return durations
+            entries.append(entry)
+    return entries
+
+
+def server_durations_ms(gateway: Proc, since: int) -> list[float]:
+    """`duration_ms` of every `/run` request line the gateway logged after byte `since`."""
+    return [float(entry["duration_ms"]) for entry in run_log_lines(gateway, since)]
 
 
 # Volume files in memory when the machine has a tmpfs: on the development VM the fake's writes

@@ -262,8 +262,9 @@ def freeze_startup_objects() -> None:
     700 many times a second, and each collection walked them to free next to nothing:
     reference counting frees a request's objects when it ends. `me` at c = 64 against the fake,
     30,000 requests: at 700, 2,466 young collections took 0.49 s of the 9.8 s (5%); at 10,000,
-    one collection. Interleaved A/B, 6 pairs, twice: gateway CPU per request 0.90x and 0.94x,
-    req/s 1.10x and 1.05x. Garbage in cycles waits for at most 10,000 new objects (a few MiB).
+    one collection, and the same peak RSS. Interleaved A/B, 6 pairs, three times: gateway CPU
+    per request 0.90x, 0.94x and 0.90x; req/s 1.10x, 1.05x and 1.13x. Garbage in cycles waits
+    for at most 10,000 new objects (a few MiB).
     """
     gc.collect()
     gc.freeze()

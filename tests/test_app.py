@@ -198,7 +198,8 @@ def test_the_log_line_says_how_long_databricks_took(gateway, workspace, caplog, 
     caplog.set_level("INFO", logger="gateway")
     workspace.latency = 0.05  # every Databricks call of these requests takes 50 ms or more
     run(client, "me", headers={"X-Request-Id": "slow-me"})
-    assert client.post("/run", json={"op": "nope"}, headers={"X-Request-Id": "no-call"})
+    unknown = client.post("/run", json={"op": "nope"}, headers={"X-Request-Id": "no-call"})
+    assert unknown.status_code == 400
 
     def line(request_id):
         found = [

@@ -1525,13 +1525,17 @@ def own_time_sentences(rows: list[dict[str, Any]]) -> list[str]:
                 f"against {wait_hot:,.0f} µs."
             )
         if hot.get("bare_relay_loop") and idle.get("bare_relay_loop"):
-            relay_hot, relay_idle = (
-                r["bare_relay_loop"]["loop_cpu_us"]["median"] for r in (hot, idle)
+            relay_hot, relay_idle, relay_wait_hot, relay_wait_idle = (
+                r["bare_relay_loop"][key]["median"]
+                for key in ("loop_cpu_us", "loop_runqueue_us")
+                for r in (hot, idle)
             )
             line += (
                 f" The bare relay's thread ran {relay_idle:,.0f} µs a call against "
-                f"{relay_hot:,.0f} µs ({relay_idle / relay_hot:.1f}x): the same work costs this "
-                "machine more CPU time when its CPUs idled in between, for any server."
+                f"{relay_hot:,.0f} µs ({relay_idle / relay_hot:.1f}x), and waited "
+                f"{relay_wait_idle:,.0f} µs a call for a CPU against {relay_wait_hot:,.0f} µs: "
+                "the same work costs this machine more CPU time, and a longer wait for a CPU, "
+                "when its CPUs idled in between, for any server."
             )
         lines.append(line)
     return lines

@@ -1512,29 +1512,29 @@ def own_time_sentences(rows: list[dict[str, Any]]) -> list[str]:
             f"(its logged duration less `upstream_ms`, wall time) was {own_idle:,.0f} µs a call "
             f"against {own_hot:,.0f} µs ({own_idle / own_hot:.1f}x)."
         )
-        if hot.get("gateway_loop") and idle.get("gateway_loop"):
+        threads = (
+            (
+                "gateway",
+                "Its event loop's thread, by the kernel's count (`/proc/<pid>/schedstat`),",
+            ),
+            ("bare_relay", "The bare relay's thread"),
+        )
+        for side, label in threads:
+            if not (hot.get(f"{side}_loop") and idle.get(f"{side}_loop")):
+                break
             cpu_hot, cpu_idle, wait_hot, wait_idle = (
-                r["gateway_loop"][key]["median"]
+                r[f"{side}_loop"][key]["median"]
                 for key in ("loop_cpu_us", "loop_runqueue_us")
                 for r in (hot, idle)
             )
             line += (
-                f" Its event loop's thread, by the kernel's count (`/proc/<pid>/schedstat`), ran "
-                f"{cpu_idle:,.0f} µs a call on a CPU against {cpu_hot:,.0f} µs "
+                f" {label} ran {cpu_idle:,.0f} µs a call on a CPU against {cpu_hot:,.0f} µs "
                 f"({cpu_idle / cpu_hot:.1f}x), and waited {wait_idle:,.0f} µs a call for a CPU "
                 f"against {wait_hot:,.0f} µs."
             )
-        if hot.get("bare_relay_loop") and idle.get("bare_relay_loop"):
-            relay_hot, relay_idle, relay_wait_hot, relay_wait_idle = (
-                r["bare_relay_loop"][key]["median"]
-                for key in ("loop_cpu_us", "loop_runqueue_us")
-                for r in (hot, idle)
-            )
+        else:
             line += (
-                f" The bare relay's thread ran {relay_idle:,.0f} µs a call against "
-                f"{relay_hot:,.0f} µs ({relay_idle / relay_hot:.1f}x), and waited "
-                f"{relay_wait_idle:,.0f} µs a call for a CPU against {relay_wait_hot:,.0f} µs: "
-                "the same work costs this machine more CPU time, and a longer wait for a CPU, "
+                " The same work costs this machine more CPU time, and a longer wait for a CPU, "
                 "when its CPUs idled in between, for any server."
             )
         lines.append(line)

@@ -247,7 +247,7 @@ def _worker(sock: socket.socket) -> None:
 
 # Container objects allocated (net of those freed) between two collections of the youngest
 # generation; CPython's default is 700. See `freeze_startup_objects`.
-YOUNG_GENERATION_THRESHOLD = 10_000
+YOUNG_GENERATION_THRESHOLD = 5_000
 
 
 def freeze_startup_objects() -> None:
@@ -258,13 +258,19 @@ def freeze_startup_objects() -> None:
     c = 64 that showed as a p99 three to four times the p50 (~95 ms against ~25 ms here); with
     them frozen the p99 was ~32 ms.
 
-    Under load the live objects of the requests in flight (coroutines, futures, dicts) passed
-    700 many times a second, and each collection walked them to free next to nothing:
-    reference counting frees a request's objects when it ends. `me` at c = 64 against the fake,
-    30,000 requests: at 700, 2,466 young collections took 0.49 s of the 9.8 s (5%); at 10,000,
-    one collection, and the same peak RSS. Interleaved A/B, 6 pairs, three times: gateway CPU
-    per request 0.90x, 0.94x and 0.90x; req/s 1.10x, 1.05x and 1.13x. Garbage in cycles waits
-    for at most 10,000 new objects (a few MiB).
+    Under load the live objects of the requests in flight (coroutines, futures, dicts) pass 700
+    many times a second, and each collection walks them to free next to nothing: reference
+    counting frees a request's objects when it ends. `me` at c = 64 against the fake, 30,000
+    requests: at 700, 2,540 young collections took 0.42 s of 8.4 s; at 2,000, 642 took 0.25 s;
+    at 5,000, 106 took 0.08 s; at 10,000, one.
+
+    What waits longer is garbage in reference cycles, and an aborted transfer leaves some (an
+    exception's traceback keeps the frames of the streaming generators, with the chunk each
+    held: 221 KiB to 2 MiB). After 150 aborted uploads and 150 aborted downloads the gateway's
+    peak RSS was 134.5-138.4 MiB at 700 (five runs), 140.3-141.2 at 2,000, 141.8-149.1 at 5,000
+    and 155.2-166.1 at 10,000 (two or three runs each). 5,000 keeps most of the CPU saving for a
+    part of that memory: interleaved A/B against 700 (6 pairs, twice), gateway CPU per request
+    at c = 64 0.92x and 0.96x, req/s 1.11x and 1.06x.
     """
     gc.collect()
     gc.freeze()

@@ -1225,8 +1225,9 @@ def missed_sentences(all_goals: list[dict[str, Any]]) -> list[str]:
     if unbounded:
         lines.append(
             f"- {len(unbounded)} missed goal{'s have' if len(unbounded) > 1 else ' has'} no "
-            "relay figure (the concurrency section's CPU table says what bounds "
-            "them): " + "; ".join(f"{g['goal']}: {g['shown']}" for g in unbounded) + "."
+            "relay figure to compare with: "
+            + "; ".join(f"{g['goal']}: {g['shown']}" for g in unbounded)
+            + "."
         )
     return lines
 

@@ -1479,8 +1479,12 @@ def per_op_sentences(rows: list[dict[str, Any]]) -> list[str]:
         lines.append(
             f"- `{row['op']}`, fake at {row['latency_ms']} ms: direct SDK {sdk:.2f} ms, bare relay "
             f"{bare:.2f} ms ({bare / sdk:.2f}x of it), gateway {gw:.2f} ms. At {limit}x the "
-            f"gateway could take {limit * sdk:.2f} ms, {budget}; its layers took "
-            f"{gw - bare:.2f} ms."
+            f"gateway could take {limit * sdk:.2f} ms, {budget}; "
+            + (
+                f"its layers took {gw - bare:.2f} ms."
+                if gw >= bare
+                else f"its p50 was {bare - gw:.2f} ms below the bare relay's in this run."
+            )
         )
         log = row.get("gateway_log")  # absent from results older than `upstream_ms`
         if log:

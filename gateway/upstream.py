@@ -86,11 +86,15 @@ class SdkUpstream:
         self._limiter = limiter
 
     async def _run(self, call: Callable[[WorkspaceClient], T]) -> T:
-        # The worker thread inherits this task's contextvars: the request's identity.
+        return await self._in_thread(lambda: call(get_workspace_client()))
+
+    async def _in_thread(self, call: Callable[[], T]) -> T:
+        """`call` in a worker thread, its time counted to the request's `upstream_ms` (on the
+        loop: the worker thread inherits this task's contextvars, the identity included)."""
         started = time.perf_counter()
         try:
             return await anyio.to_thread.run_sync(
-                lambda: call(get_workspace_client()), limiter=self._limiter, abandon_on_cancel=True
+                call, limiter=self._limiter, abandon_on_cancel=True
             )
         finally:
             add_upstream_time(time.perf_counter() - started)
@@ -110,15 +114,7 @@ class SdkUpstream:
         )
 
     async def read(self, client: WorkspaceClient, path: str) -> dict[str, Any]:
-        started = time.perf_counter()
-        try:
-            body = await anyio.to_thread.run_sync(
-                lambda: client.api_client.do("GET", path),
-                limiter=self._limiter,
-                abandon_on_cancel=True,
-            )
-        finally:
-            add_upstream_time(time.perf_counter() - started)
+        body = await self._in_thread(lambda: client.api_client.do("GET", path))
         if not isinstance(body, dict):
             raise UpstreamBadResponse(f"GET {path} answered JSON that is not an object")
         return body

@@ -3,12 +3,12 @@ starts from.
 
 No framework, no checks, no deadlines, no error mapping: an ASGI app under uvicorn with the
 gateway's server stack (uvloop, httptools). For files it copies a request body into a PUT to the
-fake's Files API over a raw asyncio connection, and a GET's body back out the way the gateway
-reads one (2 MiB reads of a blocking socket in a worker thread, each sent as it comes) but over a
-bare socket: no HTTP client, no checks, no deadline. For
-`POST /run` with `me` or `list_catalogs` it makes the same GETs as the gateway's lean path (one
-pooled aiohttp session, page after page) and answers `{"result": ...}` with the upstream's JSON
-as it came, untyped. What the gateway spends above this is what its own layers cost.
+fake's Files API over a raw asyncio connection (in 2 MiB writes, joined as the gateway joins
+them), and a GET's body back out the way the gateway reads one (2 MiB reads of a blocking socket
+in a worker thread, each sent as it comes) but over a bare socket: no HTTP client, no checks, no
+deadline. For `POST /run` with `me` or `list_catalogs` it makes the same GETs as the gateway's
+lean path (one pooled aiohttp session, page after page) and answers `{"result": ...}` with the
+upstream's JSON as it came, untyped. What the gateway spends above this is what its own layers cost.
 
     python relay.py FAKE_URL TOKEN PORT
 """
@@ -25,7 +25,9 @@ import aiohttp
 import orjson
 import uvicorn
 
-PIECE = 2 * 1024 * 1024  # the gateway's download read size (files_api.DOWNLOAD_CHUNK_BYTES)
+# The gateway's download read size and upload piece (files_api.DOWNLOAD_CHUNK_BYTES,
+# app.UPLOAD_PIECE_BYTES).
+PIECE = 2 * 1024 * 1024
 OPS = {  # op: (path, the list's key or None for an object)
     "me": ("/api/2.0/preview/scim/v2/Me", None),
     "list_catalogs": ("/api/2.1/unity-catalog/catalogs", "catalogs"),
@@ -124,12 +126,17 @@ class Relay:
                 f"PUT /api/2.0/fs/files{path}?overwrite=true HTTP/1.1\r\nHost: fake\r\n{self.auth}"
                 f"Content-Length: {size}\r\nContent-Type: application/octet-stream\r\n\r\n".encode()
             )
-            more = True
-            while more:
+            pieces: list[bytes] = []
+            size, more = 0, True
+            while more:  # joined into PIECE-sized writes, as the gateway sends an upload
                 message = await receive()
-                writer.write(message.get("body", b""))
-                await writer.drain()
+                pieces.append(message.get("body", b""))
+                size += len(pieces[-1])
                 more = message.get("more_body", False)
+                if size >= PIECE or not more:
+                    writer.write(b"".join(pieces))
+                    await writer.drain()
+                    pieces, size = [], 0
             status = (await reader.readuntil(b"\r\n\r\n")).split(b" ", 2)[1]
         finally:
             writer.close()

@@ -15,7 +15,6 @@ from fastapi import FastAPI, Request
 from fastapi.openapi.utils import get_openapi
 from pydantic import TypeAdapter
 from starlette.exceptions import HTTPException as StarletteHTTPException
-from starlette.requests import ClientDisconnect
 from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
@@ -174,16 +173,6 @@ class RunRequest:
     def query(self) -> dict[str, str]:
         return dict(parse_qsl(self._query.decode("latin-1"), keep_blank_values=True))
 
-    async def stream(self) -> AsyncIterator[bytes]:
-        """The body, piece by piece; ClientDisconnect when the caller leaves before its end."""
-        while True:
-            message = await self.receive()
-            if message["type"] == "http.disconnect":
-                raise ClientDisconnect()
-            yield message.get("body", b"")
-            if not message.get("more_body", False):
-                return
-
 
 async def _run(request: RunRequest, runtime: Runtime, registry: Registry) -> JsonAnswer | Response:
     log = request.state["log"]
@@ -311,6 +300,15 @@ def _log_upstream_failure(exc: BaseException, mapped: GatewayError) -> None:
     logger.warning("databricks error", exc_info=detail, extra=fields)
 
 
+# An upload moves on in pieces of 2 MiB (the download read size too). Scratch runs, 256 MiB
+# uploads to the fake in 6 interleaved pairs against handing each socket read (~256 KiB) on as
+# it came: the gateway's CPU per GiB 0.90x with 1 MiB pieces, 0.81x with 2 MiB, 0.77x with
+# 4 MiB, 0.85x with 8 MiB (over the 4 MiB socket send buffer); wall time 0.91x, 0.81x, 0.82x,
+# 0.96x. Bigger pieces hold more memory per upload for little more.
+UPLOAD_PIECE_BYTES = 2 * 1024 * 1024
+UPLOAD_PIECE_SECONDS = 0.5
+
+
 async def _read_run_body(request: RunRequest, settings: Settings) -> tuple[dict[str, Any], Upload]:
     raw_type = request.headers.get("content-type", "application/json")
     content_type = raw_type.split(";")[0].strip().lower()  # media types are case-insensitive
@@ -339,22 +337,43 @@ async def _read_run_body(request: RunRequest, settings: Settings) -> tuple[dict[
 
 
 async def _client_body(request: RunRequest, idle_seconds: float) -> AsyncIterator[bytes]:
-    chunks = request.stream()
+    """The upload's bytes in pieces of about `UPLOAD_PIECE_BYTES`: what the server hands over
+    (a socket read each, 256 KiB at most under uvloop) is joined before it goes down the chain
+    of layers to the Files API, each of which costs per piece, not per byte. Bytes wait at most
+    `UPLOAD_PIECE_SECONDS` for more, so a slow caller's upload still moves on."""
+    loop = asyncio.get_running_loop()
+    pieces: list[bytes] = []
+    size, more = 0, True
+    idle_at = send_at = loop.time() + idle_seconds  # no byte for too long; bytes waiting
     try:
-        while True:
-            with anyio.move_on_after(idle_seconds) as idle:
-                try:
-                    chunk = await anext(chunks)
-                except StopAsyncIteration:
-                    return
-            if idle.cancelled_caught:
-                raise GatewayError(
-                    408, "UPLOAD_IDLE", f"The upload sent no byte for {idle_seconds:g} s."
-                )
-            if chunk:
-                yield chunk
-    except ClientDisconnect:
-        raise _client_left() from None
+        while more:
+            try:
+                # Cancelling uvicorn's receive() loses nothing: the bytes wait for the next one.
+                async with asyncio.timeout_at(min(idle_at, send_at) if pieces else idle_at):
+                    message = await request.receive()
+            except TimeoutError:
+                if loop.time() >= idle_at:
+                    raise GatewayError(
+                        408, "UPLOAD_IDLE", f"The upload sent no byte for {idle_seconds:g} s."
+                    ) from None
+                message = {"type": "http.request", "body": b"", "more_body": True}
+            else:
+                idle_at = loop.time() + idle_seconds
+            if message["type"] == "http.disconnect":
+                raise _client_left()
+            more = message.get("more_body", False)
+            if body := message.get("body", b""):
+                if not pieces:
+                    send_at = loop.time() + UPLOAD_PIECE_SECONDS
+                pieces.append(body)
+                size += len(body)
+            if pieces and (not more or size >= UPLOAD_PIECE_BYTES or loop.time() >= send_at):
+                piece = pieces[0] if len(pieces) == 1 else b"".join(pieces)
+                pieces.clear()
+                size = 0
+                yield piece
+    finally:
+        pieces.clear()  # an aborted upload's buffered bytes go now, not at the next collection
 
 
 async def _empty_stream() -> AsyncIterator[bytes]:

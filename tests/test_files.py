@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import hashlib
 import socket
 
 import pytest
 
+from gateway.app import UPLOAD_PIECE_BYTES, RunRequest, _client_body
 from gateway.testing import DEMO, Fault
 from tests.support import run, scrape, wait_until
 
@@ -119,12 +121,38 @@ def test_client_disconnect_mid_upload_leaves_nothing(gateway, workspace):
             f"POST /run?op=write_file&path={VOL}/cut.bin HTTP/1.1\r\nHost: x\r\n"
             f"Content-Type: application/octet-stream\r\nContent-Length: {10 * MiB}\r\n\r\n".encode()
         )
-        sock.sendall(b"y" * MiB)
+        sock.sendall(b"y" * MiB)  # less than a piece: it goes upstream once it has waited
         wait_until(lambda: any(r.method == "PUT" for r in workspace.requests))
     wait_until(workspace.uploads_settled)
     assert not on_disk(workspace, f"{VOL}/cut.bin").exists()
     assert not list(workspace.files_root.glob(".upload-*"))
     assert run(client, "file_info", path=f"{VOL}/cut.bin").json()["result"]["exists"] is False
+
+
+def test_an_upload_goes_upstream_in_joined_pieces_with_its_bytes_unchanged():
+    # The server hands over one socket read at a time (256 KiB at most under uvloop); they are
+    # joined into pieces of UPLOAD_PIECE_BYTES before they go to the Files API.
+    reads = [bytes([i]) * (256 * 1024) for i in range(20)]
+    messages = [
+        {"type": "http.request", "body": read, "more_body": i < len(reads) - 1}
+        for i, read in enumerate(reads)
+    ]
+
+    async def receive() -> dict:
+        return messages.pop(0)
+
+    async def pieces() -> list[bytes]:
+        request = RunRequest({"state": {}, "headers": [], "query_string": b""}, receive)
+        return [piece async for piece in _client_body(request, idle_seconds=30)]
+
+    got = asyncio.run(pieces())
+    whole = 20 * 256 * 1024
+    assert [len(piece) for piece in got] == [
+        UPLOAD_PIECE_BYTES,
+        UPLOAD_PIECE_BYTES,
+        whole % UPLOAD_PIECE_BYTES,
+    ]
+    assert b"".join(got) == b"".join(reads)
 
 
 def test_client_disconnect_mid_download_closes_the_upstream_and_frees_the_slot(gateway, workspace):

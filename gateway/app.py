@@ -17,7 +17,7 @@ from pydantic import TypeAdapter
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route
-from starlette.types import Receive, Scope, Send
+from starlette.types import Message, Receive, Scope, Send
 
 from gateway import __version__, readiness
 from gateway.auth import (
@@ -347,18 +347,15 @@ async def _client_body(request: RunRequest, idle_seconds: float) -> AsyncIterato
     idle_at = send_at = loop.time() + idle_seconds  # no byte for too long; bytes waiting
     try:
         while more:
-            try:
-                # Cancelling uvicorn's receive() loses nothing: the bytes wait for the next one.
-                async with asyncio.timeout_at(min(idle_at, send_at) if pieces else idle_at):
-                    message = await request.receive()
-            except TimeoutError:
-                if loop.time() >= idle_at:
-                    raise GatewayError(
-                        408, "UPLOAD_IDLE", f"The upload sent no byte for {idle_seconds:g} s."
-                    ) from None
-                message = {"type": "http.request", "body": b"", "more_body": True}
-            else:
+            message = await _receive_by(request, min(idle_at, send_at) if pieces else idle_at)
+            if message is not None:
                 idle_at = loop.time() + idle_seconds
+            elif loop.time() >= idle_at:
+                raise GatewayError(
+                    408, "UPLOAD_IDLE", f"The upload sent no byte for {idle_seconds:g} s."
+                )
+            else:  # the waiting bytes' time is up
+                message = {"type": "http.request", "body": b"", "more_body": True}
             if message["type"] == "http.disconnect":
                 raise _client_left()
             more = message.get("more_body", False)
@@ -374,6 +371,16 @@ async def _client_body(request: RunRequest, idle_seconds: float) -> AsyncIterato
                 yield piece
     finally:
         pieces.clear()  # an aborted upload's buffered bytes go now, not at the next collection
+
+
+async def _receive_by(request: RunRequest, deadline: float) -> Message | None:
+    """The request's next ASGI message, or None if the loop's clock reaches `deadline` first.
+    Cancelling uvicorn's receive() loses nothing: its bytes wait for the next call."""
+    try:
+        async with asyncio.timeout_at(deadline):
+            return await request.receive()
+    except TimeoutError:
+        return None
 
 
 async def _empty_stream() -> AsyncIterator[bytes]:

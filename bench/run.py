@@ -1,6 +1,6 @@
 """Benchmarks: the gateway against the direct SDK / direct Node client, side by side, one run.
 
-    bench/run.sh [--quick] [--only per-op,concurrency,transport,reuse,tokens,express,files,query]
+    bench/run.sh [--quick] [--only per-op,concurrency,transport,reuse,tokens,express,files,query,profile]
                  [--rows N] [--file-mib N]
 
 Honesty rules, enforced here rather than promised: both sides of every figure are measured in
@@ -37,6 +37,7 @@ import psutil
 import urllib3
 from databricks.sdk import WorkspaceClient
 from databricks.sdk.config import Config
+from layers import Samples, sampling
 from load import Load, run_load
 from stack import (
     ALICE,
@@ -79,14 +80,14 @@ class Plan:
     per_request_per_c: int
     file_mib: int
     query_rows: tuple[int, ...]
+    profile_calls: int  # sequential calls per profiled sample
 
     @staticmethod
     def make(quick: bool, rows: int | None) -> Plan:
         if quick:
-            return Plan(True, 3, 40, 8, 200, 2, 30, 1, 64, (rows or 100_000,))
-        return Plan(
-            False, 5, 200, 40, 1500, 8, 200, 2, 1024, (rows,) if rows else (1_000_000, 10_000_000)
-        )
+            return Plan(True, 3, 40, 8, 200, 2, 30, 1, 64, (rows or 100_000,), 300)
+        queries = (rows,) if rows else (1_000_000, 10_000_000)
+        return Plan(False, 5, 200, 40, 1500, 8, 200, 2, 1024, queries, 1000)
 
 
 # --- measuring ------------------------------------------------------------------------------
@@ -325,6 +326,50 @@ def per_op(plan: Plan) -> list[dict[str, Any]]:
                     }
                 )
     return rows
+
+
+def profile(plan: Plan) -> dict[str, Any]:
+    """Where a `me` call's CPU goes (fake at 0 ms) in the gateway's event-loop thread and in the
+    bare relay's, by layer (`layers.py`): py-spy samples of interleaved blocks of sequential
+    calls, with the thread's CPU time by the kernel's count over the same calls."""
+    with fake_and_gateway() as (fake, gateway), relay_for(fake) as relay:
+        servers = {"gateway": gateway, "bare_relay": relay}
+        callers = {name: gateway_caller(s.url, {"op": "me"}) for name, s in servers.items()}
+        for fn in callers.values():
+            sequential(fn, 200)  # warm-up: connections, caches
+        samples = {name: Samples() for name in servers}
+
+        def sampled(name: str) -> Callable[[], None]:
+            server, into = servers[name], samples[name]
+
+            def block() -> None:
+                with sampling(server.process.pid, into):
+                    time.sleep(0.5)  # py-spy is attached
+                    before = main_thread_schedstat(server)
+                    sequential(callers[name], plan.profile_calls)
+                    after = main_thread_schedstat(server)
+                if before is None or after is None:
+                    raise RuntimeError("no /proc/<pid>/schedstat to count CPU time with")
+                into.calls += plan.profile_calls
+                into.kernel_cpu_ns += after[0] - before[0]
+                into.kernel_wait_ns += after[1] - before[1]
+
+            return block
+
+        interleave({name: sampled(name) for name in servers}, plan.samples)
+    return {
+        name: {
+            "calls": s.calls,
+            "samples": sum(s.by_layer.values()),
+            "per_call_us": {k: round(v, 1) for k, v in s.per_call_us().items()},
+            "kernel_cpu_us": round(s.kernel_us()[0], 1),
+            "kernel_wait_us": round(s.kernel_us()[1], 1),
+            "gateway_files_us": {
+                k: round(v, 1) for k, v in s.per_call_us(s.by_gateway_file).items()
+            },
+        }
+        for name, s in samples.items()
+    }
 
 
 @contextmanager
@@ -940,6 +985,7 @@ SECTIONS = (
     "express",
     "files",
     "query",
+    "profile",
 )
 
 
@@ -1001,6 +1047,7 @@ def main() -> int:
         "express": lambda: express_path(plan),
         "files": lambda: files(plan),
         "query": lambda: [query(n, plan.samples) for n in plan.query_rows],
+        "profile": lambda: profile(plan),
     }
     for name in SECTIONS:
         if name in only:
@@ -1282,6 +1329,8 @@ def results_markdown(r: dict[str, Any]) -> str:
             f"{ratio(row['bare_relay_ratio'])} |"
         )
     lines += ["", *per_op_sentences(r["per_op"])]
+    if "profile" in r:
+        lines += profile_markdown(r["profile"])
     lines += _table(
         "Concurrency (`me`, fake at 0 ms): client latency, the gateway's own duration, req/s",
         "c",
@@ -1499,6 +1548,67 @@ def per_op_sentences(rows: list[dict[str, Any]]) -> list[str]:
                 f"{log['own_p50_ms']['max'] * 1000:.0f})."
             )
     lines += own_time_sentences(rows)
+    return lines
+
+
+def profile_markdown(p: dict[str, Any]) -> list[str]:
+    """Where a call's CPU goes in the gateway's thread and the relay's, layer by layer."""
+    gw, bare = p["gateway"], p["bare_relay"]
+    layers = sorted(
+        set(gw["per_call_us"]) | set(bare["per_call_us"]),
+        key=lambda name: -gw["per_call_us"].get(name, 0.0),
+    )
+    lines = _table(
+        "Where a `me` call's CPU goes (fake at 0 ms): the event loop's thread, µs per call",
+        "layer (the file of the innermost Python frame of each py-spy sample)",
+        "gateway",
+        "bare relay",
+        "gateway - relay",
+    )
+    differences = {}
+    for name in layers:
+        a, b = gw["per_call_us"].get(name, 0.0), bare["per_call_us"].get(name, 0.0)
+        differences[name] = a - b
+        lines.append(f"| {name} | {a:,.0f} | {b:,.0f} | {a - b:+,.0f} |")
+    sampled = {side: sum(x["per_call_us"].values()) for side, x in p.items()}
+    lines.append(
+        f"| all samples | {sampled['gateway']:,.0f} | {sampled['bare_relay']:,.0f} | "
+        f"{sampled['gateway'] - sampled['bare_relay']:+,.0f} |"
+    )
+    kernel = {side: x["kernel_cpu_us"] for side, x in p.items()}
+    waits = {side: x["kernel_wait_us"] for side, x in p.items()}
+    for label, counted in (
+        ("the thread on a CPU, by the kernel's count", kernel),
+        ("the thread waiting runnable for a CPU, by the kernel's count", waits),
+    ):
+        lines.append(
+            f"| {label} | {counted['gateway']:,.0f} | {counted['bare_relay']:,.0f} | "
+            f"{counted['gateway'] - counted['bare_relay']:+,.0f} |"
+        )
+    above = [(name, d) for name, d in differences.items() if d >= 5]
+    above.sort(key=lambda item: -item[1])
+    files = list(gw["gateway_files_us"].items())
+    lines += [
+        "",
+        f"- py-spy sampled each thread at 1,000 Hz over {gw['calls']:,} sequential calls to "
+        f"each server, in interleaved blocks: {gw['samples']:,} samples of the gateway's "
+        f"thread, {bare['samples']:,} of the relay's. They add up to {sampled['gateway']:,.0f} "
+        f"and {sampled['bare_relay']:,.0f} µs per call; the kernel counted "
+        f"{kernel['gateway']:,.0f} + {waits['gateway']:,.0f} and "
+        f"{kernel['bare_relay']:,.0f} + {waits['bare_relay']:,.0f} µs (on a CPU + waiting "
+        "runnable for one): py-spy counts a thread that waits for a CPU as busy, in the frame "
+        "it was preempted in. A C function's time is counted in the Python frame that called "
+        "it (a socket write in the frame that called `transport.write`).",
+        f"- By the kernel's count the gateway's thread spent "
+        f"{kernel['gateway'] - kernel['bare_relay']:,.0f} µs per call more than the relay's. "
+        "The layers where the gateway's samples exceed the relay's by 5 µs or more: "
+        + "; ".join(f"{name} {d:+,.0f} µs" for name, d in above)
+        + ".",
+        "- The gateway's own files, by the samples whose innermost frame was in them (the C "
+        "functions they call included): "
+        + ", ".join(f"`{name}` {us:,.0f} µs" for name, us in files[:8])
+        + ".",
+    ]
     return lines
 
 

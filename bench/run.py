@@ -1240,9 +1240,12 @@ def express_relay_route(row: dict[str, Any]) -> float | None:
     return route / p50["express_direct_client"]
 
 
-def missed_sentences(all_goals: list[dict[str, Any]]) -> list[str]:
+def missed_sentences(
+    all_goals: list[dict[str, Any]], profiled: dict[str, Any] | None = None
+) -> list[str]:
     """The missed goals split by what bounds them: those the bare relay misses too, and those
-    it meets, where the gateway's own layers are what stands between it and the target."""
+    it meets, where the gateway's own layers are what stands between it and the target (and,
+    from the profile section, where those layers' time goes)."""
     missed = [g for g in all_goals if g["met"] is False]
     if not missed:
         return []
@@ -1268,6 +1271,7 @@ def missed_sentences(all_goals: list[dict[str, Any]]) -> list[str]:
                 f"{g['goal']}: relay {g['floor']['shown']}, gateway {g['shown']}" for g in ours
             )
             + "."
+            + (profile_summary(profiled) if profiled else "")
         )
     if unbounded:
         lines.append(
@@ -1306,7 +1310,7 @@ def results_markdown(r: dict[str, Any]) -> str:
             f"| {g['source']} | {g['goal']} | {g['shown']} | {g['target']} | "
             f"{verdict[g['met']]} | {floor_shown} |"
         )
-    lines += missed_sentences(all_goals)
+    lines += missed_sentences(all_goals, r.get("profile"))
     lines += _table(
         "Per-op overhead (sequential calls; direct SDK with a cached client)",
         "op",
@@ -1549,6 +1553,22 @@ def per_op_sentences(rows: list[dict[str, Any]]) -> list[str]:
             )
     lines += own_time_sentences(rows)
     return lines
+
+
+def profile_summary(p: dict[str, Any]) -> str:
+    """One sentence: how much more CPU a `me` call costs the gateway's thread than the relay's,
+    and the layers that add the most to it."""
+    gw, bare = p["gateway"], p["bare_relay"]
+    differences = {
+        name: us - bare["per_call_us"].get(name, 0.0) for name, us in gw["per_call_us"].items()
+    }
+    largest = sorted(differences.items(), key=lambda item: -item[1])[:4]
+    return (
+        f" By the profile section, a `me` call costs the gateway's event-loop thread "
+        f"{gw['kernel_cpu_us'] - bare['kernel_cpu_us']:,.0f} µs more CPU than the relay's "
+        f"({gw['kernel_cpu_us']:,.0f} against {bare['kernel_cpu_us']:,.0f}); the layers that add "
+        "the most samples: " + "; ".join(f"{name} {d:+,.0f} µs" for name, d in largest) + "."
+    )
 
 
 def profile_markdown(p: dict[str, Any]) -> list[str]:

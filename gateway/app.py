@@ -28,6 +28,7 @@ from gateway.auth import (
 )
 from gateway.errors import GatewayError, translate
 from gateway.logs import current_request_id, logger
+from gateway.memory import collect_soon
 from gateway.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from gateway.middleware import JsonAnswer, RequestContext
 from gateway.ops import ALL_OPS
@@ -371,6 +372,8 @@ async def _client_body(request: RunRequest, idle_seconds: float) -> AsyncIterato
                 yield piece
     finally:
         pieces.clear()  # an aborted upload's buffered bytes go now, not at the next collection
+        if more:  # cut short: the piece it last handed on waits in reference cycles
+            collect_soon()
 
 
 async def _receive_by(request: RunRequest, deadline: float) -> Message | None:
@@ -461,18 +464,22 @@ async def _until(
     """Relay a streamed body until `deadline`. Past it the producer is cancelled (its upstream
     socket closed, its statement cancelled); NDJSON ends with an error line, raw bytes end short
     of their Content-Length so the caller cannot take them for the whole file."""
+    ended = False
     try:
         while True:
             try:
                 async with asyncio.timeout_at(deadline):  # anyio's cancel scope cost 2x per piece
                     chunk = await anext(chunks)
             except StopAsyncIteration:
+                ended = True
                 return
             except TimeoutError:
                 break
             yield chunk
     finally:
         await chunks.aclose()
+        if not ended:  # cut short: the chunks its generators held wait in reference cycles
+            collect_soon()
     logger.warning("stream passed its deadline", extra={"code": "GATEWAY_TIMEOUT"})
     if ndjson:
         error = GatewayError(

@@ -25,7 +25,6 @@ And two ways to listen that uvicorn does its own way:
 from __future__ import annotations
 
 import asyncio
-import gc
 import multiprocessing
 import os
 import signal
@@ -40,6 +39,7 @@ import uvicorn
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from gateway.logs import logger
+from gateway.memory import freeze_startup_objects
 from gateway.runtime import Runtime
 from gateway.settings import Settings
 
@@ -243,35 +243,3 @@ def _worker(sock: socket.socket) -> None:
         sys.exit(2)
     freeze_startup_objects()
     server_for(app, settings).run(sockets=[sock])
-
-
-# Container objects allocated (net of those freed) between two collections of the youngest
-# generation; CPython's default is 700. See `freeze_startup_objects`.
-YOUNG_GENERATION_THRESHOLD = 5_000
-
-
-def freeze_startup_objects() -> None:
-    """Take what startup built (modules, the SDK, schemas, the app) out of the collector's view,
-    and collect the youngest generation less often.
-
-    Startup's objects live as long as the process, yet every full collection walked them all: at
-    c = 64 that showed as a p99 three to four times the p50 (~95 ms against ~25 ms here); with
-    them frozen the p99 was ~32 ms.
-
-    Under load the live objects of the requests in flight (coroutines, futures, dicts) pass 700
-    many times a second, and each collection walks them to free next to nothing: reference
-    counting frees a request's objects when it ends. `me` at c = 64 against the fake, 30,000
-    requests: at 700, 2,540 young collections took 0.42 s of 8.4 s; at 2,000, 642 took 0.25 s;
-    at 5,000, 106 took 0.08 s; at 10,000, one.
-
-    What waits longer is garbage in reference cycles, and an aborted transfer leaves some (an
-    exception's traceback keeps the frames of the streaming generators, with the chunk each
-    held: 221 KiB to 2 MiB). After 150 aborted uploads and 150 aborted downloads the gateway's
-    peak RSS was 134.5-138.4 MiB at 700 (five runs), 140.3-141.2 at 2,000, 141.8-149.1 at 5,000
-    and 155.2-166.1 at 10,000 (two or three runs each). 5,000 keeps most of the CPU saving for a
-    part of that memory: interleaved A/B against 700 (6 pairs, twice), gateway CPU per request
-    at c = 64 0.92x and 0.96x, req/s 1.11x and 1.06x.
-    """
-    gc.collect()
-    gc.freeze()
-    gc.set_threshold(YOUNG_GENERATION_THRESHOLD)

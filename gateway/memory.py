@@ -52,7 +52,7 @@ def collect_soon() -> None:
     held by our frames and by httpx's and aiohttp's alike): only the collector frees them, and
     by then they may sit in the oldest generation. Before this, 150 aborted uploads (4 MiB
     sent of 64) and 150 aborted downloads took the gateway's peak RSS to 192-196 MiB (three
-    runs), against 146-150 MiB with ~256 KiB upload pieces; with it, 160-170 MiB (7 runs). A full
+    runs), against 146-150 MiB with ~256 KiB upload pieces; with it, 165-170 MiB (4 runs). A full
     collection walks only what startup did not freeze, and an abort flood gets ten a second.
     """
     global _next_collection

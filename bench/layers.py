@@ -96,9 +96,11 @@ def sampling(pid: int, into: Samples) -> Iterator[None]:
         finally:
             recorder.send_signal(signal.SIGINT)
             _, said = recorder.communicate(timeout=60)
-        if recorder.returncode not in (0, -signal.SIGINT):
-            raise RuntimeError(f"py-spy failed: {said.strip()[-300:]}")
-        add_samples(Path(out.name).read_text(), into)
+        raw = Path(out.name).read_text()
+        if recorder.returncode not in (0, -signal.SIGINT) or not raw.strip():
+            last = said.strip().splitlines()[:1] or [f"exit status {recorder.returncode}"]
+            raise RuntimeError(f"py-spy took no samples: {last[0][:300]}")
+        add_samples(raw, into)
 
 
 def add_samples(raw: str, into: Samples) -> None:

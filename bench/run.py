@@ -331,7 +331,16 @@ def per_op(plan: Plan) -> list[dict[str, Any]]:
 def profile(plan: Plan) -> dict[str, Any]:
     """Where a `me` call's CPU goes (fake at 0 ms) in the gateway's event-loop thread and in the
     bare relay's, by layer (`layers.py`): py-spy samples of interleaved blocks of sequential
-    calls, with the thread's CPU time by the kernel's count over the same calls."""
+    calls, with the thread's CPU time by the kernel's count over the same calls. Where py-spy
+    cannot sample (no ptrace permission in a container, say) the section says why, and the
+    run's other sections stand."""
+    try:
+        return _profile(plan)
+    except (RuntimeError, OSError, subprocess.SubprocessError) as exc:
+        return {"error": str(exc)}
+
+
+def _profile(plan: Plan) -> dict[str, Any]:
     with fake_and_gateway() as (fake, gateway), relay_for(fake) as relay:
         servers = {"gateway": gateway, "bare_relay": relay}
         callers = {name: gateway_caller(s.url, {"op": "me"}) for name, s in servers.items()}
@@ -1558,6 +1567,8 @@ def per_op_sentences(rows: list[dict[str, Any]]) -> list[str]:
 def profile_summary(p: dict[str, Any]) -> str:
     """One sentence: how much more CPU a `me` call costs the gateway's thread than the relay's,
     and the layers that add the most to it."""
+    if "error" in p:
+        return ""
     gw, bare = p["gateway"], p["bare_relay"]
     differences = {
         name: us - bare["per_call_us"].get(name, 0.0) for name, us in gw["per_call_us"].items()
@@ -1573,13 +1584,16 @@ def profile_summary(p: dict[str, Any]) -> str:
 
 def profile_markdown(p: dict[str, Any]) -> list[str]:
     """Where a call's CPU goes in the gateway's thread and the relay's, layer by layer."""
+    title = "Where a `me` call's CPU goes (fake at 0 ms): the event loop's thread, µs per call"
+    if "error" in p:
+        return ["", f"## {title}", "", f"Not measured: py-spy could not sample ({p['error']})."]
     gw, bare = p["gateway"], p["bare_relay"]
     layers = sorted(
         set(gw["per_call_us"]) | set(bare["per_call_us"]),
         key=lambda name: -gw["per_call_us"].get(name, 0.0),
     )
     lines = _table(
-        "Where a `me` call's CPU goes (fake at 0 ms): the event loop's thread, µs per call",
+        title,
         "layer (the file of the innermost Python frame of each py-spy sample)",
         "gateway",
         "bare relay",

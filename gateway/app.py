@@ -344,27 +344,25 @@ async def _client_body(request: RunRequest, idle_seconds: float) -> AsyncIterato
     `UPLOAD_PIECE_SECONDS` for more, so a slow caller's upload still moves on."""
     loop = asyncio.get_running_loop()
     pieces: list[bytes] = []
-    size, more = 0, True
-    idle_at = send_at = loop.time() + idle_seconds  # no byte for too long; bytes waiting
+    size, more, send_at = 0, True, 0.0  # send_at: when the bytes waiting in `pieces` go
+    idle_at = loop.time() + idle_seconds
     try:
         while more:
             message = await _receive_by(request, min(idle_at, send_at) if pieces else idle_at)
-            if message is not None:
-                idle_at = loop.time() + idle_seconds
-            elif loop.time() >= idle_at:
+            if message is None and loop.time() >= idle_at:
                 raise GatewayError(
                     408, "UPLOAD_IDLE", f"The upload sent no byte for {idle_seconds:g} s."
                 )
-            else:  # the waiting bytes' time is up
-                message = {"type": "http.request", "body": b"", "more_body": True}
-            if message["type"] == "http.disconnect":
-                raise _client_left()
-            more = message.get("more_body", False)
-            if body := message.get("body", b""):
-                if not pieces:
-                    send_at = loop.time() + UPLOAD_PIECE_SECONDS
-                pieces.append(body)
-                size += len(body)
+            if message is not None:  # else the waiting bytes' time is up
+                idle_at = loop.time() + idle_seconds
+                if message["type"] == "http.disconnect":
+                    raise _client_left()
+                more = message.get("more_body", False)
+                if body := message.get("body", b""):
+                    if not pieces:
+                        send_at = loop.time() + UPLOAD_PIECE_SECONDS
+                    pieces.append(body)
+                    size += len(body)
             if pieces and (not more or size >= UPLOAD_PIECE_BYTES or loop.time() >= send_at):
                 piece = pieces[0] if len(pieces) == 1 else b"".join(pieces)
                 pieces.clear()

@@ -16,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import re
 import signal
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -61,8 +62,10 @@ class Samples:
     by_layer: Counter[str] = field(default_factory=Counter)
     by_gateway_file: Counter[str] = field(default_factory=Counter)  # gateway/*.py, any layer
     calls: int = 0
-    kernel_cpu_ns: int = 0  # the thread's time on a CPU over the same calls
-    kernel_wait_ns: int = 0  # and waiting runnable for one
+    # The kernel's count per call, one entry per block of calls (the blocks are the same size):
+    # the thread on a CPU, and waiting runnable for one.
+    kernel_cpu_us: list[float] = field(default_factory=list)
+    kernel_wait_us: list[float] = field(default_factory=list)
 
     def per_call_us(self, counts: Counter[str] | None = None) -> dict[str, float]:
         """µs per call by layer (or by the keys of `counts`), as sampled."""
@@ -71,7 +74,7 @@ class Samples:
 
     def kernel_us(self) -> tuple[float, float]:
         """µs per call on a CPU, and waiting for one."""
-        return self.kernel_cpu_ns / self.calls / 1000, self.kernel_wait_ns / self.calls / 1000
+        return statistics.fmean(self.kernel_cpu_us), statistics.fmean(self.kernel_wait_us)
 
 
 def py_spy() -> str | None:

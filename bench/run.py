@@ -354,14 +354,12 @@ def _profile(plan: Plan) -> dict[str, Any]:
             def block() -> None:
                 with sampling(server.process.pid, into):
                     time.sleep(0.5)  # py-spy is attached
-                    before = main_thread_schedstat(server)
-                    sequential(callers[name], plan.profile_calls)
-                    after = main_thread_schedstat(server)
-                if before is None or after is None:
+                    stats = server_block(server, callers[name], plan.profile_calls)
+                if "loop_cpu_us" not in stats:
                     raise RuntimeError("no /proc/<pid>/schedstat to count CPU time with")
                 into.calls += plan.profile_calls
-                into.kernel_cpu_ns += after[0] - before[0]
-                into.kernel_wait_ns += after[1] - before[1]
+                into.kernel_cpu_us.append(stats["loop_cpu_us"])
+                into.kernel_wait_us.append(stats["loop_runqueue_us"])
 
             return block
 
@@ -1564,16 +1562,20 @@ def per_op_sentences(rows: list[dict[str, Any]]) -> list[str]:
     return lines
 
 
+def layer_differences(p: dict[str, Any]) -> dict[str, float]:
+    """µs per call the gateway's samples exceed the relay's in each layer, largest first."""
+    gw, bare = p["gateway"]["per_call_us"], p["bare_relay"]["per_call_us"]
+    differences = {name: gw.get(name, 0.0) - bare.get(name, 0.0) for name in {*gw, *bare}}
+    return dict(sorted(differences.items(), key=lambda item: -item[1]))
+
+
 def profile_summary(p: dict[str, Any]) -> str:
     """One sentence: how much more CPU a `me` call costs the gateway's thread than the relay's,
     and the layers that add the most to it."""
     if "error" in p:
         return ""
     gw, bare = p["gateway"], p["bare_relay"]
-    differences = {
-        name: us - bare["per_call_us"].get(name, 0.0) for name, us in gw["per_call_us"].items()
-    }
-    largest = sorted(differences.items(), key=lambda item: -item[1])[:4]
+    largest = list(layer_differences(p).items())[:4]
     return (
         f" By the profile section, a `me` call costs the gateway's event-loop thread "
         f"{gw['kernel_cpu_us'] - bare['kernel_cpu_us']:,.0f} µs more CPU than the relay's "
@@ -1592,6 +1594,7 @@ def profile_markdown(p: dict[str, Any]) -> list[str]:
         set(gw["per_call_us"]) | set(bare["per_call_us"]),
         key=lambda name: -gw["per_call_us"].get(name, 0.0),
     )
+    differences = layer_differences(p)
     lines = _table(
         title,
         "layer (the file of the innermost Python frame of each py-spy sample)",
@@ -1599,11 +1602,9 @@ def profile_markdown(p: dict[str, Any]) -> list[str]:
         "bare relay",
         "gateway - relay",
     )
-    differences = {}
     for name in layers:
         a, b = gw["per_call_us"].get(name, 0.0), bare["per_call_us"].get(name, 0.0)
-        differences[name] = a - b
-        lines.append(f"| {name} | {a:,.0f} | {b:,.0f} | {a - b:+,.0f} |")
+        lines.append(f"| {name} | {a:,.0f} | {b:,.0f} | {differences[name]:+,.0f} |")
     sampled = {side: sum(x["per_call_us"].values()) for side, x in p.items()}
     lines.append(
         f"| all samples | {sampled['gateway']:,.0f} | {sampled['bare_relay']:,.0f} | "
@@ -1620,7 +1621,6 @@ def profile_markdown(p: dict[str, Any]) -> list[str]:
             f"{counted['gateway'] - counted['bare_relay']:+,.0f} |"
         )
     above = [(name, d) for name, d in differences.items() if d >= 5]
-    above.sort(key=lambda item: -item[1])
     files = list(gw["gateway_files_us"].items())
     lines += [
         "",

@@ -1224,6 +1224,7 @@ def goals(r: dict[str, Any]) -> list[dict[str, Any]]:
                 "shown": "not measured in this run",
                 "target": "≤ 100 MiB",
                 "met": None,
+                "floor": None,
             }
         )
     return found

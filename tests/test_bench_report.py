@@ -1,0 +1,85 @@
+"""bench/run.py's report: RESULTS.md is built from a run's results alone, for a `--quick` run
+(100,000 rows, so no 10M-row goals) and for a full one. The results are a `--quick` run's,
+kept in tests/data with its per-sample lists left out (the report reads only the figures)."""
+
+from __future__ import annotations
+
+import copy
+import json
+import re
+import sys
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+QUICK_RESULTS = Path(__file__).parent / "data" / "bench_results_quick.json"
+
+
+@pytest.fixture(scope="module")
+def bench() -> ModuleType:
+    # run.py imports its siblings (stack, load, layers) by name, as bench/run.sh runs it.
+    sys.path.insert(0, str(ROOT / "bench"))
+    try:
+        import run
+    finally:
+        sys.path.remove(str(ROOT / "bench"))
+    return run
+
+
+@pytest.fixture
+def quick() -> dict[str, Any]:
+    results: dict[str, Any] = json.loads(QUICK_RESULTS.read_text())
+    return results
+
+
+def goal_rows(markdown: str) -> list[list[str]]:
+    goals = markdown.split("## Goals", 1)[1].split("\n## ", 1)[0]
+    return [line.split(" | ") for line in goals.splitlines() if line.startswith("| issue ")]
+
+
+def test_a_quick_run_renders_with_its_unmeasured_goal_said_so(
+    bench: ModuleType, quick: dict[str, Any]
+) -> None:
+    markdown = bench.results_markdown(quick)
+    rows = goal_rows(markdown)
+    unmeasured = [row for row in rows if "not measured in this run" in row[2]]
+    assert len(unmeasured) == 1 and "peak RSS growth at 10,000,000 rows" in unmeasured[0][1]
+    met = sum(1 for row in rows if row[4] == "met")
+    assert f"{met} of {len(rows)} goals met." in markdown
+
+
+def test_a_full_run_renders_its_10m_row_goals(bench: ModuleType, quick: dict[str, Any]) -> None:
+    full = copy.deepcopy(quick)
+    ten_million = copy.deepcopy(full["query"][0])
+    ten_million["rows"] = 10_000_000
+    full["query"].append(ten_million)
+    markdown = bench.results_markdown(full)
+    rows = goal_rows(markdown)
+    assert not any("not measured" in row[2] for row in rows)
+    assert any(row[1] == "10,000,000 rows: gateway peak RSS growth" for row in rows)
+
+
+def test_every_missed_goal_is_printed_missed_and_accounted_for(
+    bench: ModuleType, quick: dict[str, Any]
+) -> None:
+    goals = bench.goals(quick)
+    markdown = bench.results_markdown(quick)
+    missed = [g for g in goals if g["met"] is False]
+    assert len(re.findall(r"\| \*\*MISSED\*\* \|", markdown)) == len(missed)
+    # Each missed goal is named again in the sentences that say what bounds it.
+    sentences = markdown.split("## Goals", 1)[1].split("## Issue 14's table", 1)[0]
+    for g in missed:
+        assert sentences.count(g["goal"]) >= 2, g["goal"]
+
+
+def test_issue_14s_table_carries_this_runs_figures(
+    bench: ModuleType, quick: dict[str, Any]
+) -> None:
+    table = bench.results_markdown(quick).split("## Issue 14's table, re-measured", 1)[1]
+    me = next(r for r in quick["per_op"] if r["op"] == "me" and r["latency_ms"] == 0)
+    assert f"| 2.09-2.23x | {bench.ratio(me['p50_ratio'], 1.3)} |" in table
+    c64 = next(r for r in quick["concurrency"] if r["concurrency"] == 64)
+    assert f"{c64['gateway']['rps']['median']:,.0f}" in table.split("\n## ", 1)[0]

@@ -121,7 +121,9 @@ CODES: dict[str, Code] = {
     "NOT_IMPLEMENTED": Code(501, "Databricks does not implement it"),
     "DATABRICKS_ERROR": Code(502, "Databricks failed (5xx); details only in the gateway's log"),
     "DATABRICKS_BAD_RESPONSE": Code(
-        502, "Databricks (or a proxy before it) answered something that is not its API"
+        502,
+        "Databricks (or a proxy before it) answered something that is not its API, or an "
+        "answer over `GATEWAY_MAX_CHUNK_BYTES`",
     ),
     "DATABRICKS_UNAVAILABLE": Code(503, "Databricks is temporarily unavailable"),
     "DATABRICKS_UNREACHABLE": Code(503, "Databricks could not be reached"),

@@ -100,11 +100,13 @@ class ChunkReader:
         http: httpx.AsyncClient,
         manifest: Manifest,
         window: int,
+        chunk_limit: int,
     ) -> None:
         self.api = api
         self.http = http
         self.manifest = manifest
         self.window = max(1, window)
+        self.chunk_limit = chunk_limit  # bytes of one link's body, at most
         self.typer = RowTyper([(c.type, c.type_text) for c in manifest.columns])
         self.start = 0  # the first chunk to read (fetch_result resumes from any)
         self._read: dict[int, asyncio.Event] = {}  # chunk index -> its data has been read
@@ -207,7 +209,7 @@ class ChunkReader:
             status = response.status_code
             if status < 400:
                 await self._turn(index)
-                return await _body(response)
+                return await _body(response, self.chunk_limit)
         finally:
             await response.aclose()
         if status == 403 and not refreshed:
@@ -323,16 +325,20 @@ class _SchemaMessage:
     size: int  # its message's bytes at the start of the stream
 
 
-async def _body(response: httpx.Response) -> Body:
-    """A link's whole body in one buffer. Sized from Content-Length when it says (and no
-    content coding changes the size): a bytearray grown piece by piece was reallocated, and
-    copied, over and over; the pieces and their join held a chunk twice."""
+async def _body(response: httpx.Response, limit: int) -> Body:
+    """A link's whole body in one buffer, of `limit` bytes at most. Sized from Content-Length
+    when it says (and no content coding changes the size): a bytearray grown piece by piece was
+    reallocated, and copied, over and over; the pieces and their join held a chunk twice."""
     length = response.headers.get("content-length")
     if length is None or not length.isdigit() or "content-encoding" in response.headers:
         body = bytearray()
         async for piece in response.aiter_bytes():
             body += piece
+            if len(body) > limit:
+                raise _chunk_too_large(limit)
         return body
+    if int(length) > limit:  # before a buffer of that size is made
+        raise _chunk_too_large(limit)
     body = bytearray(int(length))
     filled = 0
     with memoryview(body) as view:
@@ -343,6 +349,12 @@ async def _body(response: httpx.Response) -> Body:
             view[filled:end] = piece
             filled = end
     return body
+
+
+def _chunk_too_large(limit: int) -> UpstreamBadResponse:
+    return UpstreamBadResponse(
+        f"an external link's chunk is over GATEWAY_MAX_CHUNK_BYTES ({limit} bytes)"
+    )
 
 
 def _ipc_parts(data: Body, index: int) -> tuple[_SchemaMessage, memoryview]:

@@ -115,6 +115,12 @@ class Settings(BaseSettings):
         16 * MiB, ge=1024, validation_alias=_env("GATEWAY_MAX_INLINE_BYTES")
     )
     prefetch_chunks: int = Field(4, ge=1, le=32, validation_alias=_env("GATEWAY_PREFETCH_CHUNKS"))
+    # The most the gateway holds of one answer it reads whole: a result chunk behind an external
+    # link, or a JSON answer of the lean path. Bounds a query's memory at prefetch_chunks times
+    # this, whatever length a broken or hostile upstream announces.
+    max_chunk_bytes: int = Field(
+        1 * GiB, ge=1 * MiB, validation_alias=_env("GATEWAY_MAX_CHUNK_BYTES")
+    )
     query_timeout_seconds: float = Field(
         50.0, gt=0, le=110, validation_alias=_env("GATEWAY_QUERY_TIMEOUT_SECONDS")
     )

@@ -128,6 +128,7 @@ class LeanUpstream:
 
     def __init__(self, settings: Settings, limiter: anyio.CapacityLimiter) -> None:
         self._budget = float(settings.sdk_retry_timeout_seconds)
+        self._answer_limit = settings.max_chunk_bytes
         self._limiter = limiter  # only for building an identity's client the first time
         self._pool_size = settings.max_concurrent_per_op
         # As the SDK's requests: connect within min(10, t), then each read within t.
@@ -213,7 +214,7 @@ class LeanUpstream:
                 allow_redirects=False,
                 **aiohttp_proxy(self._proxies, url),
             ) as response:
-                content = await response.read()
+                content = await _bounded_body(response, self._answer_limit, path)
                 status = response.status
         finally:
             add_upstream_time(time.perf_counter() - started)
@@ -245,6 +246,28 @@ class LeanUpstream:
                 fixed["X-Databricks-Workspace-Id"] = config.workspace_id
             self._fixed[config] = fixed
         return fixed
+
+
+async def _bounded_body(response: aiohttp.ClientResponse, limit: int, path: str) -> bytes:
+    """The whole answer, of `limit` bytes at most: what a Content-Length (held to by aiohttp)
+    announces is checked before a byte is read; a body of unknown or coded length as it comes."""
+    length = response.content_length
+    if length is not None and "Content-Encoding" not in response.headers:
+        if length > limit:
+            raise _answer_too_large(path, limit)
+        return await response.read()
+    pieces: list[bytes] = []
+    size = 0
+    async for piece in response.content.iter_any():
+        size += len(piece)
+        if size > limit:
+            raise _answer_too_large(path, limit)
+        pieces.append(piece)
+    return b"".join(pieces)
+
+
+def _answer_too_large(path: str, limit: int) -> UpstreamBadResponse:
+    return UpstreamBadResponse(f"GET {path} answered over GATEWAY_MAX_CHUNK_BYTES ({limit} bytes)")
 
 
 def _first_client() -> WorkspaceClient:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+
 import httpx
 import orjson
 import pytest
@@ -362,6 +364,43 @@ def test_external_link_host_never_sees_the_token(gateway, workspace):
     assert out["row_count"] == 5
     assert len(seen) == 3
     assert all("authorization" not in r.headers for r in seen)
+
+
+# One chunk of about 1.5 MB (5,000 rows of 300 characters), over a 1 MiB GATEWAY_MAX_CHUNK_BYTES.
+WIDE = "SELECT range AS id, repeat('x', 300) AS pad FROM range(5000)"
+
+
+@pytest.mark.parametrize("length", ["announced", "absurd", "unannounced", "within the limit"])
+def test_a_link_chunk_over_the_limit_is_a_bad_response(gateway, workspace, length):
+    workspace.warehouse.external_base = "https://links.storage.test"
+    limit = 1024 * 1024 if length != "within the limit" else 8 * 1024 * 1024
+    _, client = gateway(max_chunk_bytes=limit)
+
+    def serve(request: httpx.Request) -> httpx.Response:
+        statement_id, chunk = request.url.path.split("/")[2:4]
+        statement = workspace.warehouse.statements[statement_id]
+        body, kind = workspace.warehouse.link_body(statement, int(chunk))
+        if length == "absurd":  # 100 TB announced: no buffer of that size may be made
+            headers = {"content-type": kind, "content-length": str(10**14)}
+            return httpx.Response(200, content=body[:10], headers=headers)
+        if length == "unannounced":
+
+            async def pieces() -> AsyncIterator[bytes]:
+                yield body[: len(body) // 2]
+                yield body[len(body) // 2 :]
+
+            return httpx.Response(200, content=pieces(), headers={"content-type": kind})
+        return httpx.Response(200, content=body, headers={"content-type": kind})
+
+    with respx.mock(using="httpx", assert_all_called=True) as mock:
+        mock.route(host="links.storage.test").mock(side_effect=serve)
+        mock.route(host="127.0.0.1").pass_through()
+        response = query(client, WIDE, disposition="EXTERNAL_LINKS")
+    if length == "within the limit":
+        assert result(response)["row_count"] == 5000
+        return
+    error = response.json()["error"]
+    assert (error["status"], error["code"]) == (502, "DATABRICKS_BAD_RESPONSE")
 
 
 @pytest.mark.parametrize("literal", [b"NaN", b"Infinity", b"-Infinity", b"1e999"])

@@ -70,6 +70,18 @@ def test_lean_and_sdk_paths_answer_alike(gateway, op, params, headers):
     assert answer(run(lean, op, headers, **params)) == expected
 
 
+def test_an_answer_over_the_chunk_limit_is_a_bad_response(gateway, workspace):
+    # A valid JSON object of 2 MiB where GATEWAY_MAX_CHUNK_BYTES is 1 MiB: refused by its
+    # Content-Length before it is read, never parsed into an answer.
+    padded = b'{"catalogs": [], "padding": "' + b"x" * (2 * 1024 * 1024) + b'"}'
+    fault = Fault(path="/unity-catalog/catalogs", body=padded, content_type="application/json")
+    workspace.inject(fault)
+    _, client = gateway(max_chunk_bytes=1024 * 1024)
+    error = run(client, "list_catalogs").json()["error"]
+    assert (error["status"], error["code"]) == (502, "DATABRICKS_BAD_RESPONSE")
+    assert run(client, "list_catalogs").status_code == 200  # the fault was once; pages are small
+
+
 # Statements: the polls and chunk lookups are lean GETs too (several chunks, a SQL error, a
 # statement another identity cannot see, an id that does not exist).
 QUERIES: list[tuple[str, dict[str, Any], int]] = [

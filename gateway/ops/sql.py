@@ -127,7 +127,13 @@ async def run_query(
     limit = min(timeout_seconds or ceiling, ceiling)
     want: Want = "stream" if delivery.stream or delivery.arrow else "rows"
     response = await execution.run(submit, want, disposition, limit, settings.max_inline_bytes)
-    reader = ChunkReader(api, runtime.links_http, Manifest.of(response), settings.prefetch_chunks)
+    reader = ChunkReader(
+        api,
+        runtime.links_http,
+        Manifest.of(response),
+        settings.prefetch_chunks,
+        settings.max_chunk_bytes,
+    )
     if delivery.arrow:
         return ByteStream(_guarded(reader.arrow_stream(), execution), ARROW_STREAM)
     if delivery.stream:
@@ -205,7 +211,10 @@ async def fetch_result(
     manifest = Manifest.of(response)
     if chunk_index and chunk_index >= manifest.total_chunks:
         raise bad_request("INVALID_PARAMS", "chunk_index is past the last chunk.")
-    reader = ChunkReader(api, runtime.links_http, manifest, runtime.settings.prefetch_chunks)
+    settings = runtime.settings
+    reader = ChunkReader(
+        api, runtime.links_http, manifest, settings.prefetch_chunks, settings.max_chunk_bytes
+    )
     reader.start = chunk_index
     if delivery.stream:
         return ByteStream(_ndjson(reader, checkpoints=True), NDJSON)

@@ -135,9 +135,8 @@ class ChunkReader:
                 yield arrow_rows(batch)
             return
         if chunk.csv is not None:
-            lines = list(csv.reader(io.StringIO(chunk.csv.decode("utf-8"))))
             rows: list[list[Any]] = [
-                [None if v == "" else v for v in line] for line in lines[chunk.index == 0 :]
+                [None if v == "" else v for v in line] for line in self._csv_strings(chunk)
             ]
             yield [self.typer(row) for row in rows]
             return
@@ -182,10 +181,10 @@ class ChunkReader:
 
     async def _chunk_data(self, index: int, result: dict[str, Any]) -> Chunk:
         if "attachment" in result:
-            return Chunk(index, arrow=base64.b64decode(result["attachment"]))
+            return Chunk(index, arrow=_attachment(result["attachment"], index))
         links = result.get("external_links")
         if not links:
-            return Chunk(index, rows=result.get("data_array") or [])
+            return Chunk(index, rows=self._rows(result.get("data_array") or [], index))
         parts = [await self._download(index, link, refreshed=False) for link in links]
         if self.manifest.format == "ARROW_STREAM":
             return Chunk(index, arrow=parts[0] if len(parts) == 1 else _merge_arrow(parts))
@@ -194,7 +193,15 @@ class ChunkReader:
         rows: list[list[Any]] = []
         for part in parts:
             rows += _json_rows(part)
-        return Chunk(index, rows=rows)
+        return Chunk(index, rows=self._rows(rows, index))
+
+    def _rows(self, rows: list[Any], index: int) -> list[list[Any]]:
+        """JSON or CSV rows, each a list as wide as the manifest's columns (when it names
+        them): every reader of rows indexes them by column."""
+        width = self.width
+        if width and any(type(row) is not list or len(row) != width for row in rows):
+            raise UpstreamBadResponse(f"chunk {index} has rows that are not {width} values wide")
+        return rows
 
     async def _download(self, index: int, link: dict[str, Any], refreshed: bool) -> Body:
         """One presigned link: no Authorization header ever; refreshed once if it expired."""
@@ -261,8 +268,13 @@ class ChunkReader:
         return _ipc_stream(batch.schema, [batch])
 
     def _csv_strings(self, chunk: Chunk) -> list[list[Any]]:
-        lines: list[list[Any]] = list(csv.reader(io.StringIO((chunk.csv or b"").decode("utf-8"))))
-        return lines[chunk.index == 0 :]
+        """A CSV chunk's rows of strings (the first chunk's header row dropped)."""
+        try:
+            text = (chunk.csv or b"").decode("utf-8")
+        except UnicodeDecodeError:
+            raise UpstreamBadResponse(f"chunk {chunk.index} is not UTF-8 CSV") from None
+        lines: list[list[Any]] = list(csv.reader(io.StringIO(text)))
+        return self._rows(lines[chunk.index == 0 :], chunk.index)
 
     @property
     def width(self) -> int:
@@ -355,6 +367,14 @@ def _chunk_too_large(limit: int) -> UpstreamBadResponse:
     return UpstreamBadResponse(
         f"an external link's chunk is over GATEWAY_MAX_CHUNK_BYTES ({limit} bytes)"
     )
+
+
+def _attachment(value: str, index: int) -> bytes:
+    """An INLINE chunk's base64 Arrow bytes."""
+    try:
+        return base64.b64decode(value, validate=True)
+    except ValueError:  # binascii.Error
+        raise UpstreamBadResponse(f"chunk {index}'s attachment is not base64") from None
 
 
 def _ipc_parts(data: Body, index: int) -> tuple[_SchemaMessage, memoryview]:

@@ -31,6 +31,8 @@ from typing import Any
 
 import orjson
 
+from gateway.errors import UpstreamBadResponse
+
 MAX_SAFE_INTEGER = 2**53 - 1
 Converter = Callable[[Any], Any] | None  # None: keep the value as it is
 
@@ -126,10 +128,16 @@ class RowTyper:
         ]
 
     def __call__(self, row: list[Any]) -> list[Any]:
-        for index, convert in self._typed:
-            value = row[index]
-            if value is not None:
-                row[index] = convert(value)
+        index = 0
+        try:
+            for index, convert in self._typed:
+                value = row[index]
+                if value is not None:
+                    row[index] = convert(value)
+        except (ValueError, TypeError) as exc:  # `abc` for an INT, an object for a DOUBLE
+            kind = type(exc).__name__
+            message = f"column {index} has a value its type cannot hold ({kind})"
+            raise UpstreamBadResponse(message) from None
         return row
 
 

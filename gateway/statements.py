@@ -36,7 +36,8 @@ from databricks.sdk import WorkspaceClient
 from databricks.sdk import errors as sdk_errors
 from databricks.sdk.errors.base import DatabricksError
 
-from gateway.errors import GatewayError, UpstreamBadResponse
+from gateway import answers
+from gateway.errors import GatewayError
 from gateway.logs import logger
 from gateway.upstream import RetryBudget, Upstream
 
@@ -104,25 +105,21 @@ class StatementsApi:
                     headers={"Content-Type": "application/json"},
                     data=_SentOnce(orjson.dumps(body)),
                 )
-                return self._json(sent)
             except Exception as exc:
                 time.sleep(budget.wait_after(exc, _resend_wait))
+            else:
+                return answers.submitted(sent)
 
     async def get(self, statement_id: str) -> dict[str, Any]:
-        return await self._upstream.read(self._client, f"/api/2.0/sql/statements/{statement_id}")
+        path = f"/api/2.0/sql/statements/{statement_id}"
+        return answers.statement(await self._upstream.read(self._client, path), "a statement poll")
 
     async def chunk(self, statement_id: str, index: int) -> dict[str, Any]:
         path = f"/api/2.0/sql/statements/{statement_id}/result/chunks/{index}"
-        return await self._upstream.read(self._client, path)
+        return answers.chunk(await self._upstream.read(self._client, path), f"chunk {index}")
 
     def cancel(self, statement_id: str) -> None:
         self._api.do("POST", f"/api/2.0/sql/statements/{statement_id}/cancel", body={})
-
-    @staticmethod
-    def _json(value: Any) -> dict[str, Any]:
-        if not isinstance(value, dict):
-            raise UpstreamBadResponse("a Statement Execution answer was not a JSON object")
-        return value
 
 
 class _SentOnce(io.BytesIO):

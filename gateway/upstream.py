@@ -47,6 +47,7 @@ from databricks.sdk.errors.parser import _Parser
 from databricks.sdk.service.catalog import CatalogInfo, SchemaInfo, VolumeInfo
 from databricks.sdk.service.iam import User
 
+from gateway.answers import json_object
 from gateway.auth import current_auth, get_workspace_client
 from gateway.errors import UpstreamBadResponse
 from gateway.logs import add_upstream_time
@@ -115,9 +116,7 @@ class SdkUpstream:
 
     async def read(self, client: WorkspaceClient, path: str) -> dict[str, Any]:
         body = await self._in_thread(lambda: client.api_client.do("GET", path))
-        if not isinstance(body, dict):
-            raise UpstreamBadResponse(f"GET {path} answered JSON that is not an object")
-        return body
+        return json_object(body, f"GET {path}")
 
 
 # --- the lean path -----------------------------------------------------------------------------
@@ -226,9 +225,7 @@ class LeanUpstream:
             body = orjson.loads(content)
         except orjson.JSONDecodeError:
             raise UpstreamBadResponse(f"GET {path} answered {status}, not JSON") from None
-        if not isinstance(body, dict):
-            raise UpstreamBadResponse(f"GET {path} answered JSON that is not an object")
-        return body
+        return json_object(body, f"GET {path}")
 
     async def _config(self) -> Config:
         identity, backend = current_auth()

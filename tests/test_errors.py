@@ -8,6 +8,7 @@ from pathlib import Path
 
 import aiohttp
 import httpx
+import orjson
 import pytest
 import requests
 import urllib3
@@ -363,3 +364,71 @@ def test_an_unknown_databricks_error_never_shows_its_message():
     assert (mapped.status, mapped.code) == (502, "DATABRICKS_ERROR")
     assert "7f3a" not in mapped.message
     assert mapped.databricks_error_code is None
+
+
+# --- answers of a shape the API never sends (gateway/answers.py) -------------------------------
+
+STATEMENTS_PATH = "/api/2.0/sql/statements/"
+SUCCEEDED = {"statement_id": "01f0", "status": {"state": "SUCCEEDED"}}
+INT_COLUMN = {
+    "format": "JSON_ARRAY",
+    "schema": {"columns": [{"name": "a", "type_name": "INT", "type_text": "INT", "position": 0}]},
+    "total_chunk_count": 1,
+}
+
+# (method the fault answers, its JSON body): each was a 500 (an AttributeError, an IndexError,
+# an AssertionError, a ValueError in our code) before the answers were checked where they come.
+ODD_STATEMENT_ANSWERS = [
+    ("POST", {}),  # a submit naming no statement
+    ("POST", {"statement_id": "01f0", "status": "SUCCEEDED"}),
+    ("GET", {**SUCCEEDED, "manifest": {"schema": {"columns": 5}}}),
+    ("GET", {**SUCCEEDED, "manifest": {**INT_COLUMN, "total_chunk_count": "x"}}),
+    ("GET", {"statement_id": "01f0", "status": {"state": "FAILED", "error": "boom"}}),
+    ("GET", {**SUCCEEDED, "manifest": INT_COLUMN, "result": {"data_array": "abc"}}),
+    ("GET", {**SUCCEEDED, "manifest": INT_COLUMN, "result": {"data_array": [[]]}}),
+    ("GET", {**SUCCEEDED, "manifest": INT_COLUMN, "result": {"data_array": [["one"]]}}),
+    ("GET", {**SUCCEEDED, "manifest": INT_COLUMN, "result": {"data_array": [[{"x": 1}]]}}),
+    ("GET", {**SUCCEEDED, "manifest": INT_COLUMN, "result": {"external_links": ["x"]}}),
+    ("GET", {**SUCCEEDED, "manifest": INT_COLUMN, "result": {"attachment": "!!not base64"}}),
+]
+
+
+@pytest.mark.parametrize(("method", "body"), ODD_STATEMENT_ANSWERS)
+@pytest.mark.parametrize("accept", ["application/json", "application/x-ndjson"])
+def test_a_statement_answer_of_another_shape_is_a_bad_response(
+    gateway, workspace, method, body, accept
+):
+    fault = Fault(
+        path=STATEMENTS_PATH,
+        method=method,
+        body=orjson.dumps(body),
+        content_type="application/json",
+        times=None,
+    )
+    workspace.inject(fault)
+    _, client = gateway()
+    response = client.post(
+        "/run", json={"op": "run_query", "statement": "SELECT 1 AS a"}, headers={"Accept": accept}
+    )
+    if response.status_code == 200:  # a stream that had begun ends with an error line instead
+        assert accept == "application/x-ndjson"
+        error = orjson.loads(response.content.splitlines()[-1])["error"]
+    else:
+        error = response.json()["error"]
+    assert (error["status"], error["code"]) == (502, "DATABRICKS_BAD_RESPONSE")
+
+
+@pytest.mark.parametrize(
+    "body", [[], {"contents": 5}, {"contents": ["x"]}, {"contents": [{"name": 7}]}]
+)
+def test_a_directory_page_of_another_shape_is_a_bad_response(gateway, workspace, body):
+    fault = Fault(
+        path="/api/2.0/fs/directories/",
+        body=orjson.dumps(body),
+        content_type="application/json",
+        times=None,
+    )
+    workspace.inject(fault)
+    _, client = gateway()
+    error = run(client, "list_directory", path="/Volumes/main/app/files").json()["error"]
+    assert (error["status"], error["code"]) == (502, "DATABRICKS_BAD_RESPONSE")

@@ -18,7 +18,7 @@ from urllib.parse import quote
 from databricks.sdk.errors import NotFound
 from pydantic import BaseModel, Field
 
-from gateway import files_api
+from gateway import answers, files_api
 from gateway.auth import get_workspace_client
 from gateway.errors import (
     GatewayError,
@@ -122,7 +122,8 @@ def list_directory(
         query: dict[str, Any] = {"page_size": page_size or 1000}
         if token:
             query["page_token"] = token
-        page = api.do("GET", f"/api/2.0/fs/directories{files_api.quoted(path)}", query=query)
+        answer = api.do("GET", f"/api/2.0/fs/directories{files_api.quoted(path)}", query=query)
+        page = answers.directory_page(answer, "a directory listing")
         entries += [_entry(raw) for raw in page.get("contents", [])]
         token = page.get("next_page_token") or None
         if one_page or not token or len(entries) >= MAX_LISTED_ENTRIES:

@@ -1,0 +1,126 @@
+"""The raw JSON answers of Databricks that the gateway reads itself, checked where they arrive.
+
+Statement Execution answers and Files API directory pages are read as JSON, not through the
+SDK's dataclasses (which drop fields the gateway needs). A field of another type than the API
+sends (a broken proxy, a hostile upstream) is a 502 DATABRICKS_BAD_RESPONSE here, at the door,
+not an AttributeError or IndexError deep in the code that reads it (a 500).
+
+The models name only what the code reads. Every field is optional and unknown fields are
+ignored: they check, they do not convert, and the answer goes on as it came.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, NonNegativeInt, ValidationError
+
+from gateway.errors import UpstreamBadResponse
+
+
+class _Answer(BaseModel):
+    model_config = ConfigDict(extra="ignore", populate_by_name=True)
+
+
+class _StatementError(_Answer):
+    error_code: str | None = None
+    message: str | None = None
+
+
+class _Status(_Answer):
+    state: str | None = None
+    error: _StatementError | None = None
+    sql_state: str | None = None
+
+
+class _Column(_Answer):
+    name: str | None = None
+    type_name: str | None = None
+    type_text: str | None = None
+
+
+class _Schema(_Answer):
+    columns: list[_Column] | None = None
+
+
+class _Manifest(_Answer):
+    format: str | None = None
+    result_schema: _Schema | None = Field(None, alias="schema")
+    total_chunk_count: NonNegativeInt | None = None
+    truncated: bool | None = None
+
+
+class _Link(_Answer):
+    external_link: str
+    expiration: str | None = None
+    http_headers: dict[str, str] | None = None
+
+
+class _Result(_Answer):
+    # Rows are lists of values (strings, or typed values on some warehouses); each row's
+    # width is checked against the manifest where the rows are read.
+    data_array: list[list[Any]] | None = None
+    external_links: list[_Link] | None = None
+    attachment: str | None = None
+    next_chunk_index: NonNegativeInt | None = None
+
+
+class _Statement(_Answer):
+    statement_id: str | None = None
+    status: _Status | None = None
+    manifest: _Manifest | None = None
+    result: _Result | None = None
+
+
+class _Entry(_Answer):
+    name: str | None = None
+    path: str | None = None
+    is_directory: bool | None = None
+    file_size: int | None = None
+    last_modified: int | None = None
+
+
+class _DirectoryPage(_Answer):
+    contents: list[_Entry] | None = None
+    next_page_token: str | None = None
+
+
+def statement(value: Any, what: str) -> dict[str, Any]:
+    """A statement's answer (submit, poll): status, manifest, first chunk."""
+    return _checked(_Statement, value, what)
+
+
+def submitted(value: Any) -> dict[str, Any]:
+    """A submit's answer, which must name the statement: it is what polls and cancels use."""
+    answer = statement(value, "a statement submit")
+    if not answer.get("statement_id"):
+        raise UpstreamBadResponse("a statement submit answered no statement_id")
+    return answer
+
+
+def chunk(value: Any, what: str) -> dict[str, Any]:
+    """A result chunk's answer: its rows, links or attachment."""
+    return _checked(_Result, value, what)
+
+
+def directory_page(value: Any, what: str) -> dict[str, Any]:
+    return _checked(_DirectoryPage, value, what)
+
+
+def json_object(value: Any, what: str) -> dict[str, Any]:
+    if not isinstance(value, dict):
+        raise UpstreamBadResponse(f"{what} answered JSON that is not an object")
+    return value
+
+
+def _checked(model: type[_Answer], value: Any, what: str) -> dict[str, Any]:
+    answer = json_object(value, what)
+    try:
+        model.model_validate(answer)
+    except ValidationError as exc:
+        # Where and what was wrong, never the values: the log keeps no result data.
+        wrong = "; ".join(
+            f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors()[:3]
+        )
+        raise UpstreamBadResponse(f"{what} answered an unexpected shape ({wrong})") from None
+    return answer

@@ -135,6 +135,28 @@ def log_request(fields: dict[str, Any]) -> None:
         stream.flush()
 
 
+class StreamCut(Exception):
+    """What a stream that Databricks cut mid-way raises to the server, once the gateway logged
+    why: the server cuts the connection, and its own traceback line is left out."""
+
+
+def logged_here(exc: Exception) -> StreamCut:
+    return StreamCut(type(exc).__name__)
+
+
+class _NotLoggedTwice(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not (record.exc_info and isinstance(record.exc_info[1], StreamCut))
+
+
+def quiet_server_on_cut_streams() -> None:
+    """uvicorn logs a traceback for whatever an app raises once its answer began; for a
+    StreamCut the gateway has said why already, as a warning."""
+    server_errors = logging.getLogger("uvicorn.error")
+    if not any(isinstance(f, _NotLoggedTwice) for f in server_errors.filters):
+        server_errors.addFilter(_NotLoggedTwice())
+
+
 def configure(level: str, log_format: str = "json") -> None:
     # One line per request must stay cheap: skip what our lines never show (the caller's
     # file and line, thread, process), as the logging docs' "Optimization" section suggests.

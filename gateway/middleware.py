@@ -16,8 +16,8 @@ from typing import TYPE_CHECKING, Any
 import orjson
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from gateway.errors import GatewayError, masked_internal_error
-from gateway.logs import bind_request, log_request, logger, unbind_request
+from gateway.errors import GatewayError, masked_internal_error, translate
+from gateway.logs import bind_request, log_request, logged_here, logger, unbind_request
 from gateway.metrics import Metrics
 from gateway.tracing import traceparent_from
 
@@ -134,7 +134,17 @@ class RequestContext:
             status = 503
             with contextlib.suppress(Exception):
                 await send_error(send_with_id, _shutting_down(), request_id)
-        except Exception:
+        except Exception as exc:
+            mapped = translate(exc) if started_response else None
+            if mapped is not None:
+                # Databricks failed mid-stream: no status can change now, the caller sees the
+                # stream cut (raising is what makes the server cut it). Not a bug of ours.
+                log["error_code"] = mapped.code
+                logger.warning(
+                    "stream cut by a Databricks failure",
+                    extra={"request_id": request_id, "code": mapped.code, "error": repr(exc)},
+                )
+                raise logged_here(exc) from None
             # Unexpected errors are bugs: full detail in our log, a masked 500 for the caller.
             logger.exception("unhandled error", extra={"request_id": request_id})
             if started_response:

@@ -41,7 +41,7 @@ from typing import Any
 import uvicorn
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
-from gateway.logs import logger
+from gateway.logs import logger, quiet_server_on_cut_streams
 from gateway.memory import freeze_startup_objects
 from gateway.runtime import Runtime
 from gateway.settings import Settings
@@ -126,6 +126,7 @@ def server_for(app: Any, settings: Settings, **overrides: Any) -> Server:
         "timeout_keep_alive": 30,
     }
     options.update(overrides)
+    quiet_server_on_cut_streams()
     return Server(uvicorn.Config(app, **options), app.state.runtime)
 
 

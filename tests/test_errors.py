@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import inspect
+import logging
 import re
 from pathlib import Path
 
@@ -432,3 +433,20 @@ def test_a_directory_page_of_another_shape_is_a_bad_response(gateway, workspace,
     _, client = gateway()
     error = run(client, "list_directory", path="/Volumes/main/app/files").json()["error"]
     assert (error["status"], error["code"]) == (502, "DATABRICKS_BAD_RESPONSE")
+
+
+def test_a_stream_databricks_cuts_is_logged_as_its_failure_not_as_a_bug(gateway, workspace, caplog):
+    # The Arrow stream's head is out before its first chunk is read; a link answering a login
+    # page then cuts the stream. The log names the upstream failure; no traceback says "bug".
+    caplog.set_level("INFO")
+    workspace.warehouse.chunk_rows = 2
+    _, client = gateway()
+    workspace.inject(Fault(path="/external/", body=LOGIN_PAGE, times=None))
+    arrow = {"Accept": "application/vnd.apache.arrow.stream"}
+    with pytest.raises(httpx.RemoteProtocolError):  # cut, never a quiet end
+        client.post("/run", json={"op": "run_query", "statement": "SELECT 1 AS x"}, headers=arrow)
+    cut = [r for r in caplog.records if r.getMessage() == "stream cut by a Databricks failure"]
+    assert [getattr(r, "code", None) for r in cut] == ["DATABRICKS_BAD_RESPONSE"]
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
+    request = [r for r in caplog.records if r.getMessage() == "request"]
+    assert [getattr(r, "error_code", None) for r in request] == ["DATABRICKS_BAD_RESPONSE"]

@@ -435,16 +435,31 @@ def test_a_directory_page_of_another_shape_is_a_bad_response(gateway, workspace,
     assert (error["status"], error["code"]) == (502, "DATABRICKS_BAD_RESPONSE")
 
 
-def test_a_stream_databricks_cuts_is_logged_as_its_failure_not_as_a_bug(gateway, workspace, caplog):
-    # The Arrow stream's head is out before its first chunk is read; a link answering a login
-    # page then cuts the stream. The log names the upstream failure; no traceback says "bug".
-    caplog.set_level("INFO")
+def test_an_arrow_stream_whose_first_chunk_fails_is_an_error_answer(gateway, workspace):
+    # A binary stream has no place for an error once its head is out: what fails before its
+    # first byte is answered as the op's error.
     workspace.warehouse.chunk_rows = 2
     _, client = gateway()
     workspace.inject(Fault(path="/external/", body=LOGIN_PAGE, times=None))
     arrow = {"Accept": "application/vnd.apache.arrow.stream"}
+    response = client.post(
+        "/run", json={"op": "run_query", "statement": "SELECT 1 AS x"}, headers=arrow
+    )
+    error = response.json()["error"]
+    assert (error["status"], error["code"]) == (502, "DATABRICKS_BAD_RESPONSE")
+
+
+def test_a_stream_databricks_cuts_is_logged_as_its_failure_not_as_a_bug(gateway, workspace, caplog):
+    # Chunk 0 streams, then chunk 1 (its link and its lookup) answers a login page: the stream
+    # is cut for the caller, and the log names the upstream failure; no traceback says "bug".
+    caplog.set_level("INFO")
+    workspace.warehouse.chunk_rows = 2
+    _, client = gateway()
+    workspace.inject(Fault(path="/1", method="GET", body=LOGIN_PAGE, times=None))
+    arrow = {"Accept": "application/vnd.apache.arrow.stream"}
+    statement = "SELECT range AS x FROM range(5)"
     with pytest.raises(httpx.RemoteProtocolError):  # cut, never a quiet end
-        client.post("/run", json={"op": "run_query", "statement": "SELECT 1 AS x"}, headers=arrow)
+        client.post("/run", json={"op": "run_query", "statement": statement}, headers=arrow)
     cut = [r for r in caplog.records if r.getMessage() == "stream cut by a Databricks failure"]
     assert [getattr(r, "code", None) for r in cut] == ["DATABRICKS_BAD_RESPONSE"]
     assert not [r for r in caplog.records if r.levelno >= logging.ERROR]

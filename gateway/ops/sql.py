@@ -135,7 +135,7 @@ async def run_query(
         settings.max_chunk_bytes,
     )
     if delivery.arrow:
-        return ByteStream(_guarded(reader.arrow_stream(), execution), ARROW_STREAM)
+        return ByteStream(await _begun(_guarded(reader.arrow_stream(), execution)), ARROW_STREAM)
     if delivery.stream:
         return ByteStream(_guarded(_ndjson(reader), execution), NDJSON)
     try:
@@ -375,6 +375,27 @@ async def _guarded(
         if not finished:
             await execution.cancel()
         execution.forget()
+
+
+async def _begun(stream: AsyncGenerator[Piece, None]) -> AsyncGenerator[Piece, None]:
+    """`stream` with its first piece read now, within the op: a binary stream has no place
+    for an error once its head is out, so what fails before its first byte (the first chunk's
+    link, its Arrow schema) is the op's error, an envelope, rather than a cut stream."""
+    try:
+        first = await anext(stream)
+    except BaseException:
+        await stream.aclose()  # its statement is cancelled
+        raise
+    return _after(first, stream)
+
+
+async def _after(first: Piece, rest: AsyncGenerator[Piece, None]) -> AsyncGenerator[Piece, None]:
+    try:
+        yield first
+        async for piece in rest:
+            yield piece
+    finally:
+        await rest.aclose()
 
 
 def _stream_error(exc: Exception) -> dict[str, Any]:

@@ -11,11 +11,13 @@ ignored: they check, they do not convert, and the answer goes on as it came.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, NonNegativeInt, ValidationError
 
 from gateway.errors import UpstreamBadResponse
+
+M = TypeVar("M", bound=BaseModel)
 
 
 class _Answer(BaseModel):
@@ -113,14 +115,27 @@ def json_object(value: Any, what: str) -> dict[str, Any]:
     return value
 
 
+def built(model: type[M], **fields: Any) -> M:
+    """An op's result `model` built from Databricks' answer (the SDK's dataclasses keep any
+    type they are given): a value the model does not take is the answer's fault, not ours."""
+    try:
+        return model(**fields)
+    except ValidationError as exc:
+        wrong = _where(exc)
+        raise UpstreamBadResponse(
+            f"an answer that does not fit a {model.__name__} ({wrong})"
+        ) from None
+
+
 def _checked(model: type[_Answer], value: Any, what: str) -> dict[str, Any]:
     answer = json_object(value, what)
     try:
         model.model_validate(answer)
     except ValidationError as exc:
-        # Where and what was wrong, never the values: the log keeps no result data.
-        wrong = "; ".join(
-            f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors()[:3]
-        )
-        raise UpstreamBadResponse(f"{what} answered an unexpected shape ({wrong})") from None
+        raise UpstreamBadResponse(f"{what} answered an unexpected shape ({_where(exc)})") from None
     return answer
+
+
+def _where(exc: ValidationError) -> str:
+    """Where and what was wrong, never the values: the log keeps no result data."""
+    return "; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors()[:3])

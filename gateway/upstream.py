@@ -181,6 +181,8 @@ class LeanUpstream:
             token = page.get("next_page_token")
             if not token:
                 return items
+            if not isinstance(token, str):
+                raise UpstreamBadResponse(f"GET {path} answered a next_page_token not a string")
             query["page_token"] = token
 
     async def read(self, client: WorkspaceClient, path: str) -> dict[str, Any]:

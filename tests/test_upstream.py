@@ -12,6 +12,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import httpx
+import orjson
 import pytest
 
 from gateway.testing import DEMO, FakeWorkspace, Fault
@@ -80,6 +81,47 @@ def test_an_answer_over_the_chunk_limit_is_a_bad_response(gateway, workspace):
     error = run(client, "list_catalogs").json()["error"]
     assert (error["status"], error["code"]) == (502, "DATABRICKS_BAD_RESPONSE")
     assert run(client, "list_catalogs").status_code == 200  # the fault was once; pages are small
+
+
+# (op, path, params, page): a listing page of a shape Databricks never sends. The SDK's
+# dataclasses keep any type they are given, so these reached the ops' result models (a 500).
+ODD_PAGES = [
+    ("list_catalogs", "/unity-catalog/catalogs", {}, {"catalogs": [{"name": 5}]}),
+    (
+        "list_schemas",
+        "/unity-catalog/schemas",
+        {"catalog": "main"},
+        {"schemas": [{"name": "s", "owner": 5}]},
+    ),
+    (
+        "list_volumes",
+        "/unity-catalog/volumes",
+        {"catalog": "main", "schema": "app"},
+        {"volumes": [{"name": "v", "created_at": "yesterday"}]},
+    ),
+]
+
+
+@pytest.mark.parametrize("lean", [True, False])
+@pytest.mark.parametrize(("op", "path", "params", "page"), ODD_PAGES)
+def test_a_listing_page_of_another_shape_is_a_bad_response(
+    gateway, workspace, lean, op, path, params, page
+):
+    fault = Fault(path=path, body=orjson.dumps(page), content_type="application/json", times=None)
+    workspace.inject(fault)
+    _, client = gateway(lean_upstream=lean)
+    error = run(client, op, **params).json()["error"]
+    assert (error["status"], error["code"]) == (502, "DATABRICKS_BAD_RESPONSE")
+
+
+def test_a_next_page_token_that_is_not_a_string_is_a_bad_response(gateway, workspace):
+    page = orjson.dumps({"catalogs": [], "next_page_token": {"a": 1}})
+    workspace.inject(
+        Fault(path="/unity-catalog/catalogs", body=page, content_type="application/json")
+    )
+    _, client = gateway()
+    error = run(client, "list_catalogs").json()["error"]
+    assert (error["status"], error["code"]) == (502, "DATABRICKS_BAD_RESPONSE")
 
 
 # Statements: the polls and chunk lookups are lean GETs too (several chunks, a SQL error, a

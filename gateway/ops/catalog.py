@@ -9,6 +9,7 @@ from databricks.sdk.errors import NotFound, ResourceConflict
 from databricks.sdk.service.catalog import VolumeInfo, VolumeType
 from pydantic import BaseModel, Field
 
+from gateway.answers import built
 from gateway.auth import get_workspace_client
 from gateway.errors import bad_request
 from gateway.registry import quick
@@ -60,7 +61,8 @@ class EnsuredVolume(BaseModel):
 async def list_catalogs(runtime: Runtime) -> list[Catalog]:
     """Catalogs the identity can see (every page)."""
     return [
-        Catalog(
+        built(
+            Catalog,
             name=c.name or "",
             comment=c.comment,
             owner=c.owner,
@@ -75,7 +77,8 @@ async def list_catalogs(runtime: Runtime) -> list[Catalog]:
 async def list_schemas(runtime: Runtime, catalog: Name) -> list[Schema]:
     """Schemas of a catalog (every page)."""
     return [
-        Schema(
+        built(
+            Schema,
             name=s.name or "",
             full_name=s.full_name,
             catalog_name=s.catalog_name,
@@ -103,12 +106,13 @@ class Table(BaseModel):
 def list_tables(catalog: Name, schema: Name) -> list[Table]:
     """Tables and views of a schema with their columns (every page)."""
     return [
-        Table(
+        built(
+            Table,
             name=t.name or "",
             full_name=t.full_name,
             table_type=t.table_type.value if t.table_type else None,
             columns=[
-                TableColumn(name=c.name or "", type_text=c.type_text, nullable=c.nullable)
+                {"name": c.name or "", "type_text": c.type_text, "nullable": c.nullable}
                 for c in t.columns or []
             ],
         )
@@ -162,7 +166,8 @@ def _volume(v: VolumeInfo) -> Volume:
     path = None
     if v.catalog_name and v.schema_name and v.name:
         path = f"/Volumes/{v.catalog_name}/{v.schema_name}/{v.name}"
-    return Volume(
+    return built(
+        Volume,
         name=v.name or "",
         full_name=v.full_name,
         catalog_name=v.catalog_name,

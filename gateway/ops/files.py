@@ -147,7 +147,8 @@ def file_info(runtime: Runtime, path: PathParam) -> FileInfo:
     except NotFound:
         pass
     else:
-        return FileInfo(
+        return answers.built(
+            FileInfo,
             exists=True,
             path=path,
             size=meta.content_length,
@@ -318,9 +319,10 @@ def _too_large(limit: int) -> GatewayError:
 
 def _entry(raw: dict[str, Any]) -> Entry:
     modified = raw.get("last_modified")
-    return Entry(
-        name=raw.get("name", ""),
-        path=raw.get("path", ""),
+    return answers.built(
+        Entry,
+        name=raw.get("name") or "",
+        path=raw.get("path") or "",
         is_directory=bool(raw.get("is_directory")),
         size=None if raw.get("is_directory") else raw.get("file_size"),
         modified=_ms_to_iso(modified) if isinstance(modified, int) else None,

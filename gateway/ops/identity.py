@@ -7,6 +7,7 @@ from typing import Any
 
 from pydantic import BaseModel
 
+from gateway.answers import built
 from gateway.registry import quick
 from gateway.runtime import Runtime
 
@@ -24,7 +25,8 @@ class User(BaseModel):
 async def me(runtime: Runtime) -> User:
     """The user or service principal the request runs as (SCIM Me), asked afresh each time."""
     user = await runtime.upstream.me()
-    return User(
+    return built(
+        User,
         id=user.id,
         user_name=user.user_name,
         display_name=user.display_name,

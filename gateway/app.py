@@ -26,6 +26,7 @@ from gateway.auth import (
     resolve_identity,
     set_databricks_auth,
 )
+from gateway.deadlines import deadline_in
 from gateway.errors import GatewayError, translate
 from gateway.logs import current_request_id, logger
 from gateway.memory import collect_soon
@@ -271,9 +272,11 @@ async def _call_with_deadline(
         settings.stream_timeout_seconds if op.streams_input else settings.request_timeout_seconds
     )
     try:
+        # The deadline for this coroutine, and for the worker threads it starts (deadlines.py).
         async with asyncio.timeout(deadline):  # anyio.fail_after's outcome, at half its cost
             try:
-                return await op.call(params, supplied, runtime.limiter)
+                with deadline_in(deadline):
+                    return await op.call(params, supplied, runtime.limiter)
             except GatewayError:
                 raise
             except Exception as exc:

@@ -24,6 +24,7 @@ from databricks.sdk import WorkspaceClient
 from databricks.sdk.config import Config
 
 from gateway import __version__
+from gateway.deadlines import bound_by_deadlines
 from gateway.errors import GatewayError
 from gateway.settings import Settings, normalise_host
 
@@ -92,9 +93,10 @@ def current_identity() -> Identity:
 
 
 def get_workspace_client() -> WorkspaceClient:
-    """The client of the current request's identity (blocking: call from a worker thread)."""
+    """The client of the current request's identity (blocking: call from a worker thread),
+    whose calls stop once the request's deadline has passed (gateway/deadlines.py)."""
     identity, backend = current_auth()
-    return backend.client(identity)
+    return bound_by_deadlines(backend.client(identity))
 
 
 # --- choosing the identity of a request ----------------------------------------------------

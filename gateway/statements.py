@@ -37,6 +37,7 @@ from databricks.sdk import errors as sdk_errors
 from databricks.sdk.errors.base import DatabricksError
 
 from gateway import answers
+from gateway.deadlines import lifted
 from gateway.errors import GatewayError
 from gateway.logs import logger
 from gateway.upstream import RetryBudget, Upstream
@@ -337,7 +338,8 @@ class Execution:
 
     def _cancel_now(self) -> None:
         try:
-            self.api.cancel(self.statement_id or "")
+            with lifted():  # also past the request's deadline: that is when it matters most
+                self.api.cancel(self.statement_id or "")
             logger.info("statement cancelled", extra={"statement_id": self.statement_id})
         except Exception as exc:  # best effort: the statement may have ended meanwhile
             logger.warning(

@@ -141,3 +141,42 @@ def test_a_steady_upload_past_the_stream_budget_is_504_and_stores_nothing(gatewa
     assert b'"GATEWAY_TIMEOUT"' in answer
     wait_until(workspace.uploads_settled)
     assert not workspace.files_root.joinpath("main/app/files/steady.bin").exists()
+
+
+def quiet_for(count, seconds: float):
+    """A condition: `count()` has not changed for `seconds` (a hang guard bounds the wait)."""
+    import time
+
+    last = {"value": None, "since": 0.0}
+
+    def condition() -> bool:
+        value, now = count(), time.monotonic()
+        if value != last["value"]:
+            last.update(value=value, since=now)
+        return now - last["since"] >= seconds
+
+    return condition
+
+
+@pytest.mark.parametrize(
+    ("op", "path", "params"),
+    [
+        ("list_catalogs", "/unity-catalog/catalogs", {}),  # the SDK's list iterator
+        ("list_tables", "/unity-catalog/tables", {"catalog": "main", "schema": "app"}),
+    ],
+)
+def test_an_endless_pagination_stops_paging_at_the_deadline(gateway, workspace, op, path, params):
+    # Every page names a next one: the SDK's iterator would page in its worker thread for as
+    # long as the process lives. Past the request's deadline it sends no more requests.
+    endless = orjson.dumps({path.rsplit("/", 1)[1]: [], "next_page_token": "again"})
+    workspace.inject(
+        Fault(path=path, body=endless, content_type="application/json", delay=0.1, times=None)
+    )
+    _, client = gateway(lean_upstream=False, request_timeout_seconds=1)
+    error = run(client, op, **params).json()["error"]
+    assert (error["status"], error["code"]) == (504, "GATEWAY_TIMEOUT")
+
+    def pages() -> int:
+        return sum(1 for r in workspace.requests if r.path.endswith(path))
+
+    wait_until(quiet_for(pages, 1.0))

@@ -273,7 +273,8 @@ class ChunkReader:
             text = (chunk.csv or b"").decode("utf-8")
         except UnicodeDecodeError:
             raise UpstreamBadResponse(f"chunk {chunk.index} is not UTF-8 CSV") from None
-        lines: list[list[Any]] = list(csv.reader(io.StringIO(text)))
+        # An empty line is a one-column row whose value is empty (or NULL): csv reads it as [].
+        lines: list[list[Any]] = [line or [""] for line in csv.reader(io.StringIO(text))]
         return self._rows(lines[chunk.index == 0 :], chunk.index)
 
     @property

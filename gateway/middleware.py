@@ -142,7 +142,12 @@ class RequestContext:
                 log["error_code"] = mapped.code
                 logger.warning(
                     "stream cut by a Databricks failure",
-                    extra={"request_id": request_id, "code": mapped.code, "error": repr(exc)},
+                    # The class only: an error's text may hold a presigned link's URL.
+                    extra={
+                        "request_id": request_id,
+                        "code": mapped.code,
+                        "sdk_error": type(exc).__name__,
+                    },
                 )
                 raise logged_here(exc) from None
             # Unexpected errors are bugs: full detail in our log, a masked 500 for the caller.

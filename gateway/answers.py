@@ -59,9 +59,9 @@ class _Link(_Answer):
 
 
 class _Result(_Answer):
-    # Rows are lists of values (strings, or typed values on some warehouses); each row's
-    # width is checked against the manifest where the rows are read.
-    data_array: list[list[Any]] | None = None
+    # Each row (a list of strings, or of typed values on some warehouses) is checked where
+    # the rows are read, against the manifest's width: not copied here row by row.
+    data_array: list[Any] | None = None
     external_links: list[_Link] | None = None
     attachment: str | None = None
     next_chunk_index: NonNegativeInt | None = None

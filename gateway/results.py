@@ -199,7 +199,7 @@ class ChunkReader:
         """JSON or CSV rows, each a list as wide as the manifest's columns (when it names
         them): every reader of rows indexes them by column."""
         width = self.width
-        if width and any(type(row) is not list or len(row) != width for row in rows):
+        if any(type(row) is not list or (width and len(row) != width) for row in rows):
             raise UpstreamBadResponse(f"chunk {index} has rows that are not {width} values wide")
         return rows
 

@@ -28,19 +28,18 @@ class DeadlinePassed(Exception):
     """Raised in a worker thread whose request was already answered at its deadline."""
 
 
-@contextlib.contextmanager
-def deadline_in(seconds: float) -> Iterator[None]:
-    token = _deadline.set(time.monotonic() + seconds)
-    try:
-        yield
-    finally:
-        _deadline.reset(token)
+def deadline_in(seconds: float) -> contextlib.AbstractContextManager[None]:
+    return _deadline_at(time.monotonic() + seconds)
 
 
-@contextlib.contextmanager
-def lifted() -> Iterator[None]:
+def lifted() -> contextlib.AbstractContextManager[None]:
     """No deadline for what runs inside: a cancel must go out even after the request's end."""
-    token = _deadline.set(None)
+    return _deadline_at(None)
+
+
+@contextlib.contextmanager
+def _deadline_at(when: float | None) -> Iterator[None]:
+    token = _deadline.set(when)
     try:
         yield
     finally:

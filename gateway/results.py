@@ -214,11 +214,15 @@ class ChunkReader:
         response = await self.http.send(request, stream=True)
         try:
             status = response.status_code
-            if status < 400:
+            if status < 300:
                 await self._turn(index)
                 return await _body(response, self.chunk_limit)
         finally:
             await response.aclose()
+        if status < 400:
+            # Not followed: a presigned link's signature names its host, and its headers are
+            # for that host alone. A redirect's body is no chunk.
+            raise UpstreamBadResponse(f"chunk {index}'s link answered a redirect ({status})")
         if status == 403 and not refreshed:
             return await self._download(index, await self._fresh_link(index, link), True)
         raise error_from_response(status, b"")

@@ -31,6 +31,7 @@ import time
 import weakref
 from collections.abc import Callable
 from typing import Any, Protocol, TypeVar
+from urllib.parse import urljoin
 
 import aiohttp
 import anyio
@@ -221,6 +222,8 @@ class LeanUpstream:
             add_upstream_time(time.perf_counter() - started)
         if status >= 400:
             raise sdk_error(config, response, content)
+        if status >= 300:
+            raise redirect_error(response, path)
         if not content:
             return {}
         try:
@@ -318,17 +321,40 @@ def retry_wait(exc: BaseException, attempt: int) -> float | None:
 def sdk_error(config: Config, response: aiohttp.ClientResponse, content: bytes) -> DatabricksError:
     """The exception the SDK raises for this error response, from the SDK's own parser: the
     same class, message, error code and Retry-After, so the error boundary cannot tell."""
-    as_requests = requests.Response()
-    as_requests.status_code = response.status
-    as_requests.reason = response.reason or ""
-    as_requests.headers.update(response.headers)
-    as_requests._content = content
-    as_requests.url = str(response.url)
-    as_requests.request = requests.Request("GET", str(response.request_info.url)).prepare()
+    as_requests = _as_requests(response, response.status, content, str(response.url))
     parser = _Parser(extra_error_customizers=[_AddDebugErrorCustomizer(config)])
     error = parser.get_api_error(as_requests)
     assert error is not None  # always, for a status >= 400
     return error
+
+
+def redirect_error(response: aiohttp.ClientResponse, path: str) -> Exception:
+    """Databricks' API never redirects; a login page in front of it does. Not followed (the
+    request carries credentials). The SDK follows it, and reads the login page of a Private Link
+    workspace called from outside its network as PrivateLinkValidationError: the same here."""
+    try:
+        target = urljoin(str(response.url), response.headers.get("Location", ""))
+    except ValueError:  # a Location that is no URL
+        target = str(response.url)
+    landed = _as_requests(response, 200, b"", target)  # where the SDK would land
+    private_link = _Parser().get_api_error(landed)
+    if private_link is not None:
+        return private_link
+    return UpstreamBadResponse(f"GET {path} answered a redirect ({response.status})")
+
+
+def _as_requests(
+    response: aiohttp.ClientResponse, status: int, content: bytes, url: str
+) -> requests.Response:
+    """`response` as the requests.Response the SDK's error parser reads."""
+    as_requests = requests.Response()
+    as_requests.status_code = status
+    as_requests.reason = response.reason or ""
+    as_requests.headers.update(response.headers)
+    as_requests._content = content
+    as_requests.url = url
+    as_requests.request = requests.Request("GET", str(response.request_info.url)).prepare()
+    return as_requests
 
 
 def make_upstream(settings: Settings, limiter: anyio.CapacityLimiter) -> Upstream:

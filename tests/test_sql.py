@@ -9,6 +9,7 @@ import orjson
 import pytest
 import respx
 
+from gateway.registry import ARROW_STREAM
 from tests.support import run, wait_until
 
 SALES = "demo.shop.sales"
@@ -400,6 +401,38 @@ def test_a_link_chunk_over_the_limit_is_a_bad_response(gateway, workspace, lengt
         assert result(response)["row_count"] == 5000
         return
     error = response.json()["error"]
+    assert (error["status"], error["code"]) == (502, "DATABRICKS_BAD_RESPONSE")
+
+
+@pytest.mark.parametrize("accept", ["application/json", "application/x-ndjson", ARROW_STREAM])
+@pytest.mark.parametrize("body", [b"", b"<Error><Code>TemporaryRedirect</Code></Error>"])
+def test_a_link_that_redirects_is_a_bad_response_and_is_not_followed(
+    gateway, workspace, accept, body
+):
+    # Storage never redirects a presigned link that works (its signature names the host); a
+    # redirect's body is no chunk, and the link's headers are not for another host.
+    workspace.warehouse.external_base = "https://links.storage.test"
+    _, client = gateway()
+    redirect = httpx.Response(
+        307, content=body, headers={"location": "https://elsewhere.storage.test/x"}
+    )
+    with respx.mock(using="httpx", assert_all_called=False) as mock:
+        links = mock.route(host="links.storage.test").mock(return_value=redirect)
+        elsewhere = mock.route(host="elsewhere.storage.test").respond(200, content=b"")
+        mock.route(host="127.0.0.1").pass_through()
+        response = run(
+            client,
+            "run_query",
+            {"Accept": accept},
+            statement=f"SELECT id FROM {SALES}",
+            disposition="EXTERNAL_LINKS",
+        )
+    assert links.called and not elsewhere.called
+    if accept == "application/x-ndjson":  # its head is out before the first chunk is read
+        assert response.status_code == 200
+        error = orjson.loads(response.text.splitlines()[-1])["error"]
+    else:
+        error = response.json()["error"]
     assert (error["status"], error["code"]) == (502, "DATABRICKS_BAD_RESPONSE")
 
 

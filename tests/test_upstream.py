@@ -189,6 +189,35 @@ def test_lean_and_sdk_paths_fail_and_retry_alike(gateway, workspace, fault, op):
     assert answers[1] == answers[0]
 
 
+# Databricks' API never redirects; a login page in front of it does. A Private Link workspace
+# called from outside its network redirects every call to its login page, which the SDK
+# follows and reads as PrivateLinkValidationError (403). Neither path may take a redirect for
+# an empty answer.
+LOGIN_PAGE = Fault(path="/login.html", body=b"<html>Sign in</html>", times=None)
+REDIRECTS = [
+    ("/login.html?error=private-link-validation-error", 403, "DATABRICKS_PERMISSION_DENIED"),
+    ("/login.html?next=%2Fapi", 502, "DATABRICKS_BAD_RESPONSE"),
+]
+
+
+@pytest.mark.parametrize("op", ["me", "list_catalogs"])
+@pytest.mark.parametrize(("location", "status", "code"), REDIRECTS)
+def test_a_redirect_to_a_login_page_fails_alike_on_both_paths(
+    gateway, workspace, op, location, status, code
+):
+    lean, sdk = both_paths(gateway)
+    answers = []
+    for client in (sdk, lean):
+        workspace.clear_faults()
+        workspace.inject(Fault(path="/api/", location=location, times=None))
+        workspace.inject(Fault(**vars(LOGIN_PAGE)))
+        answers.append(answer(run(client, op)))
+    workspace.clear_faults()
+    assert answers[1] == answers[0]
+    error = answers[0][1]["error"]
+    assert (error["status"], error["code"]) == (status, code)
+
+
 def test_oauth_m2m_service_identity_answers_alike(gateway):
     lean, sdk = both_paths(gateway, **OAUTH)
     for op in ("me", "list_catalogs"):

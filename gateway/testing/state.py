@@ -39,6 +39,8 @@ class Fault:
     # A body that is not the API's (a login or proxy page), sent with `status` or 200.
     body: bytes | None = None
     content_type: str = "text/html"
+    # A redirect there (`status` or 302, no body): a login page in front of the API.
+    location: str | None = None
 
     def matches(self, method: str, path: str) -> bool:
         return (self.method in (None, method)) and self.path in path

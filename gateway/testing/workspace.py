@@ -221,6 +221,9 @@ class FakeWorkspace(IdentityApi, CatalogApi, FilesApi):
         if fault.drop:
             rq.drop()
             return True
+        if fault.location is not None:
+            rq.send(fault.status or 302, headers={"Location": fault.location})
+            return True
         if fault.body is not None:
             rq.send(fault.status or 200, fault.body, content_type=fault.content_type)
             return True

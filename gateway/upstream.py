@@ -178,7 +178,10 @@ class LeanUpstream:
         query = dict(query)
         while True:
             page = await self.get(path, query)
-            items += page.get(key, [])
+            listed = page.get(key, [])
+            if not isinstance(listed, list):
+                raise UpstreamBadResponse(f"GET {path} answered {key} that are not a list")
+            items += listed
             token = page.get("next_page_token")
             if not token:
                 return items

@@ -435,6 +435,16 @@ def test_a_directory_page_of_another_shape_is_a_bad_response(gateway, workspace,
     assert (error["status"], error["code"]) == (502, "DATABRICKS_BAD_RESPONSE")
 
 
+def test_a_directory_page_of_null_contents_lists_nothing(gateway, workspace):
+    body = orjson.dumps({"contents": None})
+    workspace.inject(
+        Fault(path="/api/2.0/fs/directories/", body=body, content_type="application/json")
+    )
+    _, client = gateway()
+    listing = run(client, "list_directory", path="/Volumes/main/app/files").json()["result"]
+    assert listing["entries"] == []
+
+
 def test_an_arrow_stream_whose_first_chunk_fails_is_an_error_answer(gateway, workspace):
     # A binary stream has no place for an error once its head is out: what fails before its
     # first byte is answered as the op's error.

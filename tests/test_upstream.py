@@ -99,6 +99,13 @@ ODD_PAGES = [
         {"catalog": "main", "schema": "app"},
         {"volumes": [{"name": "v", "created_at": "yesterday"}]},
     ),
+    ("list_catalogs", "/unity-catalog/catalogs", {}, {"catalogs": None}),
+    (
+        "list_volumes",
+        "/unity-catalog/volumes",
+        {"catalog": "main", "schema": "app"},
+        {"volumes": None},
+    ),
 ]
 
 

@@ -124,7 +124,7 @@ def list_directory(
             query["page_token"] = token
         answer = api.do("GET", f"/api/2.0/fs/directories{files_api.quoted(path)}", query=query)
         page = answers.directory_page(answer, "a directory listing")
-        entries += [_entry(raw) for raw in page.get("contents", [])]
+        entries += [_entry(raw) for raw in page.get("contents") or []]  # null: none
         token = page.get("next_page_token") or None
         if one_page or not token or len(entries) >= MAX_LISTED_ENTRIES:
             return Listing(entries=entries, next_page_token=token)

@@ -83,7 +83,9 @@ CODES: dict[str, Code] = {
     "USER_TOKEN_REQUIRED": Code(401, "`user` mode without a token, or an empty token"),
     "DATABRICKS_UNAUTHENTICATED": Code(401, "Databricks rejected the credentials"),
     "DATABRICKS_PERMISSION_DENIED": Code(
-        403, "no privilege (or an invalid token: Databricks answers 403)"
+        403,
+        "no privilege (or an invalid token: Databricks answers 403; or a Private Link "
+        "workspace called from outside its network, which redirects to its login page)",
     ),
     "HOST_NOT_ALLOWED": Code(403, "`X-Databricks-Host` not in `GATEWAY_ALLOWED_HOSTS`"),
     "PATH_FORBIDDEN": Code(403, "a path outside `GATEWAY_ALLOWED_ROOTS`"),
@@ -122,8 +124,8 @@ CODES: dict[str, Code] = {
     "DATABRICKS_ERROR": Code(502, "Databricks failed (5xx); details only in the gateway's log"),
     "DATABRICKS_BAD_RESPONSE": Code(
         502,
-        "Databricks (or a proxy before it) answered something that is not its API, or an "
-        "answer over `GATEWAY_MAX_CHUNK_BYTES`",
+        "Databricks (or a proxy before it) answered something that is not its API (a "
+        "redirect to a login page included), or an answer over `GATEWAY_MAX_CHUNK_BYTES`",
     ),
     "DATABRICKS_UNAVAILABLE": Code(503, "Databricks is temporarily unavailable"),
     "DATABRICKS_UNREACHABLE": Code(503, "Databricks could not be reached"),

@@ -100,6 +100,9 @@ ODD_PAGES = [
         {"volumes": [{"name": "v", "created_at": "yesterday"}]},
     ),
     ("list_catalogs", "/unity-catalog/catalogs", {}, {"catalogs": None}),
+    ("list_catalogs", "/unity-catalog/catalogs", {}, {"catalogs": [1, 2]}),
+    ("me", "/scim/v2/Me", {}, {"userName": "a", "emails": [None]}),
+    ("me", "/scim/v2/Me", {}, {"userName": "a", "groups": "admins"}),
     (
         "list_volumes",
         "/unity-catalog/volumes",
@@ -119,6 +122,16 @@ def test_a_listing_page_of_another_shape_is_a_bad_response(
     _, client = gateway(lean_upstream=lean)
     error = run(client, op, **params).json()["error"]
     assert (error["status"], error["code"]) == (502, "DATABRICKS_BAD_RESPONSE")
+
+
+def test_the_lean_path_passes_on_an_enum_value_newer_than_the_sdk(gateway, workspace):
+    page = {"catalogs": [{"name": "c", "catalog_type": "SOME_NEW_TYPE"}]}
+    body = orjson.dumps(page)
+    workspace.inject(
+        Fault(path="/unity-catalog/catalogs", body=body, content_type="application/json")
+    )
+    _, client = gateway(lean_upstream=True)
+    assert run(client, "list_catalogs").json()["result"][0]["catalog_type"] == "SOME_NEW_TYPE"
 
 
 def test_a_next_page_token_that_is_not_a_string_is_a_bad_response(gateway, workspace):

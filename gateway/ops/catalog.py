@@ -6,10 +6,10 @@ from collections.abc import Callable
 from typing import Annotated, Any, Literal
 
 from databricks.sdk.errors import NotFound, ResourceConflict
-from databricks.sdk.service.catalog import VolumeInfo, VolumeType
+from databricks.sdk.service.catalog import VolumeType
 from pydantic import BaseModel, Field
 
-from gateway.answers import built
+from gateway.answers import built, each_object
 from gateway.auth import get_workspace_client
 from gateway.errors import bad_request
 from gateway.registry import quick
@@ -63,13 +63,13 @@ async def list_catalogs(runtime: Runtime) -> list[Catalog]:
     return [
         built(
             Catalog,
-            name=c.name or "",
-            comment=c.comment,
-            owner=c.owner,
-            catalog_type=c.catalog_type.value if c.catalog_type else None,
-            created_at=c.created_at,
+            name=c.get("name") or "",
+            comment=c.get("comment"),
+            owner=c.get("owner"),
+            catalog_type=c.get("catalog_type"),
+            created_at=c.get("created_at"),
         )
-        for c in await runtime.upstream.catalogs()
+        for c in each_object(await runtime.upstream.catalogs(), "a catalog")
     ]
 
 
@@ -79,14 +79,14 @@ async def list_schemas(runtime: Runtime, catalog: Name) -> list[Schema]:
     return [
         built(
             Schema,
-            name=s.name or "",
-            full_name=s.full_name,
-            catalog_name=s.catalog_name,
-            comment=s.comment,
-            owner=s.owner,
-            created_at=s.created_at,
+            name=s.get("name") or "",
+            full_name=s.get("full_name"),
+            catalog_name=s.get("catalog_name"),
+            comment=s.get("comment"),
+            owner=s.get("owner"),
+            created_at=s.get("created_at"),
         )
-        for s in await runtime.upstream.schemas(catalog)
+        for s in each_object(await runtime.upstream.schemas(catalog), "a schema")
     ]
 
 
@@ -123,7 +123,9 @@ def list_tables(catalog: Name, schema: Name) -> list[Table]:
 @quick
 async def list_volumes(runtime: Runtime, catalog: Name, schema: Name) -> list[Volume]:
     """Volumes of a schema (every page)."""
-    return [_volume(v) for v in await runtime.upstream.volumes(catalog, schema)]
+    return [
+        _volume(v) for v in each_object(await runtime.upstream.volumes(catalog, schema), "a volume")
+    ]
 
 
 def ensure_volume(
@@ -145,7 +147,7 @@ def ensure_volume(
     w = get_workspace_client()
     full_name = f"{catalog}.{schema}.{name}"
     try:
-        return EnsuredVolume(volume=_volume(w.volumes.read(full_name)), created=False)
+        return EnsuredVolume(volume=_volume(w.volumes.read(full_name).as_dict()), created=False)
     except NotFound:
         pass
     try:
@@ -158,27 +160,28 @@ def ensure_volume(
             storage_location=storage_location,
         )
     except ResourceConflict:
-        return EnsuredVolume(volume=_volume(w.volumes.read(full_name)), created=False)
-    return EnsuredVolume(volume=_volume(created), created=True)
+        return EnsuredVolume(volume=_volume(w.volumes.read(full_name).as_dict()), created=False)
+    return EnsuredVolume(volume=_volume(created.as_dict()), created=True)
 
 
-def _volume(v: VolumeInfo) -> Volume:
-    path = None
-    if v.catalog_name and v.schema_name and v.name:
-        path = f"/Volumes/{v.catalog_name}/{v.schema_name}/{v.name}"
-    return built(
+def _volume(v: dict[str, Any]) -> Volume:
+    """A volume from its REST JSON (a VolumeInfo's `as_dict`)."""
+    catalog, schema, name = v.get("catalog_name"), v.get("schema_name"), v.get("name")
+    volume = built(
         Volume,
-        name=v.name or "",
-        full_name=v.full_name,
-        catalog_name=v.catalog_name,
-        schema_name=v.schema_name,
-        volume_type=v.volume_type.value if v.volume_type else None,
-        storage_location=v.storage_location,
-        owner=v.owner,
-        comment=v.comment,
-        created_at=v.created_at,
-        path=path,
+        name=name or "",
+        full_name=v.get("full_name"),
+        catalog_name=catalog,
+        schema_name=schema,
+        volume_type=v.get("volume_type"),
+        storage_location=v.get("storage_location"),
+        owner=v.get("owner"),
+        comment=v.get("comment"),
+        created_at=v.get("created_at"),
     )
+    if catalog and schema and name:  # strings by now: the model took them
+        volume.path = f"/Volumes/{catalog}/{schema}/{name}"
+    return volume
 
 
 # The ops of this family the gateway serves (gateway/ops/__init__.py gathers every family's).

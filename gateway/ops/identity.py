@@ -7,7 +7,7 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from gateway.answers import built
+from gateway.answers import built, values_of
 from gateway.registry import quick
 from gateway.runtime import Runtime
 
@@ -24,15 +24,15 @@ class User(BaseModel):
 @quick
 async def me(runtime: Runtime) -> User:
     """The user or service principal the request runs as (SCIM Me), asked afresh each time."""
-    user = await runtime.upstream.me()
+    user = await runtime.upstream.me()  # SCIM's JSON
     return built(
         User,
-        id=user.id,
-        user_name=user.user_name,
-        display_name=user.display_name,
-        emails=[e.value for e in user.emails or [] if e.value],
-        active=user.active,
-        groups=[g.display for g in user.groups or [] if g.display],
+        id=user.get("id"),
+        user_name=user.get("userName"),
+        display_name=user.get("displayName"),
+        emails=values_of(user.get("emails"), "value", "a user's emails"),
+        active=user.get("active"),
+        groups=values_of(user.get("groups"), "display", "a user's groups"),
     )
 
 

@@ -3,6 +3,7 @@ response is written to its connection."""
 
 from __future__ import annotations
 
+import asyncio
 import os
 import signal
 import stat
@@ -15,7 +16,7 @@ import httpx
 import psutil
 
 from gateway.app import create_app
-from gateway.serve import bind, server_for
+from gateway.serve import HeadWithBody, bind, server_for
 from gateway.testing import DEMO
 from tests.support import run, settings_for, wait_until
 
@@ -82,6 +83,76 @@ def test_workers_share_one_socket_and_stop_together(workspace, tmp_path):
 def serving(parent: psutil.Process) -> list[psutil.Process]:
     # Spawned workers, not multiprocessing's resource tracker.
     return [c for c in parent.children() if "resource_tracker" not in " ".join(c.cmdline())]
+
+
+class RecordingTransport(asyncio.Transport):
+    """A connection's transport that keeps each call that would reach the socket."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.calls: list[tuple[str, list[bytes]]] = []
+        self.closed = False
+
+    def write(self, data: bytes) -> None:
+        self.calls.append(("write", [data]))
+
+    def writelines(self, list_of_data: list[bytes]) -> None:  # type: ignore[override]
+        self.calls.append(("writelines", list(list_of_data)))
+
+    def is_closing(self) -> bool:
+        return self.closed
+
+    def close(self) -> None:
+        self.closed = True
+
+
+def test_a_head_and_the_body_sent_in_the_same_turn_go_out_in_one_write():
+    async def main() -> list[tuple[str, list[bytes]]]:
+        raw = RecordingTransport()
+        transport = HeadWithBody(raw, asyncio.get_running_loop())
+        transport.write(b"HTTP/1.1 200 OK\r\n\r\n")
+        transport.write(b'{"result": 1}')
+        await asyncio.sleep(0)  # the end of the turn flushes nothing more
+        transport.write(b"more")
+        return raw.calls
+
+    assert asyncio.run(main()) == [
+        ("writelines", [b"HTTP/1.1 200 OK\r\n\r\n", b'{"result": 1}']),
+        ("write", [b"more"]),
+    ]
+
+
+def test_a_head_whose_body_is_not_ready_goes_out_alone_at_the_end_of_the_turn():
+    async def main() -> tuple[list[tuple[str, list[bytes]]], list[tuple[str, list[bytes]]]]:
+        raw = RecordingTransport()
+        transport = HeadWithBody(raw, asyncio.get_running_loop())
+        transport.write(b"head")
+        held = list(raw.calls)
+        await asyncio.sleep(0)
+        transport.write(b"body")
+        return held, raw.calls
+
+    held, calls = asyncio.run(main())
+    assert held == []
+    assert calls == [("write", [b"head"]), ("write", [b"body"])]
+
+
+def test_closing_sends_a_held_head_first_and_a_closed_transport_gets_nothing():
+    async def main() -> tuple[list[tuple[str, list[bytes]]], list[tuple[str, list[bytes]]]]:
+        raw = RecordingTransport()
+        transport = HeadWithBody(raw, asyncio.get_running_loop())
+        transport.write(b"head")
+        transport.close()
+        gone = RecordingTransport()
+        late = HeadWithBody(gone, asyncio.get_running_loop())
+        late.write(b"head")
+        gone.closed = True  # the caller left before the end of the turn
+        await asyncio.sleep(0)
+        return raw.calls, gone.calls
+
+    closed, gone = asyncio.run(main())
+    assert closed == [("write", [b"head"])]
+    assert gone == []
 
 
 def test_a_download_whose_body_trickles_gets_its_head_at_once(gateway, workspace):

@@ -2,7 +2,8 @@
 starts from.
 
 No framework, no checks, no deadlines, no error mapping: an ASGI app under uvicorn with the
-gateway's server stack (uvloop, httptools). For files it copies a request body into a PUT to the
+gateway's server stack (uvloop, httptools, and the gateway's own protocol class, which writes a
+short answer's head and body in one write). For files it copies a request body into a PUT to the
 fake's Files API over a raw asyncio connection (in 2 MiB writes, joined as the gateway joins
 them), and a GET's body back out the way the gateway reads one (2 MiB reads of a blocking socket
 in a worker thread, each sent as it comes) but over a bare socket: no HTTP client, no checks, no
@@ -24,6 +25,8 @@ from urllib.parse import parse_qs, urlsplit
 import aiohttp
 import orjson
 import uvicorn
+
+from gateway.serve import protocol_with_head_timeout
 
 # The gateway's download read size and upload piece (files_api.DOWNLOAD_CHUNK_BYTES,
 # app.UPLOAD_PIECE_BYTES).
@@ -163,7 +166,7 @@ if __name__ == "__main__":
         Relay(fake_url, token),
         host="127.0.0.1",
         port=int(port),
-        http="httptools",
+        http=protocol_with_head_timeout(5.0),
         loop="uvloop",
         log_level="warning",
         access_log=False,

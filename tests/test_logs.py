@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
+import io
 import json
 import logging
+import sys
 
 import pytest
 
@@ -69,3 +72,54 @@ def test_the_request_line_written_directly_is_the_formatters_line(monkeypatch):
     without_time = [{k: v for k, v in e.items() if k != "ts"} for e in entries]
     assert without_time[0] == without_time[1] == without_time[2]
     assert without_time[0]["note"] == fields["note"] and without_time[0]["event"] == "request"
+
+
+class RecordedWrites(io.RawIOBase):
+    """A raw stream that keeps each write it is given, as the kernel would see them."""
+
+    def __init__(self) -> None:
+        self.writes: list[bytes] = []
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, data) -> int:  # type: ignore[override]
+        self.writes.append(bytes(data))
+        return len(data)
+
+
+def test_request_lines_of_a_loop_turn_go_out_together_whole_and_in_order(monkeypatch):
+    from select import PIPE_BUF
+
+    from gateway import logs
+
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    raw = RecordedWrites()
+    stderr = io.TextIOWrapper(io.BufferedWriter(raw), encoding="utf-8", write_through=True)
+    monkeypatch.setattr(sys, "stderr", stderr)
+    writes_in_turn: list[int] = []
+
+    async def one_turn() -> None:
+        for n in range(40):
+            logs.log_request({"request_id": f"r-{n}", "pad": "x" * 300})
+        writes_in_turn.append(len(raw.writes))  # none yet: they wait for the loop's next turn
+        logs.logger.warning("after the requests")  # any other line sends them first
+        for n in range(40, 60):
+            logs.log_request({"request_id": f"r-{n}", "pad": "x" * 300})
+        await asyncio.sleep(0)  # the next turn
+
+    try:
+        logs.configure("INFO")
+        asyncio.run(one_turn())
+    finally:
+        root.handlers[:] = handlers
+        root.setLevel(level)
+    assert writes_in_turn == [0]
+    assert all(len(w) <= PIPE_BUF and w.endswith(b"\n") for w in raw.writes)
+    assert len(raw.writes) < 60  # lines share writes
+    lines = [json.loads(line) for line in b"".join(raw.writes).splitlines()]
+    events = [e.get("request_id") or e["event"] for e in lines]
+    assert events == [f"r-{n}" for n in range(40)] + ["after the requests"] + [
+        f"r-{n}" for n in range(40, 60)
+    ]

@@ -29,6 +29,7 @@ And two ways to listen that uvicorn does its own way:
 from __future__ import annotations
 
 import asyncio
+import logging
 import multiprocessing
 import os
 import signal
@@ -155,6 +156,10 @@ class Server(uvicorn.Server):
     async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
         self.runtime.draining = True
         await super().shutdown(sockets)
+        # The last request lines wait for the loop's next turn (logs.JsonLines); uvicorn ends
+        # the process by re-raising the stopping signal, which runs no exit handler.
+        for handler in logging.getLogger().handlers:
+            handler.flush()
 
 
 def server_for(app: Any, settings: Settings, **overrides: Any) -> Server:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -211,3 +212,18 @@ def test_start_sh_reports_an_unreachable_host_and_keeps_serving(tmp_path):
     finally:
         process.send_signal(signal.SIGTERM)
         process.wait(30)
+
+
+@pytest.mark.parametrize("workers", ["1", "2"])
+def test_every_request_line_is_written_whole_before_the_process_ends(workspace, workers):
+    # The request lines of one turn of the loop wait for its next turn (gateway/logs.py); a
+    # stopped process must still have written them, whole, one JSON object a line.
+    process, url = start_gateway(workspace, GATEWAY_WORKERS=workers)
+    headers = {"X-Gateway-Secret": SECRET}
+    with httpx.Client(base_url=url, headers=headers) as client:
+        ids = [client.post("/run", json={"op": "me"}).headers["x-request-id"] for _ in range(30)]
+    process.send_signal(signal.SIGTERM)
+    output = process.communicate(timeout=90)[0].decode()
+    lines = [json.loads(line) for line in output.splitlines() if line.startswith("{")]
+    logged = [line["request_id"] for line in lines if line.get("path") == "/run"]
+    assert sorted(logged) == sorted(ids)

@@ -29,6 +29,7 @@ import urllib3
 from gateway.auth import get_workspace_client
 from gateway.errors import UpstreamBadResponse, error, error_from_response
 from gateway.runtime import Runtime
+from gateway.sqltypes import MAX_SAFE_INTEGER
 
 # Each read is a worker-thread hop and a send, so bigger reads cost less CPU but hold more memory
 # (scratch, 512 MiB downloads in 8 interleaved pairs against 1 MiB reads: the gateway's CPU per
@@ -211,6 +212,10 @@ def _check_download(response: urllib3.BaseHTTPResponse, window: Window | None) -
     kind = response.headers.get("content-type", "")
     if status not in (200, 206) or _is_html(kind):
         raise UpstreamBadResponse(f"download answered {status} {kind!r}")
+    length = response.headers.get("content-length")
+    if length is not None and not (length.isdigit() and int(length) <= MAX_SAFE_INTEGER):
+        # Relayed as it is, a caller would wait for bytes that never come (or refuse it).
+        raise UpstreamBadResponse(f"download answered Content-Length {length[:30]!r}")
     if window is not None:
         window.check(status, response.headers.get("content-range"))
     elif status != 200:

@@ -363,6 +363,32 @@ def test_directories_and_file_info(gateway):
     }
 
 
+# Sizes no caller can hold exactly (JavaScript's numbers stop at 2^53 - 1), or no size at all.
+ABSURD_LENGTHS = [str(10**23), str(2**53), "-5", "12abc"]
+
+
+@pytest.mark.parametrize("length", ABSURD_LENGTHS)
+@pytest.mark.parametrize("how", ["bytes", "text"])
+def test_a_download_of_an_absurd_length_is_a_bad_response(gateway, workspace, length, how):
+    _, client = gateway()
+    upload(client, f"{VOL}/n.bin", b"abc")
+    headers = {"Content-Length": length}
+    fault = Fault(path="/fs/files/Volumes", method="GET", body=b"abc", headers=headers)
+    workspace.inject(Fault(**{**vars(fault), "content_type": "application/octet-stream"}))
+    params = {"encoding": "utf-8"} if how == "text" else {}
+    error = download(client, f"{VOL}/n.bin", **params).json()["error"]
+    assert (error["status"], error["code"]) == (502, "DATABRICKS_BAD_RESPONSE")
+
+
+@pytest.mark.parametrize("length", ABSURD_LENGTHS[:2])
+def test_file_info_of_an_absurd_size_is_a_bad_response(gateway, workspace, length):
+    _, client = gateway()
+    fault = Fault(path="/fs/files", method="HEAD", body=b"", headers={"Content-Length": length})
+    workspace.inject(Fault(**{**vars(fault), "content_type": "application/octet-stream"}))
+    error = run(client, "file_info", path=f"{VOL}/README.txt").json()["error"]
+    assert (error["status"], error["code"]) == (502, "DATABRICKS_BAD_RESPONSE")
+
+
 def test_file_info_does_not_swallow_other_errors(gateway, workspace):
     _, client = gateway()
     workspace.inject(Fault(path="/fs/files", method="HEAD", status=503, times=None))

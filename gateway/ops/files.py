@@ -27,6 +27,7 @@ from gateway.errors import (
 from gateway.paths import confine
 from gateway.registry import ByteStream, Upload
 from gateway.runtime import Runtime
+from gateway.sqltypes import MAX_SAFE_INTEGER
 
 MAX_LISTED_ENTRIES = 10_000
 MAX_RECURSIVE_DELETE = 10_000
@@ -58,11 +59,16 @@ INLINE_TYPES = frozenset(
 PathParam = Annotated[str, Field(description="/Volumes/<catalog>/<schema>/<volume>/... path")]
 
 
+# A size in bytes as every caller holds it exactly (JavaScript's numbers stop at 2^53 - 1): a
+# larger one, or a negative one, is Databricks' answer gone wrong.
+Size = Annotated[int, Field(ge=0, le=MAX_SAFE_INTEGER)]
+
+
 class Entry(BaseModel):
     name: str
     path: str
     is_directory: bool
-    size: int | None = None
+    size: Size | None = None
     modified: str | None = Field(None, description="ISO-8601 UTC")
 
 
@@ -77,7 +83,7 @@ class FileInfo(BaseModel):
     exists: bool
     path: str
     is_directory: bool = False
-    size: int | None = None
+    size: Size | None = None
     modified: str | None = None
     content_type: str | None = None
 

@@ -41,6 +41,8 @@ class Fault:
     content_type: str = "text/html"
     # A redirect there (`status` or 302, no body): a login page in front of the API.
     location: str | None = None
+    # Headers sent with `body` (a Content-Length given here is sent as given).
+    headers: dict[str, str] | None = None
 
     def matches(self, method: str, path: str) -> bool:
         return (self.method in (None, method)) and self.path in path

@@ -225,7 +225,12 @@ class FakeWorkspace(IdentityApi, CatalogApi, FilesApi):
             rq.send(fault.status or 302, headers={"Location": fault.location})
             return True
         if fault.body is not None:
-            rq.send(fault.status or 200, fault.body, content_type=fault.content_type)
+            rq.send(
+                fault.status or 200,
+                fault.body,
+                headers=fault.headers,
+                content_type=fault.content_type,
+            )
             return True
         if fault.status is None:
             return False

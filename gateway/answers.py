@@ -116,9 +116,9 @@ def json_object(value: Any, what: str) -> dict[str, Any]:
 
 
 def each_object(items: list[Any], what: str) -> list[dict[str, Any]]:
-    """A listing's items, each a JSON object (`what` names one in the error)."""
+    """`items`, each a JSON object (`what` names them in the error)."""
     if not all(isinstance(item, dict) for item in items):
-        raise UpstreamBadResponse(f"a listing has {what} that is not a JSON object")
+        raise UpstreamBadResponse(f"{what}: an item that is not a JSON object")
     return items
 
 
@@ -126,9 +126,9 @@ def values_of(items: Any, key: str, what: str) -> list[Any]:
     """`key`'s value of each object in `items` that has one (SCIM's emails, groups)."""
     if items is None:
         return []
-    if not isinstance(items, list) or not all(isinstance(item, dict) for item in items):
-        raise UpstreamBadResponse(f"{what} are not a list of JSON objects")
-    return [value for item in items if (value := item.get(key))]
+    if not isinstance(items, list):
+        raise UpstreamBadResponse(f"{what} are not a list")
+    return [value for item in each_object(items, what) if (value := item.get(key))]
 
 
 def built(model: type[M], **fields: Any) -> M:

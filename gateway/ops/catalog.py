@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, TypeVar
 
 from databricks.sdk.errors import NotFound, ResourceConflict
 from databricks.sdk.service.catalog import VolumeType
@@ -14,6 +14,8 @@ from gateway.auth import get_workspace_client
 from gateway.errors import bad_request
 from gateway.registry import quick
 from gateway.runtime import Runtime
+
+M = TypeVar("M", bound=BaseModel)
 
 # No dots, quotes, slashes, backslashes or control characters: a name is one identifier part.
 Name = Annotated[
@@ -61,33 +63,16 @@ class EnsuredVolume(BaseModel):
 async def list_catalogs(runtime: Runtime) -> list[Catalog]:
     """Catalogs the identity can see (every page)."""
     return [
-        built(
-            Catalog,
-            name=c.get("name") or "",
-            comment=c.get("comment"),
-            owner=c.get("owner"),
-            catalog_type=c.get("catalog_type"),
-            created_at=c.get("created_at"),
-        )
-        for c in each_object(await runtime.upstream.catalogs(), "a catalog")
+        _from_api(Catalog, c)
+        for c in each_object(await runtime.upstream.catalogs(), "the catalogs")
     ]
 
 
 @quick
 async def list_schemas(runtime: Runtime, catalog: Name) -> list[Schema]:
     """Schemas of a catalog (every page)."""
-    return [
-        built(
-            Schema,
-            name=s.get("name") or "",
-            full_name=s.get("full_name"),
-            catalog_name=s.get("catalog_name"),
-            comment=s.get("comment"),
-            owner=s.get("owner"),
-            created_at=s.get("created_at"),
-        )
-        for s in each_object(await runtime.upstream.schemas(catalog), "a schema")
-    ]
+    schemas = each_object(await runtime.upstream.schemas(catalog), "the schemas")
+    return [_from_api(Schema, s) for s in schemas]
 
 
 class TableColumn(BaseModel):
@@ -124,7 +109,8 @@ def list_tables(catalog: Name, schema: Name) -> list[Table]:
 async def list_volumes(runtime: Runtime, catalog: Name, schema: Name) -> list[Volume]:
     """Volumes of a schema (every page)."""
     return [
-        _volume(v) for v in each_object(await runtime.upstream.volumes(catalog, schema), "a volume")
+        _volume(v)
+        for v in each_object(await runtime.upstream.volumes(catalog, schema), "the volumes")
     ]
 
 
@@ -165,23 +151,18 @@ def ensure_volume(
 
 
 def _volume(v: dict[str, Any]) -> Volume:
-    """A volume from its REST JSON (a VolumeInfo's `as_dict`)."""
+    """A volume from its REST JSON (a VolumeInfo's `as_dict`), with its /Volumes path."""
     catalog, schema, name = v.get("catalog_name"), v.get("schema_name"), v.get("name")
-    volume = built(
-        Volume,
-        name=name or "",
-        full_name=v.get("full_name"),
-        catalog_name=catalog,
-        schema_name=schema,
-        volume_type=v.get("volume_type"),
-        storage_location=v.get("storage_location"),
-        owner=v.get("owner"),
-        comment=v.get("comment"),
-        created_at=v.get("created_at"),
-    )
-    if catalog and schema and name:  # strings by now: the model took them
-        volume.path = f"/Volumes/{catalog}/{schema}/{name}"
-    return volume
+    path = f"/Volumes/{catalog}/{schema}/{name}" if catalog and schema and name else None
+    return _from_api(Volume, v, path=path)
+
+
+def _from_api(model: type[M], raw: dict[str, Any], **given: Any) -> M:
+    """`model` from Unity Catalog's JSON, whose keys are the model's field names (a missing
+    name is ""); `given` are the fields the API does not send."""
+    fields = {field: raw.get(field) for field in model.model_fields if field not in given}
+    fields["name"] = fields["name"] or ""
+    return built(model, **fields, **given)
 
 
 # The ops of this family the gateway serves (gateway/ops/__init__.py gathers every family's).

@@ -30,9 +30,9 @@ async def me(runtime: Runtime) -> User:
         id=user.get("id"),
         user_name=user.get("userName"),
         display_name=user.get("displayName"),
-        emails=values_of(user.get("emails"), "value", "a user's emails"),
+        emails=values_of(user.get("emails"), "value", "the user's emails"),
         active=user.get("active"),
-        groups=values_of(user.get("groups"), "display", "a user's groups"),
+        groups=values_of(user.get("groups"), "display", "the user's groups"),
     )
 
 

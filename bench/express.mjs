@@ -7,7 +7,8 @@
 // the Node client → gateway; node_direct_client: undici → the fake), to split a route's time;
 // and node_bare_relay, undici → the bare relay (relay.py: POST /run under the gateway's server
 // stack, nothing else) → the fake: the floor of any Python hop of this shape.
-// usage: node bench/express.mjs GATEWAY_URL FAKE_URL RELAY_URL SECRET TOKEN CALLS SAMPLES
+// usage: node bench/express.mjs GATEWAY_URL FAKE_URL RELAY_URL SECRET TOKEN CALLS SAMPLES [FIRST]
+// (FIRST: where the rotating order of the sides starts, 0 by default)
 // prints: {"same_answer": bool, "express_gateway": [{p50_ms, p99_ms}…], "express_direct_client": […],
 //          "node_client_gateway": […], "node_direct_client": […], "node_bare_relay": […]}
 import { once } from 'node:events';
@@ -16,9 +17,10 @@ import express from '../examples/express-app/node_modules/express/index.js';
 import { createApp } from '../examples/express-app/server.js';
 import { createGatewayClient } from '../clients/node/src/index.js';
 
-const [gatewayUrl, fakeUrl, relayUrl, secret, token, callsArg, samplesArg] = process.argv.slice(2);
+const [gatewayUrl, fakeUrl, relayUrl, secret, token, callsArg, samplesArg, firstArg] = process.argv.slice(2);
 const calls = Number(callsArg);
 const samples = Number(samplesArg);
+const first = Number(firstArg ?? 0);
 const keepAlive = { connections: 16, keepAliveTimeout: 20_000, keepAliveMaxTimeout: 20_000 };
 
 const databricks = new Pool(new URL(fakeUrl).origin, keepAlive);
@@ -99,7 +101,7 @@ const sameAnswer = JSON.stringify(answers[0].map((c) => c.name)) === JSON.string
 for (const name of names) for (let i = 0; i < 20; i += 1) await sides[name](); // warm-up
 const results = Object.fromEntries(names.map((name) => [name, []]));
 for (let i = 0; i < samples; i += 1) {
-  const shift = i % names.length; // the order rotates: ABCD, BCDA, …
+  const shift = (i + first) % names.length; // the order rotates: ABCD, BCDA, …
   const order = [...names.slice(shift), ...names.slice(0, shift)];
   for (const name of order) results[name].push(await block(sides[name]));
 }

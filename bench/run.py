@@ -48,6 +48,7 @@ from stack import (
     PeakRss,
     Proc,
     fake_and_gateway,
+    fake_and_gateway_each_sample,
     gateway_settings,
     log_offset,
     main_thread_schedstat,
@@ -80,14 +81,18 @@ class Plan:
     per_request_per_c: int
     file_mib: int
     query_rows: tuple[int, ...]
-    profile_calls: int  # sequential calls per profiled sample
+    profile_calls: int  # sequential calls per profiled sample, fake at 0 ms
+    profile_calls_20ms: int  # the same with the fake at 20 ms (0: not profiled at 20 ms)
+    # A fresh gateway and relay for each sample of the per-op, Express and profile sections
+    # (see `per_op`); a quick run keeps one pair per section, to stay quick.
+    fresh_servers: bool
 
     @staticmethod
     def make(quick: bool, rows: int | None) -> Plan:
         if quick:
-            return Plan(True, 3, 40, 8, 200, 2, 30, 1, 64, (rows or 100_000,), 300)
+            return Plan(True, 3, 40, 8, 200, 2, 30, 1, 64, (rows or 100_000,), 300, 0, False)
         queries = (rows,) if rows else (1_000_000, 10_000_000)
-        return Plan(False, 5, 200, 40, 1500, 8, 200, 2, 1024, queries, 1000)
+        return Plan(False, 5, 200, 40, 1500, 8, 200, 2, 1024, queries, 1000, 200, True)
 
 
 # --- measuring ------------------------------------------------------------------------------
@@ -265,105 +270,151 @@ def gateway_load(
 
 
 def per_op(plan: Plan) -> list[dict[str, Any]]:
+    """Sequential calls of `me` and `list_catalogs` through the gateway, the direct SDK and the
+    bare relay, with the fake at 0 ms and at 20 ms.
+
+    Each sample starts its own gateway and relay, in turn first and second: a server process
+    kept for the whole run keeps where the scheduler put it against the fake (on a shared CPU,
+    the fake's work after an answer held a gateway's reply up 0.6-0.8 ms at 20 ms in scratch
+    timings), and interleaving samples does not even that out. Scratch A/A runs, one gateway
+    code in two processes, `me`: kept for the whole run, the second one started measured 0.98x
+    the first's p50 (0.979x at 0 ms, 0.984x at 20 ms); started afresh for each of 12 samples,
+    their order alternating, 0.993x and 1.002x."""
     rows = []
+    ops = ("me", "list_catalogs")
     for latency in (0, 20):
         n = plan.block_0ms if latency == 0 else plan.block_20ms
-        with fake_and_gateway(latency_ms=latency) as (fake, gateway), relay_for(fake) as relay:
+        blocks: dict[str, dict[str, list[dict[str, float]]]] = {
+            op: {"gateway": [], "direct_sdk": [], "bare_relay": []} for op in ops
+        }
+        with fake_and_gateway_each_sample(latency, plan.fresh_servers) as (
+            fake,
+            servers_for_sample,
+        ):
             direct = sdk_client(fake)
-            for op, sdk_call in (
-                ("me", direct.current_user.me),
-                ("list_catalogs", lambda d=direct: list(d.catalogs.list())),
-            ):
-                sides = {
-                    "gateway": gateway_caller(gateway.url, {"op": op}),
-                    "direct_sdk": sdk_call,
-                    "bare_relay": gateway_caller(relay.url, {"op": op}),
-                }
-                for fn in sides.values():
-                    sequential(fn, 20)  # warm-up: connections, caches
-                samplers = {
-                    k: (lambda fn=fn, n=n: block_stats(sequential(fn, n)))
-                    for k, fn in sides.items()
-                }
-                samplers["gateway"] = lambda fn=sides["gateway"], n=n: gateway_block(gateway, fn, n)
-                samplers["bare_relay"] = lambda fn=sides["bare_relay"], n=n: server_block(
-                    relay, fn, n
-                )
-                blocks = interleave(samplers, plan.samples)
-                logged = [b for b in blocks["gateway"] if "own_p50_ms" in b]
-                rows.append(
-                    {
-                        "op": op,
-                        "latency_ms": latency,
-                        "calls_per_sample": n,
-                        **{k: latency_figures(v) for k, v in blocks.items()},
-                        "p50_ratio": ratio_figure(
-                            [b["p50_ms"] for b in blocks["gateway"]],
-                            [b["p50_ms"] for b in blocks["direct_sdk"]],
-                        ),
-                        "bare_relay_ratio": ratio_figure(
-                            [b["p50_ms"] for b in blocks["bare_relay"]],
-                            [b["p50_ms"] for b in blocks["direct_sdk"]],
-                        ),
-                        # From the gateway's log lines: its duration, and the parts of it.
-                        "gateway_log": {
-                            key: figure([b[key] for b in logged])
-                            for key in ("server_p50_ms", "upstream_p50_ms", "own_p50_ms")
+            sdk_calls = {
+                "me": direct.current_user.me,
+                "list_catalogs": lambda d=direct: list(d.catalogs.list()),
+            }
+            for i in range(plan.samples):
+                with servers_for_sample(gateway_first=i % 2 == 0) as (gateway, relay):
+                    for op in ops:
+                        sides: dict[str, Callable[[], Any]] = {
+                            "gateway": gateway_caller(gateway.url, {"op": op}),
+                            "direct_sdk": sdk_calls[op],
+                            "bare_relay": gateway_caller(relay.url, {"op": op}),
                         }
-                        if logged
-                        else {},
-                        # From the kernel: each server's event loop thread on a CPU, and
-                        # waiting for one.
-                        **{
-                            f"{side}_loop": {
-                                key: figure([b[key] for b in blocks[side]], 1)
-                                for key in ("loop_cpu_us", "loop_runqueue_us")
-                            }
-                            if all("loop_cpu_us" in b for b in blocks[side])
-                            else {}
-                            for side in ("gateway", "bare_relay")
-                        },
-                    }
-                )
+                        if plan.fresh_servers or i == 0:  # warm-up: connections, caches
+                            for fn in sides.values():
+                                sequential(fn, 20)
+                        # One round, its order rotating with the sample (ABC, BCA, CAB…).
+                        names = list(sides)
+                        shift = i % len(names)
+                        for name in names[shift:] + names[:shift]:
+                            fn = sides[name]
+                            if name == "gateway":
+                                block = gateway_block(gateway, fn, n)
+                            elif name == "bare_relay":
+                                block = server_block(relay, fn, n)
+                            else:
+                                block = block_stats(sequential(fn, n))
+                            blocks[op][name].append(block)
+        for op in ops:
+            rows.append(per_op_row(op, latency, n, blocks[op], plan.fresh_servers))
     return rows
 
 
+def per_op_row(
+    op: str, latency: int, n: int, blocks: dict[str, list[dict[str, float]]], fresh: bool
+) -> dict[str, Any]:
+    logged = [b for b in blocks["gateway"] if "own_p50_ms" in b]
+    return {
+        "op": op,
+        "latency_ms": latency,
+        "calls_per_sample": n,
+        "fresh_servers_per_sample": fresh,
+        **{k: latency_figures(v) for k, v in blocks.items()},
+        "p50_ratio": ratio_figure(
+            [b["p50_ms"] for b in blocks["gateway"]],
+            [b["p50_ms"] for b in blocks["direct_sdk"]],
+        ),
+        "bare_relay_ratio": ratio_figure(
+            [b["p50_ms"] for b in blocks["bare_relay"]],
+            [b["p50_ms"] for b in blocks["direct_sdk"]],
+        ),
+        # From the gateway's log lines: its duration, and the parts of it.
+        "gateway_log": {
+            key: figure([b[key] for b in logged])
+            for key in ("server_p50_ms", "upstream_p50_ms", "own_p50_ms")
+        }
+        if logged
+        else {},
+        # From the kernel: each server's event loop thread on a CPU, and waiting for one.
+        **{
+            f"{side}_loop": {
+                key: figure([b[key] for b in blocks[side]], 1)
+                for key in ("loop_cpu_us", "loop_runqueue_us")
+            }
+            if all("loop_cpu_us" in b for b in blocks[side])
+            else {}
+            for side in ("gateway", "bare_relay")
+        },
+    }
+
+
+PROFILED_LATENCIES_MS = (0, 20)
+
+
 def profile(plan: Plan) -> dict[str, Any]:
-    """Where a `me` call's CPU goes (fake at 0 ms) in the gateway's event-loop thread and in the
-    bare relay's, by layer (`layers.py`): py-spy samples of interleaved blocks of sequential
-    calls, with the thread's CPU time by the kernel's count over the same calls. Where py-spy
-    cannot sample (no ptrace permission in a container, say) the section says why, and the
-    run's other sections stand."""
+    """Where a `me` call's CPU goes in the gateway's event-loop thread and in the bare relay's,
+    by layer (`layers.py`), with the fake at 0 ms and at 20 ms (the two per-op goals): py-spy
+    samples of interleaved blocks of sequential calls, with the thread's CPU time by the
+    kernel's count over the same calls. Where py-spy cannot sample (no ptrace permission in a
+    container, say) the section says why, and the run's other sections stand."""
+    calls = {0: plan.profile_calls, 20: plan.profile_calls_20ms}
     try:
-        return _profile(plan)
+        return {
+            "by_latency_ms": {
+                str(ms): _profile(plan, ms, calls[ms]) for ms in PROFILED_LATENCIES_MS if calls[ms]
+            }
+        }
     except (RuntimeError, OSError, subprocess.SubprocessError) as exc:
         return {"error": str(exc)}
 
 
-def _profile(plan: Plan) -> dict[str, Any]:
-    with fake_and_gateway() as (fake, gateway), relay_for(fake) as relay:
-        servers = {"gateway": gateway, "bare_relay": relay}
-        callers = {name: gateway_caller(s.url, {"op": "me"}) for name, s in servers.items()}
-        for fn in callers.values():
-            sequential(fn, 200)  # warm-up: connections, caches
-        samples = {name: Samples() for name in servers}
+def profiles(r: dict[str, Any]) -> dict[int, dict[str, Any]]:
+    """The profile section by fake latency (ms); a run from before 20 ms was profiled has its
+    one profile, at 0 ms, at the top of the section."""
+    p = r.get("profile")
+    if p is None:
+        return {}
+    if "by_latency_ms" not in p:
+        return {0: p}
+    return {int(ms): one for ms, one in p["by_latency_ms"].items()}
 
-        def sampled(name: str) -> Callable[[], None]:
-            server, into = servers[name], samples[name]
 
-            def block() -> None:
-                with sampling(server.process.pid, into):
-                    time.sleep(0.5)  # py-spy is attached
-                    stats = server_block(server, callers[name], plan.profile_calls)
-                if "loop_cpu_us" not in stats:
-                    raise RuntimeError("no /proc/<pid>/schedstat to count CPU time with")
-                into.calls += plan.profile_calls
-                into.kernel_cpu_us.append(stats["loop_cpu_us"])
-                into.kernel_wait_us.append(stats["loop_runqueue_us"])
-
-            return block
-
-        interleave({name: sampled(name) for name in servers}, plan.samples)
+def _profile(plan: Plan, latency_ms: int, calls: int) -> dict[str, Any]:
+    samples = {"gateway": Samples(), "bare_relay": Samples()}
+    # A fresh gateway and relay for each sample, as in the per-op section (see `per_op`).
+    with fake_and_gateway_each_sample(latency_ms, plan.fresh_servers) as (_, servers_for_sample):
+        for i in range(plan.samples):
+            with servers_for_sample(gateway_first=i % 2 == 0) as (gateway, relay):
+                servers = {"gateway": gateway, "bare_relay": relay}
+                callers = {name: gateway_caller(s.url, {"op": "me"}) for name, s in servers.items()}
+                for fn in callers.values():
+                    sequential(fn, 200 if latency_ms == 0 else 20)  # warm-up: connections, caches
+                names = list(servers)
+                shift = i % len(names)  # the order rotates with the sample
+                for name in names[shift:] + names[:shift]:
+                    server, into = servers[name], samples[name]
+                    with sampling(server.process.pid, into):
+                        time.sleep(0.5)  # py-spy is attached
+                        stats = server_block(server, callers[name], calls)
+                    if "loop_cpu_us" not in stats:
+                        raise RuntimeError("no /proc/<pid>/schedstat to count CPU time with")
+                    into.calls += calls
+                    into.kernel_cpu_us.append(stats["loop_cpu_us"])
+                    into.kernel_wait_us.append(stats["loop_runqueue_us"])
     return {
         name: {
             "calls": s.calls,
@@ -578,44 +629,58 @@ def client_reuse(plan: Plan) -> list[dict[str, Any]]:
     return rows
 
 
+EXPRESS_SIDES = (
+    "express_gateway",
+    "express_direct_client",
+    "node_client_gateway",
+    "node_direct_client",
+    "node_bare_relay",
+)
+
+
 def express_path(plan: Plan) -> list[dict[str, Any]]:
+    """express.mjs once per sample, each time with a fresh gateway and relay (see `per_op`),
+    the sides' order rotating from sample to sample (a quick run: once, for every sample)."""
     results = []
     for latency in (0, 20):
         n = plan.block_0ms if latency == 0 else plan.block_20ms
-        with fake_and_gateway(latency_ms=latency) as (fake, gateway), relay_for(fake) as relay:
-            args = [gateway.url, fake.url, relay.url, SECRET, SERVICE_TOKEN, str(n)]
-            args.append(str(plan.samples))
-            output = subprocess.run(
-                ["node", str(ROOT / "bench" / "express.mjs"), *args],
-                cwd=ROOT,
-                check=True,
-                capture_output=True,
-                text=True,
-                timeout=600,
-            ).stdout
-            raw = json.loads(output)
-            blocks = {
-                k: raw[k]
-                for k in (
-                    "express_gateway",
-                    "express_direct_client",
-                    "node_client_gateway",
-                    "node_direct_client",
-                    "node_bare_relay",
-                )
+        blocks: dict[str, list[dict[str, float]]] = {side: [] for side in EXPRESS_SIDES}
+        same_answer = True
+        with fake_and_gateway_each_sample(latency, plan.fresh_servers) as (
+            fake,
+            servers_for_sample,
+        ):
+            # Fresh servers: a run of express.mjs for each sample; else one makes every sample.
+            runs = plan.samples if plan.fresh_servers else 1
+            for i in range(runs):
+                with servers_for_sample(gateway_first=i % 2 == 0) as (gateway, relay):
+                    args = [gateway.url, fake.url, relay.url, SECRET, SERVICE_TOKEN, str(n)]
+                    args += [str(plan.samples // runs), str(i)]
+                    output = subprocess.run(
+                        ["node", str(ROOT / "bench" / "express.mjs"), *args],
+                        cwd=ROOT,
+                        check=True,
+                        capture_output=True,
+                        text=True,
+                        timeout=600,
+                    ).stdout
+                raw = json.loads(output)
+                same_answer = same_answer and raw["same_answer"]
+                for side in EXPRESS_SIDES:
+                    blocks[side] += raw[side]
+        results.append(
+            {
+                "latency_ms": latency,
+                "calls_per_sample": n,
+                "same_answer": same_answer,
+                "fresh_servers_per_sample": plan.fresh_servers,
+                **{k: latency_figures(v) for k, v in blocks.items()},
+                "p50_ratio": ratio_figure(
+                    [b["p50_ms"] for b in blocks["express_gateway"]],
+                    [b["p50_ms"] for b in blocks["express_direct_client"]],
+                ),
             }
-            results.append(
-                {
-                    "latency_ms": latency,
-                    "calls_per_sample": n,
-                    "same_answer": raw["same_answer"],
-                    **{k: latency_figures(v) for k, v in blocks.items()},
-                    "p50_ratio": ratio_figure(
-                        [b["p50_ms"] for b in blocks["express_gateway"]],
-                        [b["p50_ms"] for b in blocks["express_direct_client"]],
-                    ),
-                }
-            )
+        )
     return results
 
 
@@ -1105,6 +1170,7 @@ def goals(r: dict[str, Any]) -> list[dict[str, Any]]:
         target: str,
         met: bool,
         floor: dict[str, Any] | None = None,
+        latency_ms: int | None = None,  # a per-op goal's fake latency
     ) -> None:
         found.append(
             {
@@ -1115,6 +1181,7 @@ def goals(r: dict[str, Any]) -> list[dict[str, Any]]:
                 "target": target,
                 "met": met,
                 "floor": floor,
+                "latency_ms": latency_ms,
             }
         )
 
@@ -1130,6 +1197,7 @@ def goals(r: dict[str, Any]) -> list[dict[str, Any]]:
             f"≤ {limit}x",
             value <= limit,
             relay_floor(bare["median"], ratio(bare, limit), bare["median"] <= limit),
+            row["latency_ms"],
         )
     for row in r["express"]:
         if row["latency_ms"] == 0:
@@ -1301,7 +1369,7 @@ def express_relay_route(row: dict[str, Any]) -> float | None:
 
 
 def missed_sentences(
-    all_goals: list[dict[str, Any]], profiled: dict[str, Any] | None = None
+    all_goals: list[dict[str, Any]], profiled: dict[int, dict[str, Any]] | None = None
 ) -> list[str]:
     """The missed goals split by what bounds them: those the bare relay misses too, and those
     it meets, where the gateway's own layers are what stands between it and the target (and,
@@ -1331,7 +1399,11 @@ def missed_sentences(
                 f"{g['goal']}: relay {g['floor']['shown']}, gateway {g['shown']}" for g in ours
             )
             + "."
-            + (profile_summary(profiled) if profiled else "")
+            + "".join(
+                profile_summary(profiled[ms], ms)
+                for ms in sorted({g["latency_ms"] for g in ours if g.get("latency_ms") is not None})
+                if profiled and ms in profiled
+            )
         )
     if unbounded:
         lines.append(
@@ -1370,7 +1442,7 @@ def results_markdown(r: dict[str, Any]) -> str:
             f"| {g['source']} | {g['goal']} | {g['shown']} | {g['target']} | "
             f"{verdict[g['met']]} | {floor_shown} |"
         )
-    lines += missed_sentences(all_goals, r.get("profile"))
+    lines += missed_sentences(all_goals, profiles(r))
     lines += issue_table_markdown(r)
     lines += _table(
         "Per-op overhead (sequential calls; direct SDK with a cached client)",
@@ -1394,8 +1466,9 @@ def results_markdown(r: dict[str, Any]) -> str:
             f"{ratio(row['bare_relay_ratio'])} |"
         )
     lines += ["", *per_op_sentences(r["per_op"])]
-    if "profile" in r:
-        lines += profile_markdown(r["profile"])
+    by_latency = profiles(r)
+    for latency_ms, profiled in by_latency.items():
+        lines += profile_markdown(profiled, latency_ms, by_latency.get(0))
     lines += _table(
         "Concurrency (`me`, fake at 0 ms): client latency, the gateway's own duration, req/s",
         "c",
@@ -1578,6 +1651,13 @@ def per_op_sentences(rows: list[dict[str, Any]]) -> list[str]:
         "aiohttp session making the same GETs, no checks, no validation, the upstream's JSON "
         "passed on untyped) is the floor of any relay of this shape; the gateway's own layers "
         "cost what it spends above it."
+        + (
+            " Each sample had its own gateway and relay processes, started in turn first and "
+            "second, so neither kept one place against the fake for the whole run (the profile "
+            "and Express sections too)."
+            if rows and rows[0].get("fresh_servers_per_sample")
+            else ""
+        )
     ]
     for row in rows:
         gw, sdk, bare = (
@@ -1623,24 +1703,31 @@ def layer_differences(p: dict[str, Any]) -> dict[str, float]:
     return dict(sorted(differences.items(), key=lambda item: -item[1]))
 
 
-def profile_summary(p: dict[str, Any]) -> str:
-    """One sentence: how much more CPU a `me` call costs the gateway's thread than the relay's,
-    and the layers that add the most to it."""
+def profile_summary(p: dict[str, Any], latency_ms: int) -> str:
+    """One sentence: how much more CPU a `me` call costs the gateway's thread than the relay's
+    with the fake at `latency_ms`, and the layers that add the most to it."""
     if "error" in p:
         return ""
     gw, bare = p["gateway"], p["bare_relay"]
     largest = list(layer_differences(p).items())[:4]
     return (
-        f" By the profile section, a `me` call costs the gateway's event-loop thread "
+        f" By the profile section (fake at {latency_ms} ms), a `me` call costs the gateway's "
+        "event-loop thread "
         f"{gw['kernel_cpu_us'] - bare['kernel_cpu_us']:,.0f} µs more CPU than the relay's "
         f"({gw['kernel_cpu_us']:,.0f} against {bare['kernel_cpu_us']:,.0f}); the layers that add "
         "the most samples: " + "; ".join(f"{name} {d:+,.0f} µs" for name, d in largest) + "."
     )
 
 
-def profile_markdown(p: dict[str, Any]) -> list[str]:
-    """Where a call's CPU goes in the gateway's thread and the relay's, layer by layer."""
-    title = "Where a `me` call's CPU goes (fake at 0 ms): the event loop's thread, µs per call"
+def profile_markdown(
+    p: dict[str, Any], latency_ms: int, at_0_ms: dict[str, Any] | None = None
+) -> list[str]:
+    """Where a call's CPU goes in the gateway's thread and the relay's, layer by layer (and, at
+    another latency than 0 ms, against the same at 0 ms)."""
+    title = (
+        f"Where a `me` call's CPU goes (fake at {latency_ms} ms): the event loop's thread, "
+        "µs per call"
+    )
     if "error" in p:
         return ["", f"## {title}", "", f"Not measured: py-spy could not sample ({p['error']})."]
     gw, bare = p["gateway"], p["bare_relay"]
@@ -1697,6 +1784,21 @@ def profile_markdown(p: dict[str, Any]) -> list[str]:
         + ", ".join(f"`{name}` {us:,.0f} µs" for name, us in files[:8])
         + ".",
     ]
+    if latency_ms and at_0_ms and "error" not in at_0_ms:
+        extra = kernel["gateway"] - kernel["bare_relay"]
+        hot = at_0_ms["gateway"]["kernel_cpu_us"] - at_0_ms["bare_relay"]["kernel_cpu_us"]
+        hot_differences = layer_differences(at_0_ms)
+        lines.append(
+            f"- The same calls with the fake at 0 ms (the table above): the gateway's thread "
+            f"spent {hot:,.0f} µs a call more than the relay's, here {extra:,.0f} "
+            f"({extra / hot:.1f}x); its layers above the relay's by 5 µs or more, here against "
+            "there: "
+            + "; ".join(
+                f"{name} {d:+,.0f} against {hot_differences.get(name, 0.0):+,.0f} µs"
+                for name, d in above
+            )
+            + ". The same code, costing more on CPUs that idled while Databricks answered."
+        )
     return lines
 
 

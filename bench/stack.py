@@ -13,8 +13,8 @@ import textwrap
 import threading
 import time
 import urllib.request
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -266,6 +266,45 @@ def fake_and_gateway(
         fake.stop()
         if tmpdir is not None:  # the fake removes its files, unless it had to be killed
             shutil.rmtree(tmpdir, ignore_errors=True)
+
+
+ServersForSample = Callable[..., AbstractContextManager[tuple[Proc, Proc]]]
+
+
+@contextmanager
+def fake_and_gateway_each_sample(
+    latency_ms: float, fresh: bool = True
+) -> Iterator[tuple[Proc, ServersForSample]]:
+    """A fake for the whole section, and a way to start a fresh gateway and bare relay in front
+    of it for each sample (`with servers(gateway_first=...) as (gateway, relay)`): where the
+    scheduler puts a server against the fake then changes from sample to sample instead of
+    holding for the whole run. Not `fresh` (a quick run): one pair serves every sample."""
+    fake = start_fake(latency_ms=latency_ms)
+
+    @contextmanager
+    def started(gateway_first: bool) -> Iterator[tuple[Proc, Proc]]:
+        procs: dict[str, Proc] = {}
+        try:
+            for name in ("gateway", "relay") if gateway_first else ("relay", "gateway"):
+                procs[name] = start_gateway(fake) if name == "gateway" else start_relay(fake)
+            yield procs["gateway"], procs["relay"]
+        finally:
+            for proc in procs.values():
+                proc.stop()
+
+    try:
+        if fresh:
+            yield fake, started
+        else:
+            with started(gateway_first=True) as pair:
+
+                @contextmanager
+                def kept(gateway_first: bool) -> Iterator[tuple[Proc, Proc]]:
+                    yield pair
+
+                yield fake, kept
+    finally:
+        fake.stop()
 
 
 @dataclass

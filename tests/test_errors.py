@@ -435,6 +435,49 @@ def test_a_directory_page_of_another_shape_is_a_bad_response(gateway, workspace,
     assert (error["status"], error["code"]) == (502, "DATABRICKS_BAD_RESPONSE")
 
 
+def _listing_of(*entries: dict) -> Fault:
+    body = orjson.dumps({"contents": list(entries)})
+    return Fault(path="/api/2.0/fs/directories/", body=body, content_type="application/json")
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/Volumes/main/app/other/d/x.txt",  # another volume
+        "/Volumes/main/app/files/d/e/x.txt",  # deeper than a child
+        "/Volumes/main/app/files/d/../x.txt",
+        "/Volumes/main/app/files/d/",  # the directory itself
+        "/Volumes/main/app/files/D/x.txt",  # below the volume, case is a name's own
+        "",
+        None,
+    ],
+)
+def test_a_listing_entry_that_is_no_child_of_its_directory_is_a_bad_response(
+    gateway, workspace, path
+):
+    workspace.inject(_listing_of({"path": path, "name": "x.txt", "is_directory": False}))
+    _, client = gateway()
+    error = run(client, "list_directory", path="/Volumes/main/app/files/d").json()["error"]
+    assert (error["status"], error["code"]) == (502, "DATABRICKS_BAD_RESPONSE")
+
+
+def test_a_listing_entry_may_end_in_a_slash_and_name_its_volume_in_another_case(gateway, workspace):
+    # Both unverified of the real service: a directory's path with its trailing slash, and
+    # Unity Catalog's names lowercased (or not) against the path asked for.
+    workspace.inject(
+        _listing_of(
+            {"path": "/Volumes/MAIN/app/files/sub/", "name": "sub", "is_directory": True},
+            {"path": "/Volumes/main/app/files/a.txt", "is_directory": False, "file_size": 1},
+        )
+    )
+    _, client = gateway()
+    listing = run(client, "list_directory", path="/Volumes/Main/App/files").json()["result"]
+    assert [(e["name"], e["path"]) for e in listing["entries"]] == [
+        ("sub", "/Volumes/MAIN/app/files/sub/"),
+        ("a.txt", "/Volumes/main/app/files/a.txt"),  # a name left out: the path's last part
+    ]
+
+
 def test_a_directory_page_of_null_contents_lists_nothing(gateway, workspace):
     body = orjson.dumps({"contents": None})
     workspace.inject(

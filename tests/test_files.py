@@ -10,6 +10,7 @@ import hashlib
 import socket
 import threading
 
+import orjson
 import pytest
 
 from gateway.app import UPLOAD_PIECE_BYTES, RunRequest, _client_body
@@ -410,6 +411,25 @@ def test_delete_file_and_directories(gateway, workspace):
     run(client, "create_directory", path=f"{VOL}/empty")
     assert run(client, "delete_file", path=f"{VOL}/empty").json()["result"]["kind"] == "directory"
     assert run(client, "delete_file", path=f"{VOL}/ghost").status_code == 404
+
+
+def test_a_recursive_delete_deletes_nothing_a_listing_names_outside_its_tree(gateway, workspace):
+    _, client = gateway()
+    for path in (f"{VOL}/d/1.txt", f"{VOL}/keep.txt"):
+        assert upload(client, path, b"1").status_code == 200
+    # The listing of d names a file beside d, not in it.
+    workspace.inject(
+        Fault(
+            path=f"/api/2.0/fs/directories{VOL}/d",
+            body=orjson.dumps({"contents": [{"path": f"{VOL}/keep.txt", "name": "keep.txt"}]}),
+            content_type="application/json",
+        )
+    )
+    response = run(client, "delete_file", path=f"{VOL}/d", recursive=True)
+    assert response.json()["error"]["code"] == "DATABRICKS_BAD_RESPONSE"
+    info = run(client, "file_info", path=f"{VOL}/keep.txt").json()["result"]
+    assert info["exists"] is True
+    assert on_disk(workspace, f"{VOL}/keep.txt").exists()
 
 
 def test_per_user_visibility_is_passed_on(gateway):

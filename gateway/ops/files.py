@@ -22,6 +22,7 @@ from gateway import answers, files_api
 from gateway.auth import get_workspace_client
 from gateway.errors import (
     GatewayError,
+    UpstreamBadResponse,
     bad_request,
 )
 from gateway.paths import confine
@@ -130,7 +131,7 @@ def list_directory(
             query["page_token"] = token
         answer = api.do("GET", f"/api/2.0/fs/directories{files_api.quoted(path)}", query=query)
         page = answers.directory_page(answer, "a directory listing")
-        entries += [_entry(raw) for raw in page.get("contents") or []]  # null: none
+        entries += [_entry(raw, path) for raw in page.get("contents") or []]  # null: none
         token = page.get("next_page_token") or None
         if one_page or not token or len(entries) >= MAX_LISTED_ENTRIES:
             return Listing(entries=entries, next_page_token=token)
@@ -323,15 +324,35 @@ def _too_large(limit: int) -> GatewayError:
     return GatewayError(413, "UPLOAD_TOO_LARGE", f"The upload exceeds {limit} bytes.")
 
 
-def _entry(raw: dict[str, Any]) -> Entry:
+def _entry(raw: dict[str, Any], directory: str) -> Entry:
+    """An entry of `directory`'s listing. One that is not a child of it is a bad answer, never
+    passed on: a recursive delete deletes the paths its listings name."""
+    path = raw.get("path")
+    if not isinstance(path, str) or not _is_child(path, directory):
+        raise UpstreamBadResponse(f"The listing of {directory} named an entry outside it")
     modified = raw.get("last_modified")
     return answers.built(
         Entry,
-        name=raw.get("name") or "",
-        path=raw.get("path") or "",
+        name=raw.get("name") or path.rstrip("/").rpartition("/")[2],
+        path=path,
         is_directory=bool(raw.get("is_directory")),
         size=None if raw.get("is_directory") else raw.get("file_size"),
         modified=_ms_to_iso(modified) if isinstance(modified, int) else None,
+    )
+
+
+def _is_child(path: str, directory: str) -> bool:
+    """Whether Databricks' `path` names a child of `directory`: a directory's may end in "/",
+    and catalog, schema and volume may differ in case (Unity Catalog may lowercase names: not
+    verified), every other segment exactly."""
+    parent, _, name = path.rstrip("/").rpartition("/")
+    if name in ("", ".", ".."):
+        return False
+    theirs, ours = parent.split("/"), directory.split("/")
+    volume_end = 5  # "", "Volumes", catalog, schema, volume
+    return len(theirs) == len(ours) and all(
+        a == b or (i < volume_end and a.lower() == b.lower())
+        for i, (a, b) in enumerate(zip(theirs, ours, strict=True))
     )
 
 

@@ -11,9 +11,18 @@ ignored: they check, they do not convert, and the answer goes on as it came.
 
 from __future__ import annotations
 
+import re
 from typing import Any, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, NonNegativeInt, ValidationError
+import httpx
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    NonNegativeInt,
+    ValidationError,
+    field_validator,
+)
 
 from gateway.errors import UpstreamBadResponse
 
@@ -52,10 +61,38 @@ class _Manifest(_Answer):
     truncated: bool | None = None
 
 
+# What HTTP/1.1 lets a request carry (RFC 9110): a header name is a token, a value visible
+# ASCII, spaces and tabs. Anything else is not sent: the HTTP client refuses it (a CR or LF, a
+# non-ASCII character), or a server would read it otherwise.
+_HEADER_NAME = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
+_HEADER_VALUE = re.compile(r"[\t\x20-\x7e]*")
+
+
 class _Link(_Answer):
+    """A presigned link the gateway itself fetches: one it could not send is a bad answer."""
+
     external_link: str
     expiration: str | None = None
     http_headers: dict[str, str] | None = None
+
+    @field_validator("external_link")
+    @classmethod
+    def _an_http_url(cls, value: str) -> str:
+        try:
+            url = httpx.URL(value)  # the parser of the client that fetches it
+        except httpx.InvalidURL:
+            raise ValueError("not a URL") from None
+        if url.scheme not in ("https", "http") or not url.host:
+            raise ValueError("not an http(s) URL")
+        return value
+
+    @field_validator("http_headers")
+    @classmethod
+    def _sendable(cls, value: dict[str, str] | None) -> dict[str, str] | None:
+        for name, text in (value or {}).items():
+            if not _HEADER_NAME.fullmatch(name) or not _HEADER_VALUE.fullmatch(text):
+                raise ValueError("a header that cannot be sent")
+        return value
 
 
 class _Result(_Answer):

@@ -390,6 +390,16 @@ ODD_STATEMENT_ANSWERS = [
     ("GET", {**SUCCEEDED, "manifest": INT_COLUMN, "result": {"data_array": [["one"]]}}),
     ("GET", {**SUCCEEDED, "manifest": INT_COLUMN, "result": {"data_array": [[{"x": 1}]]}}),
     ("GET", {**SUCCEEDED, "manifest": INT_COLUMN, "result": {"external_links": ["x"]}}),
+    *(
+        ("GET", {**SUCCEEDED, "manifest": INT_COLUMN, "result": {"external_links": [link]}})
+        for link in (
+            {"external_link": "http://[::1"},  # a port httpx cannot read: InvalidURL
+            {"external_link": "file:///etc/passwd"},
+            {"external_link": "https://storage.example/c0", "http_headers": {"x": "a\r\nb"}},
+            {"external_link": "https://storage.example/c0", "http_headers": {"x\n": "1"}},
+            {"external_link": "https://storage.example/c0", "http_headers": {"x": "é"}},
+        )
+    ),
     ("GET", {**SUCCEEDED, "manifest": INT_COLUMN, "result": {"attachment": "!!not base64"}}),
 ]
 

@@ -26,6 +26,7 @@ from databricks.sdk.config import Config
 from gateway import __version__
 from gateway.deadlines import bound_by_deadlines
 from gateway.errors import GatewayError
+from gateway.retry_after import with_sane_retry_after
 from gateway.settings import Settings, normalise_host
 
 METADATA_PROBE_SECONDS = 5
@@ -96,7 +97,7 @@ def get_workspace_client() -> WorkspaceClient:
     """The client of the current request's identity (blocking: call from a worker thread),
     whose calls stop once the request's deadline has passed (gateway/deadlines.py)."""
     identity, backend = current_auth()
-    return bound_by_deadlines(backend.client(identity))
+    return bound_by_deadlines(with_sane_retry_after(backend.client(identity)))
 
 
 # --- choosing the identity of a request ----------------------------------------------------

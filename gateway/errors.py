@@ -250,7 +250,9 @@ def _from_databricks_error(exc: DatabricksError) -> GatewayError:
     code_from_databricks = str(exc.error_code) if exc.error_code is not None else None
     mapped = GatewayError(status, code, message, databricks_error_code=code_from_databricks)
     if status == 429:
-        mapped.headers["Retry-After"] = str(int(getattr(exc, "retry_after_secs", None) or 1))
+        mapped.headers["Retry-After"] = str(
+            max(1, int(getattr(exc, "retry_after_secs", None) or 1))
+        )
     return mapped
 
 

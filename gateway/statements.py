@@ -40,6 +40,7 @@ from gateway import answers
 from gateway.deadlines import lifted
 from gateway.errors import GatewayError
 from gateway.logs import logger
+from gateway.retry_after import seconds_to_wait
 from gateway.upstream import RetryBudget, Upstream
 
 Want = Literal["rows", "stream"]
@@ -137,7 +138,7 @@ class _SentOnce(io.BytesIO):
 def _resend_wait(exc: BaseException, attempt: int) -> float | None:
     """Seconds before sending a statement again, or None when it may already have run."""
     if isinstance(exc, DatabricksError) and exc.retry_after_secs is not None:
-        return float(exc.retry_after_secs) + random.random()  # noqa: S311 - nothing ran
+        return seconds_to_wait(exc.retry_after_secs) + random.random()  # noqa: S311 - nothing ran
     if _never_connected(exc):
         return min(10, attempt) + random.random()  # noqa: S311 - jitter
     return None

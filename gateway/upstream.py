@@ -58,6 +58,7 @@ from gateway.auth import current_auth, get_workspace_client
 from gateway.errors import UpstreamBadResponse
 from gateway.logs import add_upstream_time
 from gateway.proxies import EnvironmentProxies, aiohttp_proxy
+from gateway.retry_after import seconds_to_wait
 from gateway.settings import Settings
 from gateway.transport import aiohttp_session
 
@@ -323,7 +324,7 @@ def retry_wait(exc: BaseException, attempt: int) -> float | None:
     """Seconds to wait before the next attempt, or None when the SDK would not retry `exc`."""
     if isinstance(exc, DatabricksError):
         if exc.retry_after_secs is not None:  # 429 and 503: throttled by the platform
-            return float(exc.retry_after_secs) + random.random()  # noqa: S311 - jitter
+            return seconds_to_wait(exc.retry_after_secs) + random.random()  # noqa: S311 - jitter
         if _BaseClient._is_retryable(exc) is None:  # the SDK's transient-message list
             return None
     elif not isinstance(exc, TRANSPORT_ERRORS):  # requests' ConnectionError and Timeout

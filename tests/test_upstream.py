@@ -254,6 +254,25 @@ def test_a_throttled_call_is_retried_after_retry_after(gateway, workspace):
     assert len(seen) == 2 + service_pages(workspace)
 
 
+@pytest.mark.parametrize("lean", [True, False])
+def test_a_retry_after_below_zero_is_retried_at_once(gateway, workspace, lean):
+    # Retry-After -1 (a broken proxy's): no wait, not a sleep(-1) ValueError (a 500).
+    _, client = gateway(lean_upstream=lean)
+    workspace.inject(Fault(path="/scim/v2/Me", status=503, retry_after=-1, times=1))
+    before = len(workspace.paths_seen("/api/2.0/preview/scim/v2/Me"))
+    assert run(client, "me").status_code == 200
+    assert len(workspace.paths_seen("/api/2.0/preview/scim/v2/Me")) - before == 2
+
+
+def test_a_statement_refused_with_a_retry_after_below_zero_is_sent_again(gateway, workspace):
+    _, client = gateway()
+    workspace.inject(
+        Fault(path="/api/2.0/sql/statements", method="POST", status=503, retry_after=-1)
+    )
+    response = run(client, "run_query", statement="SELECT 1 AS a")
+    assert response.json()["result"]["rows"] == [[1]]
+
+
 def test_throttling_past_the_budget_is_rate_limited_with_retry_after(gateway, workspace):
     _, client = gateway(lean_upstream=True, sdk_retry_timeout_seconds=1)
     workspace.inject(Fault(path="/scim/v2/Me", status=429, retry_after=5, times=None))

@@ -181,7 +181,7 @@ export type CreateDirectoryResult = DirectoryCreated;
 
 /**
  * Delete a file, or a directory: an empty one as is, a non-empty one only with `recursive: true`
- * (at most 10,000 entries, checked before anything is deleted).
+ * (at most 10,000 entries, all listed and checked to lie inside it before anything is deleted).
  */
 export interface DeleteFileParams {
   /** /Volumes/<catalog>/<schema>/<volume>/... path */
@@ -397,7 +397,7 @@ export interface OpMethods {
   createDirectory(path: string, call?: CallOptions): Promise<CreateDirectoryResult>;
   /**
    * Delete a file, or a directory: an empty one as is, a non-empty one only with `recursive: true`
-   * (at most 10,000 entries, checked before anything is deleted).
+   * (at most 10,000 entries, all listed and checked to lie inside it before anything is deleted).
    */
   deleteFile(path: string, opts?: Omit<DeleteFileParams, 'path'>, call?: CallOptions): Promise<DeleteFileResult>;
   /** Return the volume, creating it if it does not exist; `created` says which. */

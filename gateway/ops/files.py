@@ -171,7 +171,8 @@ def file_info(runtime: Runtime, path: PathParam) -> FileInfo:
 
 def delete_file(runtime: Runtime, path: PathParam, recursive: bool = False) -> Deleted:
     """Delete a file, or a directory: an empty one as is, a non-empty one only with
-    `recursive: true` (at most 10,000 entries, checked before anything is deleted)."""
+    `recursive: true` (at most 10,000 entries, all listed and checked to lie inside it before
+    anything is deleted)."""
     path = _confine(runtime, path)
     files = get_workspace_client().files
     try:

@@ -38,7 +38,7 @@ from databricks.sdk.errors.base import DatabricksError
 
 from gateway import answers
 from gateway.deadlines import lifted
-from gateway.errors import GatewayError
+from gateway.errors import GatewayError, UpstreamBadResponse
 from gateway.logs import logger
 from gateway.retry_after import seconds_to_wait
 from gateway.upstream import RetryBudget, Upstream
@@ -46,8 +46,8 @@ from gateway.upstream import RetryBudget, Upstream
 Want = Literal["rows", "stream"]
 Cancel = Callable[[], Coroutine[Any, Any, None]]  # a running statement's cancel, for shutdown
 INLINE_BYTE_CAP = 25 * 1024 * 1024  # Databricks aborts an INLINE result above this
-_RUNNING = ("PENDING", "RUNNING")
 ENDED = ("FAILED", "CANCELED", "CLOSED")  # terminal states other than SUCCEEDED
+_TERMINAL = ("SUCCEEDED", *ENDED)
 
 
 @dataclass(frozen=True)
@@ -308,7 +308,7 @@ class Execution:
         delay = 0.01
         statement_id = self.statement_id
         assert statement_id is not None  # set by the submit that gave us `response`
-        while state_of(response) in _RUNNING:
+        while _running(response):
             await anyio.sleep(delay)
             # Slow growth: a statement is seen at most ~10% after it ended (doubling the delay
             # saw a 0.45 s statement at 0.75 s; at 1.2x the polls after 1 s fell at 1.06, 1.28,
@@ -371,6 +371,17 @@ def statement_error(response: dict[str, Any], statement_id: str | None) -> Gatew
     return GatewayError(
         410, "QUERY_CLOSED", "The statement's result is no longer available.", details
     )
+
+
+def _running(response: dict[str, Any]) -> bool:
+    """Whether the statement has yet to end: PENDING, RUNNING, or a state newer than this
+    gateway (the API documents its four ends; one it adds is more likely a stage on the way
+    than an end, and a statement polled past its deadline is cancelled). An answer with no
+    state is a bad answer, not a closed statement."""
+    state = state_of(response)
+    if not state:
+        raise UpstreamBadResponse("a statement answer names no state")
+    return state not in _TERMINAL
 
 
 def state_of(response: dict[str, Any]) -> str | None:

@@ -10,6 +10,7 @@ import pytest
 import respx
 
 from gateway.registry import ARROW_STREAM
+from gateway.testing import Fault
 from tests.support import run, wait_until
 
 SALES = "demo.shop.sales"
@@ -219,6 +220,39 @@ def test_failed_statement_maps_to_sql_error(gateway):
     assert (error["status"], error["code"]) == (400, "SQL_ERROR")
     assert error["details"]["sql_state"] == "42P01"
     assert "TABLE_OR_VIEW_NOT_FOUND" in error["message"]
+
+
+def test_a_statement_in_a_state_newer_than_the_gateway_is_polled_until_it_ends(gateway, workspace):
+    # Four polls answer a state the API does not document yet; then the warehouse's own.
+    workspace.warehouse.pending_seconds = 0.2
+    queued = orjson.dumps({"statement_id": "s", "status": {"state": "QUEUED"}})
+    workspace.inject(
+        Fault(
+            path="/api/2.0/sql/statements/",
+            method="GET",
+            body=queued,
+            content_type="application/json",
+            times=4,
+        )
+    )
+    response = run(gateway()[1], "run_query", statement="SELECT 1 AS a")
+    assert response.json()["result"]["rows"] == [[1]]
+
+
+@pytest.mark.parametrize("status", [{}, {"state": None}, {"state": ""}])
+def test_a_statement_answer_naming_no_state_is_a_bad_response(gateway, workspace, status):
+    workspace.warehouse.pending_seconds = 0.2
+    body = orjson.dumps({"statement_id": "s", "status": status})
+    workspace.inject(
+        Fault(
+            path="/api/2.0/sql/statements/",
+            method="GET",
+            body=body,
+            content_type="application/json",
+        )
+    )
+    error = run(gateway()[1], "run_query", statement="SELECT 1 AS a").json()["error"]
+    assert (error["status"], error["code"]) == (502, "DATABRICKS_BAD_RESPONSE")
 
 
 def test_multiple_statements_fail(gateway):

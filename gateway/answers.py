@@ -116,7 +116,8 @@ class _Entry(_Answer):
     path: str | None = None
     is_directory: bool | None = None
     file_size: int | None = None
-    last_modified: int | None = None
+    # Epoch milliseconds a date can hold (years 1 to 9999): beyond, no time at all.
+    last_modified: int | None = Field(None, ge=-62_135_596_800_000, le=253_402_300_799_999)
 
 
 class _DirectoryPage(_Answer):

@@ -430,7 +430,15 @@ def test_a_statement_answer_of_another_shape_is_a_bad_response(
 
 
 @pytest.mark.parametrize(
-    "body", [[], {"contents": 5}, {"contents": ["x"]}, {"contents": [{"name": 7}]}]
+    "body",
+    [
+        [],
+        {"contents": 5},
+        {"contents": ["x"]},
+        {"contents": [{"name": 7}]},
+        # A time past the year 9999 (was a 500: datetime's OverflowError).
+        {"contents": [{"path": "/Volumes/main/app/files/a", "last_modified": 10**17}]},
+    ],
 )
 def test_a_directory_page_of_another_shape_is_a_bad_response(gateway, workspace, body):
     fault = Fault(

@@ -77,6 +77,9 @@ async def open_download(
     runtime: Runtime, path: str, offset: int | None = None, length: int | None = None
 ) -> Download:
     url, headers = await _file_endpoint(path)
+    # The bytes as stored: the length relayed and a range's offsets are theirs, not those of a
+    # coded form of them (which a server may send to a request that names no coding).
+    headers["Accept-Encoding"] = "identity"
     window = Window(offset or 0, length) if offset is not None or length is not None else None
     if window is not None:
         headers["Range"] = window.header()
@@ -212,6 +215,9 @@ def _check_download(response: urllib3.BaseHTTPResponse, window: Window | None) -
     kind = response.headers.get("content-type", "")
     if status not in (200, 206) or _is_html(kind):
         raise UpstreamBadResponse(f"download answered {status} {kind!r}")
+    coding = response.headers.get("content-encoding", "identity").strip().lower()
+    if coding not in ("", "identity"):
+        raise UpstreamBadResponse(f"download answered Content-Encoding {coding[:30]!r}")
     length = response.headers.get("content-length")
     if length is not None and not (length.isdigit() and int(length) <= MAX_SAFE_INTEGER):
         # Relayed as it is, a caller would wait for bytes that never come (or refuse it).

@@ -55,6 +55,7 @@ class Recorded:
     query: dict[str, str]
     user: str | None
     authorization: str | None
+    accept_encoding: str | None = None
 
 
 def now_ms() -> int:

@@ -185,6 +185,7 @@ class FakeWorkspace(IdentityApi, CatalogApi, FilesApi):
                     rq.query,
                     user.user_name if user else None,
                     rq.headers.get("Authorization"),
+                    rq.headers.get("Accept-Encoding"),
                 )
             )
         if self.latency and path.startswith("/api/"):

@@ -136,13 +136,13 @@ async def _put(
         # The Files API answers 204. A 200 HTML page (a login or proxy page) or a redirect
         # means nothing was stored: never report that as a success.
         kind = response.headers.get("content-type", "")
-        if response.status_code not in (200, 201, 204) or _is_html(kind):
+        if response.status_code not in (200, 201, 204) or is_html(kind):
             raise UpstreamBadResponse(f"upload answered {response.status_code} {kind!r}")
     finally:
         await response.aclose()
 
 
-def _is_html(content_type: str) -> bool:
+def is_html(content_type: str) -> bool:
     return content_type.split(";")[0].strip().lower() in ("text/html", "application/xhtml+xml")
 
 
@@ -213,7 +213,7 @@ def _check_download(response: urllib3.BaseHTTPResponse, window: Window | None) -
         body = response.read(64 * 1024)  # an error body is small; bounded anyway
         raise error_from_response(status, body, response.headers.get("retry-after"))
     kind = response.headers.get("content-type", "")
-    if status not in (200, 206) or _is_html(kind):
+    if status not in (200, 206) or is_html(kind):
         raise UpstreamBadResponse(f"download answered {status} {kind!r}")
     coding = response.headers.get("content-encoding", "identity").strip().lower()
     if coding not in ("", "identity"):

@@ -416,6 +416,25 @@ def test_file_info_of_an_absurd_size_is_a_bad_response(gateway, workspace, lengt
     assert (error["status"], error["code"]) == (502, "DATABRICKS_BAD_RESPONSE")
 
 
+@pytest.mark.parametrize(
+    ("where", "name"),
+    [
+        ("/fs/files/", "README.txt"),
+        ("/fs/files/", "nothing-here"),
+        ("/fs/directories/", "nothing-here"),  # asked once no file is there
+    ],
+)
+def test_file_info_answered_by_a_login_page_is_a_bad_response(gateway, workspace, where, name):
+    # A HEAD has no body to tell a login page by; its Content-Type does. It said `exists: true`
+    # (for a file, or for a directory) of a path that has nothing there.
+    _, client = gateway()
+    workspace.inject(
+        Fault(path=where, method="HEAD", status=200, body=b"", content_type="text/html", times=None)
+    )
+    error = run(client, "file_info", path=f"{VOL}/{name}").json()["error"]
+    assert (error["status"], error["code"]) == (502, "DATABRICKS_BAD_RESPONSE")
+
+
 def test_file_info_does_not_swallow_other_errors(gateway, workspace):
     _, client = gateway()
     workspace.inject(Fault(path="/fs/files", method="HEAD", status=503, times=None))

@@ -148,12 +148,13 @@ def file_info(runtime: Runtime, path: PathParam) -> FileInfo:
     """Metadata of a file or directory; a missing path is `exists: false`, other errors stay
     errors."""
     path = _confine(runtime, path)
-    files = get_workspace_client().files
+    client = get_workspace_client()
     try:
-        meta = files.get_metadata(path)
+        meta = client.files.get_metadata(path)
     except NotFound:
         pass
     else:
+        _not_a_page(meta.content_type, path)
         return answers.built(
             FileInfo,
             exists=True,
@@ -163,10 +164,22 @@ def file_info(runtime: Runtime, path: PathParam) -> FileInfo:
             content_type=_content_type(path),
         )
     try:
-        files.get_directory_metadata(path)
+        # The SDK's get_directory_metadata, with the one header that tells a page from it.
+        found = client.api_client.do(
+            "HEAD",
+            f"/api/2.0/fs/directories{files_api.quoted(path)}",
+            response_headers=["content-type"],
+        )
     except NotFound:
         return FileInfo(exists=False, path=path)
+    _not_a_page(found.get("content-type") if isinstance(found, dict) else None, path)
     return FileInfo(exists=True, path=path, is_directory=True)
+
+
+def _not_a_page(content_type: str | None, path: str) -> None:
+    """A HEAD answered by a login or proxy page (200, text/html) says nothing of `path`."""
+    if files_api.is_html(content_type or ""):
+        raise UpstreamBadResponse(f"HEAD of {path} answered an HTML page")
 
 
 def delete_file(runtime: Runtime, path: PathParam, recursive: bool = False) -> Deleted:

@@ -24,7 +24,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
@@ -118,13 +118,19 @@ def ratio_figure(numerators: list[float], denominators: list[float]) -> dict[str
     return figure([a / b for a, b in zip(numerators, denominators, strict=True)])
 
 
+def in_turn(names: Iterable[str], sample: int) -> list[str]:
+    """`names` in the order of sample number `sample`: rotated by one each sample (AB, BA, AB…;
+    ABC, BCA, CAB…)."""
+    order = list(names)
+    shift = sample % len(order)
+    return order[shift:] + order[:shift]
+
+
 def interleave(sides: dict[str, Callable[[], T]], samples: int) -> dict[str, list[T]]:
-    """Run every side once per sample; the order rotates each sample (AB, BA, AB…; ABC, BCA…)."""
-    names = list(sides)
-    results: dict[str, list[T]] = {name: [] for name in names}
+    """Run every side once per sample, in the order `in_turn` gives."""
+    results: dict[str, list[T]] = {name: [] for name in sides}
     for i in range(samples):
-        shift = i % len(names)
-        for name in names[shift:] + names[:shift]:
+        for name in in_turn(sides, i):
             results[name].append(sides[name]())
     return results
 
@@ -307,10 +313,7 @@ def per_op(plan: Plan) -> list[dict[str, Any]]:
                         if plan.fresh_servers or i == 0:  # warm-up: connections, caches
                             for fn in sides.values():
                                 sequential(fn, 20)
-                        # One round, its order rotating with the sample (ABC, BCA, CAB…).
-                        names = list(sides)
-                        shift = i % len(names)
-                        for name in names[shift:] + names[:shift]:
+                        for name in in_turn(sides, i):
                             fn = sides[name]
                             if name == "gateway":
                                 block = gateway_block(gateway, fn, n)
@@ -403,9 +406,7 @@ def _profile(plan: Plan, latency_ms: int, calls: int) -> dict[str, Any]:
                 callers = {name: gateway_caller(s.url, {"op": "me"}) for name, s in servers.items()}
                 for fn in callers.values():
                     sequential(fn, 200 if latency_ms == 0 else 20)  # warm-up: connections, caches
-                names = list(servers)
-                shift = i % len(names)  # the order rotates with the sample
-                for name in names[shift:] + names[:shift]:
+                for name in in_turn(servers, i):
                     server, into = servers[name], samples[name]
                     with sampling(server.process.pid, into):
                         time.sleep(0.5)  # py-spy is attached

@@ -30,7 +30,7 @@ def with_sane_retry_after(client: WorkspaceClient) -> WorkspaceClient:
 
 
 def _non_negative(response: requests.Response, *args: Any, **kwargs: Any) -> requests.Response:
-    value = response.headers.get("Retry-After")
-    if value is not None and value.strip().startswith("-") and value.strip()[1:].isdigit():
+    value = (response.headers.get("Retry-After") or "").strip()
+    if value.startswith("-") and value[1:].isdigit():
         response.headers["Retry-After"] = "0"
     return response

@@ -342,12 +342,13 @@ def _entry(raw: dict[str, Any], directory: str) -> Entry:
     """An entry of `directory`'s listing. One that is not a child of it is a bad answer, never
     passed on: a recursive delete deletes the paths its listings name."""
     path = raw.get("path")
-    if not isinstance(path, str) or not _is_child(path, directory):
+    name = _child_name(path, directory) if isinstance(path, str) else None
+    if name is None:
         raise UpstreamBadResponse(f"The listing of {directory} named an entry outside it")
     modified = raw.get("last_modified")
     return answers.built(
         Entry,
-        name=raw.get("name") or path.rstrip("/").rpartition("/")[2],
+        name=raw.get("name") or name,
         path=path,
         is_directory=bool(raw.get("is_directory")),
         size=None if raw.get("is_directory") else raw.get("file_size"),
@@ -355,19 +356,20 @@ def _entry(raw: dict[str, Any], directory: str) -> Entry:
     )
 
 
-def _is_child(path: str, directory: str) -> bool:
-    """Whether Databricks' `path` names a child of `directory`: a directory's may end in "/",
-    and catalog, schema and volume may differ in case (Unity Catalog may lowercase names: not
-    verified), every other segment exactly."""
+def _child_name(path: str, directory: str) -> str | None:
+    """The last part of Databricks' `path` when it names a child of `directory`, else None: a
+    directory's path may end in "/", and catalog, schema and volume may differ in case (Unity
+    Catalog may lowercase names: not verified), every other segment exactly."""
     parent, _, name = path.rstrip("/").rpartition("/")
     if name in ("", ".", ".."):
-        return False
+        return None
     theirs, ours = parent.split("/"), directory.split("/")
     volume_end = 5  # "", "Volumes", catalog, schema, volume
-    return len(theirs) == len(ours) and all(
+    same = len(theirs) == len(ours) and all(
         a == b or (i < volume_end and a.lower() == b.lower())
         for i, (a, b) in enumerate(zip(theirs, ours, strict=True))
     )
+    return name if same else None
 
 
 def _tree(runtime: Runtime, root: str) -> list[Entry]:

@@ -6,17 +6,19 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
+import socket
 import stat
 import subprocess
 import sys
 import threading
+import time
 from pathlib import Path
 
 import httpx
 import psutil
 
 from gateway.app import create_app
-from gateway.serve import HeadWithBody, bind, server_for
+from gateway.serve import HeadWithBody, _BodyPieces, bind, server_for
 from gateway.testing import DEMO
 from tests.support import run, settings_for, wait_until
 
@@ -170,3 +172,48 @@ def test_a_download_whose_body_trickles_gets_its_head_at_once(gateway, workspace
         wait_until(lambda: len(workspace.aborted_downloads) == 1)
     finally:
         workspace.trickle_seconds = 0.0
+
+
+def _send_in_writes(url: str, head: bytes, writes: list[bytes]) -> bytes:
+    """One request over a raw socket, its body in separate writes a moment apart (so the server
+    reads them as separate pieces, not one), and the whole answer."""
+    host, port = url.removeprefix("http://").split(":")
+    with socket.create_connection((host, int(port))) as sock:
+        sock.sendall(head)
+        for write in writes:
+            time.sleep(0.02)
+            sock.sendall(write)
+        answer = b""
+        while more := sock.recv(65536):
+            answer += more
+    return answer
+
+
+def test_body_pieces_are_kept_as_parsed_and_joined_in_order_when_several_wait():
+    # What uvicorn does with a request body's buffer (+=, len, bytes), without copying.
+    one, two = b"a" * 1000, b"b" * 10
+    pieces = _BodyPieces()
+    pieces += one
+    assert len(pieces) == 1000
+    assert bytes(pieces) is one  # the one piece a read nearly always leaves: not copied
+    pieces += two
+    assert len(pieces) == 1010
+    assert bytes(pieces) == one + two
+
+
+def test_an_upload_in_many_reads_is_stored_byte_for_byte(gateway, workspace):
+    # Each write is its own socket read: the pieces must reach the Files API whole and in order.
+    server, client = gateway(secret="uds-secret")
+    writes = [bytes([i]) * (1000 + i) for i in range(40)]
+    path = "/Volumes/main/app/files/pieces.bin"
+    size = sum(map(len, writes))
+    head = (
+        f"POST /run?op=write_file&path={path}&overwrite=true HTTP/1.1\r\nHost: gateway\r\n"
+        "Connection: close\r\nContent-Type: application/octet-stream\r\n"
+        "X-Gateway-Secret: uds-secret\r\n"
+        f"Content-Length: {size}\r\n\r\n"
+    ).encode()
+    answer = _send_in_writes(server.url, head, writes)
+    assert answer.startswith(b"HTTP/1.1 200"), answer[:300]
+    stored = client.post("/run", json={"op": "read_file", "path": path}, headers=SECRET)
+    assert stored.content == b"".join(writes)

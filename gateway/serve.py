@@ -85,6 +85,7 @@ class HeadTimeoutProtocol(HttpToolsProtocol):
         if not isinstance(self.cycle.body, _BodyPieces):
             self.cycle.body = _BodyPieces()  # type: ignore[assignment]
         super().on_body(body)
+
     _head_timer: asyncio.TimerHandle | None = None
     _head_open = False  # a request head has begun and is not complete yet
 

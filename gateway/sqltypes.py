@@ -1,7 +1,8 @@
 """Typing SQL values: Databricks sends every non-null value as a string; callers want JSON.
 
 Some Databricks-compatible servers (and some result formats) send already-typed JSON values
-instead (`true`, `42`, `[1, 2]`); every converter accepts both. The type comes from the
+instead (`true`, `42`, `[1, 2]`); every converter accepts both. A value its type cannot hold
+(`"yes"` for a BOOLEAN, `1.5` for an INT) is the upstream's fault: 502, never a guess. The type comes from the
 manifest's `type_name`; when that is missing or unknown, from the head of its `type_text`
 (`BIGINT`, `DECIMAL(10,2)`, `ARRAY<INT>`...).
 
@@ -38,23 +39,34 @@ Converter = Callable[[Any], Any] | None  # None: keep the value as it is
 
 
 def _int(value: Any) -> int:
+    # A string or a JSON number; never a boolean, nor a fraction cut short without a word.
+    if isinstance(value, bool) or (isinstance(value, float) and not value.is_integer()):
+        raise ValueError(f"{value!r} is not an integer")
     return int(value)
 
 
 def _long(value: Any) -> int | str:
-    number = int(value)
+    number = _int(value)
     return number if -MAX_SAFE_INTEGER <= number <= MAX_SAFE_INTEGER else str(number)
 
 
 def _float(value: Any) -> float | str:
+    if isinstance(value, bool):
+        raise ValueError(f"{value!r} is not a number")
     number = float(value)
     return number if math.isfinite(number) else str(value)
 
 
+_BOOLEANS = {"true": True, "false": False}
+
+
 def _boolean(value: Any) -> bool:
-    if isinstance(value, str):
-        return value.lower() == "true"
-    return bool(value)
+    # "true"/"false" (any case) or a JSON boolean: anything else is no BOOLEAN, not false.
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, str) and (known := _BOOLEANS.get(value.lower())) is not None:
+        return known
+    raise ValueError(f"{value!r} is not a boolean")
 
 
 def _text(value: Any) -> str:

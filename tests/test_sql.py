@@ -512,3 +512,66 @@ def test_a_throttled_submit_is_sent_again(gateway, workspace):
     assert response.status_code == 200
     assert response.json()["result"]["rows"] == [[1]]
     assert statement_posts(workspace) - before == 3
+
+
+def _answered_with(value: object, type_name: str) -> bytes:
+    """A submit's answer: done, one column of `type_name`, one row holding `value`."""
+    return orjson.dumps(
+        {
+            "statement_id": "s-typed",
+            "status": {"state": "SUCCEEDED"},
+            "manifest": {
+                "format": "JSON_ARRAY",
+                "schema": {
+                    "column_count": 1,
+                    "columns": [{"name": "v", "type_name": type_name, "position": 0}],
+                },
+                "total_chunk_count": 1,
+                "total_row_count": 1,
+                "truncated": False,
+            },
+            "result": {"chunk_index": 0, "row_offset": 0, "row_count": 1, "data_array": [[value]]},
+        }
+    )
+
+
+@pytest.mark.parametrize(
+    ("value", "type_name", "expected"),
+    [
+        ("TRUE", "BOOLEAN", True),
+        ("false", "BOOLEAN", False),
+        (False, "BOOLEAN", False),
+        (42.0, "INT", 42),
+        ("-7", "LONG", -7),
+    ],
+)
+def test_value_variants_a_server_may_send_are_typed(gateway, workspace, value, type_name, expected):
+    body = _answered_with(value, type_name)
+    workspace.inject(Fault(path="/api/2.0/sql/statements", method="POST", body=body))
+    out = result(query(gateway()[1], "SELECT 1 AS v"))
+    assert out["statement_id"] == "s-typed"  # the answer above, not the fake's own
+    assert out["rows"] == [[expected]]
+    assert type(out["rows"][0][0]) is type(expected)
+
+
+@pytest.mark.parametrize(
+    ("value", "type_name"),
+    [
+        ("yes", "BOOLEAN"),
+        ("1", "BOOLEAN"),
+        (1, "BOOLEAN"),
+        ("", "BOOLEAN"),
+        (1.5, "INT"),
+        (True, "LONG"),
+        ("1.5", "INT"),
+        (True, "DOUBLE"),
+    ],
+)
+def test_a_value_its_column_type_cannot_hold_is_a_bad_response(
+    gateway, workspace, value, type_name
+):
+    # Read as false (a BOOLEAN) or cut to 1 (an INT), it would be a wrong answer given as right.
+    body = _answered_with(value, type_name)
+    workspace.inject(Fault(path="/api/2.0/sql/statements", method="POST", body=body))
+    error = query(gateway()[1], "SELECT 1 AS v").json()["error"]
+    assert (error["status"], error["code"]) == (502, "DATABRICKS_BAD_RESPONSE")

@@ -64,6 +64,7 @@ HEADERS = {"X-Gateway-Secret": SECRET}
 MiB = 1024 * 1024
 CONCURRENCY = (1, 8, 32, 64, 128, 256)
 GOAL_CONCURRENCY = 64  # issue 14: req/s and p99 at c = 64
+FILE_GOALS = {"upload": 0.9, "download": 0.8}  # issue 14: throughput / the direct SDK's
 T = TypeVar("T")
 
 
@@ -1246,7 +1247,7 @@ def goals(r: dict[str, Any]) -> list[dict[str, Any]]:
             "≥ 3x",
             vs["median"] >= 3,
         )
-    for direction, limit in (("upload", 0.9), ("download", 0.8)):
+    for direction, limit in FILE_GOALS.items():
         d = r["files"][direction]
         bare = d.get("bare_relay_ratio")  # absent from results older than the relay
         goal(
@@ -1597,7 +1598,7 @@ def results_markdown(r: dict[str, Any]) -> str:
         else:
             lines.append(f"- The direct SDK {direction} logged no fallback in any sample.")
     if "bare_relay" in f["upload"].get("cpu_s_per_gib", {}):  # absent from older results
-        lines += files_cpu_markdown(f)
+        lines += files_cpu_markdown(f, r["machine"]["cpu_count"])
     settings = r["gateway_settings"]
     lines += _table(
         f"Query at scale (EXTERNAL_LINKS + ARROW_STREAM, gateway prefetch "
@@ -1847,8 +1848,9 @@ def own_time_sentences(rows: list[dict[str, Any]]) -> list[str]:
     return lines
 
 
-def files_cpu_markdown(f: dict[str, Any]) -> list[str]:
-    """Where a file transfer's time went: the CPU seconds per GiB of every process on its path."""
+def files_cpu_markdown(f: dict[str, Any], cpus: int) -> list[str]:
+    """Where a file transfer's time went: the CPU seconds per GiB of every process on its path,
+    and the throughput that CPU allows on this machine's CPUs however well it is spread."""
     lines = _table(
         "Files: CPU seconds per GiB moved, by process",
         "direction",
@@ -1883,8 +1885,27 @@ def files_cpu_markdown(f: dict[str, Any]) -> list[str]:
             "every byte once more. The bare relay (an ASGI app under the same uvicorn stack, no "
             f"framework, no checks) spent {bare['bare_relay']['median']:.2f} CPU-s per GiB and "
             f"reached {d['bare_relay_ratio']['median']:.2f}x of the direct SDK's throughput."
+            + cpu_bound_sentence(d, cpus, FILE_GOALS[direction])
         )
     return lines
+
+
+def cpu_bound_sentence(d: dict[str, Any], cpus: int, goal: float) -> str:
+    """No path moves a GiB in less wall time than its processes' CPU seconds over the CPUs
+    (all of them busy all the time): the best ratio to the direct path that CPU allows."""
+    direct_wall = d["cpu_s_per_gib"]["direct_sdk"]["wall"]["median"]
+    best = {
+        side: direct_wall / (d["cpu_s_per_gib"][side]["total"]["median"] / cpus)
+        for side in ("gateway", "bare_relay")
+    }
+    verdict = {side: "within" if b >= goal else "short of" for side, b in best.items()}
+    return (
+        f" On {cpus} CPUs, every one of them busy all the time, that CPU allows at most "
+        f"{best['gateway']:.2f}x the direct path's throughput (its wall time: "
+        f"{direct_wall:.2f} s per GiB) through the gateway, {verdict['gateway']} the "
+        f"{goal}x goal, and {best['bare_relay']:.2f}x through the bare relay, "
+        f"{verdict['bare_relay']} it."
+    )
 
 
 LOAD_SIDES = (("gateway", "1 process (default)"), ("gateway_2_workers", "GATEWAY_WORKERS=2"))

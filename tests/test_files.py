@@ -500,3 +500,12 @@ def test_default_volume_resolves_relative_paths(gateway, workspace):
         == f"{VOL}/rel/x.txt"
     )
     assert on_disk(workspace, f"{VOL}/rel/x.txt").read_bytes() == b"r"
+
+
+@pytest.mark.parametrize("token", ["not-a-token", "é", "²"])
+def test_a_page_token_the_api_refuses_is_its_400_passed_on(gateway, token):
+    _, client = gateway()
+    upload(client, f"{VOL}/paged/a.txt", b"1")
+    response = run(client, "list_directory", path=f"{VOL}/paged", page_token=token)
+    assert response.status_code == 400
+    assert response.json()["error"]["databricks_error_code"] == "INVALID_PARAMETER_VALUE"

@@ -282,10 +282,11 @@ def test_the_fake_refuses_invalid_wait_timeouts_like_databricks(workspace, wait)
     assert response.json()["error_code"] == "INVALID_PARAMETER_VALUE"
 
 
-def test_the_fake_answers_a_bad_page_token_with_400(workspace):
+@pytest.mark.parametrize("token", ["not-a-token", "²"])
+def test_the_fake_answers_a_bad_page_token_with_400(workspace, token):
     response = httpx.get(
         f"{workspace.url}/api/2.1/unity-catalog/catalogs",
-        params={"page_token": "not-a-token"},
+        params={"page_token": token},
         headers={"Authorization": f"Bearer {DEMO.service_token}"},
     )
     assert response.status_code == 400

@@ -48,7 +48,9 @@ class CatalogApi(WorkspaceState):
         if self.empty_first_page and not token:
             rq.send_json(200, {key: [], "next_page_token": "0"})
             return
-        if token is not None and not (token.isdigit() and int(token) <= len(items)):
+        if token is not None and not (
+            token.isascii() and token.isdigit() and int(token) <= len(items)
+        ):
             rq.send_error_body(400, "INVALID_PARAMETER_VALUE", f"Invalid page_token: {token!r}.")
             return
         start = int(token or 0)

@@ -575,3 +575,24 @@ def test_a_value_its_column_type_cannot_hold_is_a_bad_response(
     workspace.inject(Fault(path="/api/2.0/sql/statements", method="POST", body=body))
     error = query(gateway()[1], "SELECT 1 AS v").json()["error"]
     assert (error["status"], error["code"]) == (502, "DATABRICKS_BAD_RESPONSE")
+
+
+@pytest.mark.parametrize("accept", ["application/json", "application/x-ndjson"])
+def test_a_statement_run_in_a_catalog_and_schema_finds_its_tables_and_returns_its_rows(
+    gateway, accept
+):
+    # `catalog`/`schema` set the statement's context: unqualified names resolve in it.
+    response = run(
+        gateway()[1],
+        "run_query",
+        {"Accept": accept},
+        statement="SELECT id FROM sales ORDER BY id",
+        catalog="demo",
+        schema="shop",
+    )
+    assert response.status_code == 200, response.text
+    if accept == "application/x-ndjson":
+        rows = [orjson.loads(line) for line in response.content.splitlines()[1:-1]]
+    else:
+        rows = response.json()["result"]["rows"]
+    assert rows == [[1], [2], [3], [4], [5]]

@@ -133,6 +133,10 @@ class Warehouse:
         self._duckdb = duckdb
         self.apply_fault = apply_fault  # the workspace's faults apply to link fetches too
         self.db = duckdb.connect(":memory:")
+        # Results are tables of the connection's own database, named in full: a statement's
+        # `catalog`/`schema` (its USE) must not decide where a later cursor looks for them.
+        (home,) = self.db.execute("SELECT current_database()").fetchone() or ("memory",)
+        self._results_schema = f'"{home}".main'
         self.lock = threading.RLock()
         self.chunk_bytes = 4 * MiB
         self.chunk_rows = 100_000  # a cap per chunk on top of the bytes (tests set it low)
@@ -455,7 +459,7 @@ class Warehouse:
         IPC when its link is fetched (a DuckDB query per chunk cost the link host 8x as much).
         A JSON_ARRAY or CSV result is a DuckDB table, whose SQL spells every value as a string."""
         if statement.format != "ARROW_STREAM":
-            name = f"r_{statement.id.replace('-', '_')}"
+            name = f"{self._results_schema}.r_{statement.id.replace('-', '_')}"
             cursor.execute(f"CREATE TABLE {name} AS SELECT * FROM {source}", params)
             statement.table = name
             sizes = cursor.execute(f"SELECT {_json_row_size(described)} FROM {name}")

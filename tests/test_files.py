@@ -509,3 +509,14 @@ def test_a_page_token_the_api_refuses_is_its_400_passed_on(gateway, token):
     response = run(client, "list_directory", path=f"{VOL}/paged", page_token=token)
     assert response.status_code == 400
     assert response.json()["error"]["databricks_error_code"] == "INVALID_PARAMETER_VALUE"
+
+
+def test_a_file_under_a_path_that_is_a_file_is_a_409_and_the_file_stays(gateway, workspace):
+    _, client = gateway()
+    assert upload(client, f"{VOL}/plain", b"kept").status_code == 200
+    for body in (b"x", b""):  # streamed, and the JSON form below
+        response = upload(client, f"{VOL}/plain/sub/x.bin", body)
+        assert response.status_code == 409, response.text
+    response = run(client, "write_file", path=f"{VOL}/plain/x.txt", content="x")
+    assert response.json()["error"]["code"] == "ALREADY_EXISTS"
+    assert download(client, f"{VOL}/plain").content == b"kept"

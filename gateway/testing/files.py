@@ -81,6 +81,10 @@ class FilesApi(WorkspaceState):
         if target.exists() and (target.is_dir() or not overwrite):
             rq.send_error_body(409, "ALREADY_EXISTS", "The file being created already exists.")
             return
+        if any(p.is_file() for p in target.parents):
+            # Unverified what Databricks answers here: the 409 its mkdir gives for a file.
+            rq.send_error_body(409, "ALREADY_EXISTS", "A file exists at this path.")
+            return
         target.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=self.files_root, prefix=".upload-")
         try:

@@ -120,7 +120,7 @@ class Op:
         try:
             return self.params.model_validate(raw)
         except ValidationError as exc:
-            raise _invalid_params(exc) from None
+            raise _invalid_params(exc, raw) from None
 
     async def call(self, params: BaseModel, supplied: dict[type, Any], limiter: Any) -> Any:
         kwargs = {arg: getattr(params, field) for field, arg in self.arguments.items()}
@@ -216,14 +216,48 @@ def _build(fn: Callable[..., Any]) -> Op:
     )
 
 
-def _invalid_params(exc: ValidationError) -> GatewayError:
+def _invalid_params(exc: ValidationError, raw: dict[str, Any]) -> GatewayError:
+    """400 naming the parameter as the caller wrote it. A value no member of a union takes gets
+    an error per member, each under a tag pydantic adds to its place (`parameters.dict[str,...]
+    .a.bool`): the tags go, the deepest place (the member the value's shape chose) is the one
+    reported, and what each member there wanted is said in one sentence."""
     problems = [
-        {"field": ".".join(str(p) for p in err["loc"]) or "(body)", "message": err["msg"]}
+        {"field": _field_in(raw, err["loc"], err["type"] == "missing"), "message": err["msg"]}
         for err in exc.errors(include_url=False, include_input=False)
     ]
-    first = problems[0]
+    problems.sort(key=lambda p: -p["field"].count("."))  # stable: pydantic's order otherwise
+    first = problems[0]["field"]
+    wanted = list(dict.fromkeys(p["message"] for p in problems if p["field"] == first))
     return bad_request(
         "INVALID_PARAMS",
-        f"Invalid parameter '{first['field']}': {first['message']}.",
+        f"Invalid parameter '{first}': {_one_of(wanted)}.",
         problems=problems,
     )
+
+
+def _field_in(raw: Any, loc: tuple[int | str, ...], missing: bool) -> str:
+    """`loc` as a dotted path into the caller's JSON: the parts that address no key or index
+    of it (pydantic's union member tags) are left out, but for the field a caller left out."""
+    parts: list[str] = []
+    value = raw
+    for i, part in enumerate(loc):
+        key_of_an_object = isinstance(value, dict) and part in value
+        index_of_a_list = (
+            isinstance(value, list) and isinstance(part, int) and 0 <= part < len(value)
+        )
+        if key_of_an_object or index_of_a_list:
+            value = value[part]
+        elif not (missing and i == len(loc) - 1):
+            continue
+        parts.append(str(part))
+    return ".".join(parts) or "(body)"
+
+
+_SHOULD = "Input should be "
+
+
+def _one_of(messages: list[str]) -> str:
+    if len(messages) > 1 and all(m.startswith(_SHOULD) for m in messages):
+        wanted = [m.removeprefix(_SHOULD) for m in messages]
+        return _SHOULD + ", ".join(wanted[:-1]) + " or " + wanted[-1]
+    return "; ".join(messages)

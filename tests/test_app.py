@@ -90,6 +90,31 @@ def test_invalid_params_name_the_field(gateway):
     assert "'catalog'" in error["message"]
 
 
+@pytest.mark.parametrize(
+    ("parameters", "message"),
+    [
+        (
+            {"when": {"day": 1}},
+            "Invalid parameter 'parameters.when': Input should be a valid boolean, a valid "
+            "integer, a valid number or a valid string.",
+        ),
+        (
+            True,
+            "Invalid parameter 'parameters': Input should be a valid dictionary or a valid list.",
+        ),
+        ([{"value": "x"}], "Invalid parameter 'parameters.0.name': Field required."),
+    ],
+)
+def test_a_value_no_member_of_a_union_takes_is_named_as_the_caller_wrote_it(
+    gateway, parameters, message
+):
+    # Not pydantic's places (`parameters.dict[str,nullable[union[...]]].when.bool`): the
+    # caller's own path, at the form its value's shape chose, and every type that would do.
+    _, client = gateway()
+    error = run(client, "run_query", statement="SELECT 1", parameters=parameters).json()["error"]
+    assert (error["code"], error["message"]) == ("INVALID_PARAMS", message)
+
+
 def test_unknown_fields_are_rejected(gateway):
     _, client = gateway()
     error = run(client, "list_catalogs", limit=3).json()["error"]

@@ -164,6 +164,22 @@ class Handler(BaseHTTPRequestHandler):
             return
         self.send_json(status, error_body(error_code, message, reason), headers)
 
+    def send_page(self, key: str, items: list[Any], size: int) -> None:
+        """`size` of `items` under `key`, from the offset the request's `page_token` names (the
+        fake's tokens are offsets), and the next page's token while items remain. A token that
+        is no offset of `items` gets Databricks' 400."""
+        token = self.query.get("page_token")
+        if token is not None and not (
+            token.isascii() and token.isdigit() and int(token) <= len(items)
+        ):
+            self.send_error_body(400, "INVALID_PARAMETER_VALUE", f"Invalid page_token: {token!r}.")
+            return
+        start = int(token or 0)
+        body: dict[str, Any] = {key: items[start : start + size]}
+        if start + size < len(items):
+            body["next_page_token"] = str(start + size)
+        self.send_json(200, body)
+
     def drop(self) -> None:
         """Close the socket without answering, as a crashed load balancer would."""
         self.close_connection = True

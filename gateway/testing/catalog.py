@@ -44,20 +44,10 @@ class CatalogApi(WorkspaceState):
     def _page(self, rq: Handler, key: str, items: list[dict[str, Any]]) -> None:
         requested = int(rq.query.get("max_results") or 0)
         size = min(requested, self.page_size) if requested > 0 else self.page_size
-        token = rq.query.get("page_token")
-        if self.empty_first_page and not token:
+        if self.empty_first_page and not rq.query.get("page_token"):
             rq.send_json(200, {key: [], "next_page_token": "0"})
             return
-        if token is not None and not (
-            token.isascii() and token.isdigit() and int(token) <= len(items)
-        ):
-            rq.send_error_body(400, "INVALID_PARAMETER_VALUE", f"Invalid page_token: {token!r}.")
-            return
-        start = int(token or 0)
-        body: dict[str, Any] = {key: items[start : start + size]}
-        if start + size < len(items):
-            body["next_page_token"] = str(start + size)
-        rq.send_json(200, body)
+        rq.send_page(key, items, size)
 
     def _list_catalogs(self, rq: Handler, _: re.Match[str]) -> None:
         with self.lock:

@@ -190,15 +190,7 @@ class FilesApi(WorkspaceState):
         virtual = unquote(match["p"]).rstrip("/")
         entries = [_entry(child, f"{virtual}/{child.name}") for child in sorted(target.iterdir())]
         size = min(int(rq.query.get("page_size") or 1000), 1000, self.page_size)
-        token = rq.query.get("page_token")
-        if token is not None and not (token.isascii() and token.isdigit()):
-            rq.send_error_body(400, "INVALID_PARAMETER_VALUE", f"Invalid page_token: {token!r}.")
-            return
-        start = int(token or 0)
-        body: dict[str, Any] = {"contents": entries[start : start + size]}
-        if start + size < len(entries):
-            body["next_page_token"] = str(start + size)
-        rq.send_json(200, body)
+        rq.send_page("contents", entries, size)
 
     def _head_directory(self, rq: Handler, match: re.Match[str]) -> None:
         target = self._local(rq, match["p"])

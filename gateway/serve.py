@@ -79,15 +79,14 @@ class _BodyPieces:
 
 class HeadTimeoutProtocol(HttpToolsProtocol):
     head_timeout_seconds = 5.0
+    _head_timer: asyncio.TimerHandle | None = None
+    _head_open = False  # a request head has begun and is not complete yet
 
     def on_body(self, body: bytes) -> None:
         # receive() leaves a fresh bytearray behind each time: replaced before uvicorn adds to it.
         if not isinstance(self.cycle.body, _BodyPieces):
             self.cycle.body = _BodyPieces()  # type: ignore[assignment]
         super().on_body(body)
-
-    _head_timer: asyncio.TimerHandle | None = None
-    _head_open = False  # a request head has begun and is not complete yet
 
     # The signature of uvicorn's own override, which narrows asyncio's BaseTransport likewise.
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]

@@ -2,9 +2,9 @@
 
 Some Databricks-compatible servers (and some result formats) send already-typed JSON values
 instead (`true`, `42`, `[1, 2]`); every converter accepts both. A value its type cannot hold
-(`"yes"` for a BOOLEAN, `1.5` for an INT) is the upstream's fault: 502, never a guess. The type comes from the
-manifest's `type_name`; when that is missing or unknown, from the head of its `type_text`
-(`BIGINT`, `DECIMAL(10,2)`, `ARRAY<INT>`...).
+(`"yes"` for a BOOLEAN, `1.5` for an INT) is the upstream's fault: 502, never a guess. The type
+comes from the manifest's `type_name`; when that is missing or unknown, from the head of its
+`type_text` (`BIGINT`, `DECIMAL(10,2)`, `ARRAY<INT>`...).
 
 | type_name                          | JSON value                                             |
 |------------------------------------|--------------------------------------------------------|

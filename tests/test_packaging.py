@@ -1,15 +1,20 @@
-"""Packaging: docker-compose.yml validates on a fresh clone, where there is no `.env`."""
+"""Packaging: docker-compose.yml validates on a fresh clone, where there is no `.env`; the
+declared minimum versions are what `scripts/test-floors.sh` installs."""
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import re
 import shutil
 import subprocess
+import tomllib
 from pathlib import Path
 from typing import Any
 
 import pytest
+from packaging.requirements import Requirement
+from packaging.version import Version
 
 ROOT = Path(__file__).resolve().parent.parent
 COMPOSE = ROOT / "docker-compose.yml"
@@ -73,3 +78,35 @@ def test_container_and_apps_listen_on_every_interface() -> None:
     for name, service in services.items():
         assert service["environment"].get("FRONT_HOST") == "0.0.0.0", name
     assert 'HOST="${FRONT_HOST:-127.0.0.1}"' in (ROOT / "scripts" / "start.sh").read_text()
+
+
+def _floors_script() -> Any:
+    spec = importlib.util.spec_from_file_location("floors", ROOT / "scripts" / "floors.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_a_floor_pins_the_lowest_version_a_requirement_allows() -> None:
+    floors = _floors_script()
+    assert floors.floor("uvicorn[standard]>=0.42") == "uvicorn[standard]==0.42"
+    assert floors.floor("databricks-sdk>=0.156,<0.200") == "databricks-sdk==0.156"
+    with pytest.raises(SystemExit, match="no '>=' floor"):
+        floors.floor("fastapi")
+    with pytest.raises(SystemExit, match="no '>=' floor"):
+        floors.floor("duckdb<2")
+
+
+def test_the_floors_install_pins_every_dependency_at_its_floor_and_the_lock_is_above_them() -> None:
+    floors = _floors_script()
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    lock = floors.lock_pins((ROOT / "requirements-dev.lock").read_text())
+    pinned = {Requirement(line).name: line for line in floors.pins(project, lock)}
+    for text in [*project["dependencies"], *project["optional-dependencies"]["local"]]:
+        requirement = Requirement(text)
+        low = Version(pinned[requirement.name].split("==")[1])
+        assert requirement.specifier.contains(low), text  # the floor is allowed
+        assert requirement.specifier.contains(lock[requirement.name]), text  # so is the lock
+        assert Version(lock[requirement.name]) >= low
+    assert pinned["pytest"] == f"pytest=={lock['pytest']}"  # the tools, as the lock has them

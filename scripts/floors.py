@@ -1,5 +1,6 @@
-"""Print the pins of a "floors" install: every dependency pyproject.toml declares (and the `local`
-extra's DuckDB) at the lowest version it allows, the test tools at requirements-dev.lock's pins.
+"""Print the pins of a "floors" install: every dependency pyproject.toml declares (and those of
+the `local` and `otel` extras) at the lowest version it allows, the test tools at
+requirements-dev.lock's pins.
 `scripts/test-floors.sh` installs them and runs the suite: a declared minimum is one the suite
 passed on, not a guess (uvicorn 0.40 was allowed and broke every POST /run).
 
@@ -15,8 +16,10 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
+# Optional features of the gateway: held to their floors too.
+FEATURE_EXTRAS = ("local", "otel")
 # Installed at requirements-dev.lock's versions: what runs the suite, not what it proves.
-TOOL_EXTRAS = ("test", "otel")
+TOOL_EXTRAS = ("test",)
 
 
 def _name(requirement: str) -> str:
@@ -35,22 +38,18 @@ def floor(requirement: str) -> str:
 
 
 def pins(project: dict[str, Any], lock: dict[str, str]) -> list[str]:
-    floors = [
-        floor(r) for r in [*project["dependencies"], *project["optional-dependencies"]["local"]]
-    ]
+    extras = project["optional-dependencies"]
+    floors = [floor(r) for r in [*project["dependencies"], *declared(extras, FEATURE_EXTRAS)]]
     pinned = {_name(line) for line in floors}
-    tools = sorted(
-        {
-            _name(r)
-            for extra in TOOL_EXTRAS
-            for r in project["optional-dependencies"][extra]
-            if _name(r) not in pinned
-        }
-    )
+    tools = sorted({_name(r) for r in declared(extras, TOOL_EXTRAS) if _name(r) not in pinned})
     missing = [name for name in tools if name not in lock]
     if missing:
         raise SystemExit(f"not in requirements-dev.lock: {', '.join(missing)}")
     return [*floors, *(f"{name}=={lock[name]}" for name in tools)]
+
+
+def declared(extras: dict[str, list[str]], names: tuple[str, ...]) -> list[str]:
+    return [requirement for name in names for requirement in extras[name]]
 
 
 def lock_pins(text: str) -> dict[str, str]:

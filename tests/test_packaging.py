@@ -103,7 +103,8 @@ def test_the_floors_install_pins_every_dependency_at_its_floor_and_the_lock_is_a
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
     lock = floors.lock_pins((ROOT / "requirements-dev.lock").read_text())
     pinned = {Requirement(line).name: line for line in floors.pins(project, lock)}
-    for text in [*project["dependencies"], *project["optional-dependencies"]["local"]]:
+    extras = project["optional-dependencies"]
+    for text in [*project["dependencies"], *extras["local"], *extras["otel"]]:
         requirement = Requirement(text)
         low = Version(pinned[requirement.name].split("==")[1])
         assert requirement.specifier.contains(low), text  # the floor is allowed

@@ -275,3 +275,27 @@ def test_slow_uploads_cannot_starve_api_calls_or_downloads(gateway, workspace):
     wait_until(
         lambda: run(client, "write_file", path=f"{vol}/after.txt", content="x").status_code == 200
     )
+
+
+def test_the_fake_keeps_quiet_about_callers_that_hang_up_not_about_its_own_errors(
+    workspace, capsys
+):
+    # The tests of callers leaving reset connections on purpose: their tracebacks on stderr
+    # buried the fake's real failures (a crash of the fake is how the gateway gets a 503).
+    from gateway.testing._http import Server
+
+    server = Server(("127.0.0.1", 0), workspace)
+    try:
+        for hang_up in (ConnectionResetError(104, "reset"), BrokenPipeError(32, "broken pipe")):
+            try:
+                raise hang_up
+            except ConnectionError:
+                server.handle_error(None, ("127.0.0.1", 1))
+        assert capsys.readouterr().err == ""
+        try:
+            raise NotADirectoryError("a bug of the fake")
+        except OSError:
+            server.handle_error(None, ("127.0.0.1", 1))
+        assert "NotADirectoryError: a bug of the fake" in capsys.readouterr().err
+    finally:
+        server.server_close()

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import socket
+import sys
 import threading
 import uuid
 from collections.abc import Iterator
@@ -50,6 +51,13 @@ class Server(ThreadingHTTPServer):
             name=name,
             daemon=True,
         ).start()
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        """A caller that hangs up mid-request (tests of callers leaving do it on purpose) is no
+        error of the fake: no traceback on stderr for it. Anything else is printed as before."""
+        if isinstance(sys.exc_info()[1], ConnectionError):
+            return
+        super().handle_error(request, client_address)
 
     @property
     def url(self) -> str:

@@ -83,3 +83,33 @@ def test_issue_14s_table_carries_this_runs_figures(
     assert f"| 2.09-2.23x | {bench.ratio(me['p50_ratio'], 1.3)} |" in table
     c64 = next(r for r in quick["concurrency"] if r["concurrency"] == 64)
     assert f"{c64['gateway']['rps']['median']:,.0f}" in table.split("\n## ", 1)[0]
+
+
+def test_an_arrow_streams_time_is_split_at_its_first_byte(
+    bench: ModuleType, quick: dict[str, Any]
+) -> None:
+    run = copy.deepcopy(quick)
+    q = run["query"][0]
+    q.update(
+        rows=10_000_000,
+        chunks=105,
+        link_latency_ms=20,
+        arrow_head_ms={"median": 2200.0, "min": 2000.0, "max": 2400.0},
+        seconds={"arrow": {"median": 3.5}, "ndjson": {"median": 10.0}, "sdk": {"median": 30.0}},
+        fake_execution_ms={"median": 2150.0, "min": 2000.0, "max": 2300.0},
+    )
+    run["gateway_settings"]["prefetch_chunks"] = 4
+    markdown = bench.results_markdown(run)
+    # 104 chunks after the first, 4 links at a time: 26 rounds of 20 ms.
+    assert (
+        "a stream took 3.50 s (medians of the samples), 2.20 s of it before its first byte"
+        in markdown
+    )
+    assert "the fake's execution alone, timed apart: 2.15 s" in markdown
+    assert "1.30 s for the 104 chunks after" in markdown
+    assert "at least 26 x 20 ms = 0.52 s" in markdown
+    assert f"would reach {10.0 / (2.2 + 0.52):.2f}x its rows/s" in markdown
+    arrow_goal = next(g for g in bench.goals(run) if "Arrow passthrough" in g["goal"])
+    assert arrow_goal["note"].startswith("63% of an Arrow stream's time came before its first")
+    # A run from before these were timed renders without them.
+    assert "before its first byte" not in bench.results_markdown(quick)

@@ -181,6 +181,18 @@ def built(model: type[M], **fields: Any) -> M:
         ) from None
 
 
+def validated(model: type[M], answer: dict[str, Any]) -> M:
+    """`model` from a JSON object of Databricks' whose keys are its field names (others are
+    ignored): as `built`, a value the model does not take is the answer's fault."""
+    try:
+        return model.model_validate(answer)
+    except ValidationError as exc:
+        wrong = _where(exc)
+        raise UpstreamBadResponse(
+            f"an answer that does not fit a {model.__name__} ({wrong})"
+        ) from None
+
+
 def _checked(model: type[_Answer], value: Any, what: str) -> dict[str, Any]:
     answer = json_object(value, what)
     try:

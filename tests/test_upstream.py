@@ -124,6 +124,26 @@ def test_a_listing_page_of_another_shape_is_a_bad_response(
     assert (error["status"], error["code"]) == (502, "DATABRICKS_BAD_RESPONSE")
 
 
+@pytest.mark.parametrize("lean", [True, False])
+def test_unity_catalog_objects_without_a_name_are_listed_with_an_empty_one(
+    gateway, workspace, lean
+):
+    page = {"volumes": [{"comment": "c", "catalog_name": "main", "schema_name": "app"}]}
+    page["volumes"].append({"name": None, "owner": "o", "an_unknown_field": [1]})
+    workspace.inject(
+        Fault(
+            path="/unity-catalog/volumes", body=orjson.dumps(page), content_type="application/json"
+        )
+    )
+    _, client = gateway(lean_upstream=lean)
+    listed = run(client, "list_volumes", catalog="main", schema="app").json()["result"]
+    assert [(v["name"], v["comment"], v["owner"], v["path"]) for v in listed] == [
+        ("", "c", None, None),
+        ("", None, "o", None),
+    ]
+    assert "an_unknown_field" not in listed[1]
+
+
 def test_the_lean_path_passes_on_an_enum_value_newer_than_the_sdk(gateway, workspace):
     page = {"catalogs": [{"name": "c", "catalog_type": "SOME_NEW_TYPE"}]}
     body = orjson.dumps(page)

@@ -1,6 +1,6 @@
 """Benchmarks: the gateway against the direct SDK / direct Node client, side by side, one run.
 
-    bench/run.sh [--quick] [--only per-op,concurrency,transport,reuse,tokens,express,files,query,profile]
+    bench/run.sh [--quick] [--only per-op,concurrency,transport,reuse,tokens,express,ablation,files,query,profile]
                  [--rows N] [--file-mib N]
 
 Honesty rules, enforced here rather than promised: both sides of every figure are measured in
@@ -686,6 +686,87 @@ def express_path(plan: Plan) -> list[dict[str, Any]]:
     return results
 
 
+# The ablation: the gateway, then with its layers taken away one more at a time (stripped.py),
+# from the inside out: what is left at the end is the lean upstream call in the server stack.
+ABLATION = (
+    ("gateway", ()),
+    ("without result typing", ("typing",)),
+    ("and without the deadline", ("typing", "deadline")),
+    ("and without the request context", ("typing", "deadline", "context")),
+    ("and without op dispatch", ("typing", "deadline", "context", "dispatch")),
+)
+ABLATION_SAMPLES = 9  # a fresh set of servers each (a quick run: one set, the plan's samples)
+
+
+def ablation(plan: Plan) -> dict[str, Any]:
+    """`list_catalogs`, fake at 0 ms, sequential from undici (ablation.mjs) to the gateway, to
+    each stripped gateway and to the bare relay: a fresh set of servers for each sample, started
+    in an order that rotates, and each server's event-loop CPU per call (the kernel's count,
+    read by ablation.mjs around each block)."""
+    names = [name for name, _ in ABLATION] + ["bare relay"]
+    blocks: dict[str, list[dict[str, float]]] = {name: [] for name in names}
+    fake = start_fake(latency_ms=0)
+    try:
+        # The layers' costs are differences of close figures: more samples than elsewhere.
+        samples = ABLATION_SAMPLES if plan.fresh_servers else plan.samples
+        runs = samples if plan.fresh_servers else 1
+        for i in range(runs):
+            servers: dict[str, Proc] = {}
+            try:
+                for name in in_turn(names, i):
+                    servers[name] = _ablation_server(fake, name)
+                targets = [f"{n}={servers[n].url}={servers[n].process.pid}" for n in names]
+                args = [SECRET, str(plan.block_0ms), str(samples // runs), str(i)]
+                output = subprocess.run(
+                    ["node", str(ROOT / "bench" / "ablation.mjs"), *args, *targets],
+                    cwd=ROOT,
+                    check=True,
+                    capture_output=True,
+                    text=True,
+                    timeout=600,
+                ).stdout
+                for name, server_blocks in json.loads(output).items():
+                    blocks[name] += server_blocks
+            finally:
+                for server in servers.values():
+                    server.stop()
+    finally:
+        fake.stop()
+    return {
+        "calls_per_sample": plan.block_0ms,
+        "fresh_servers_per_sample": plan.fresh_servers,
+        "servers": [
+            {
+                "name": name,
+                "removed": list(dict(ABLATION).get(name, ())),
+                **latency_figures(blocks[name]),
+                **(
+                    {"loop_cpu_us": figure([b["loop_cpu_us"] for b in blocks[name]], 1)}
+                    if all("loop_cpu_us" in b for b in blocks[name])
+                    else {}
+                ),
+                "above_relay_ms": figure(
+                    [
+                        b["p50_ms"] - r["p50_ms"]
+                        for b, r in zip(blocks[name], blocks["bare relay"], strict=True)
+                    ]
+                ),
+            }
+            for name in names
+        ],
+    }
+
+
+def _ablation_server(fake: Proc, name: str) -> Proc:
+    if name == "bare relay":
+        return start_relay(fake)
+    removed = dict(ABLATION)[name]
+    if not removed:
+        return start_gateway(fake)
+    stripped = [sys.executable, str(ROOT / "bench" / "stripped.py"), *removed]
+    return start_gateway(fake, command=stripped)
+
+
 class SdkLog(logging.Handler):
     """Keeps what the SDK says while it moves files, to notice (and report) its fallbacks."""
 
@@ -1065,6 +1146,7 @@ SECTIONS = (
     "reuse",
     "tokens",
     "express",
+    "ablation",
     "files",
     "query",
     "profile",
@@ -1127,6 +1209,7 @@ def main() -> int:
         "reuse": lambda: client_reuse(plan),
         "tokens": lambda: new_tokens(plan),
         "express": lambda: express_path(plan),
+        "ablation": lambda: ablation(plan),
         "files": lambda: files(plan),
         "query": lambda: [query(n, plan.samples) for n in plan.query_rows],
         "profile": lambda: profile(plan),
@@ -1626,6 +1709,8 @@ def results_markdown(r: dict[str, Any]) -> str:
             f"{'yes' if row['same_answer'] else 'NO'} |"
         )
     lines += ["", *express_sentences(r["express"])]
+    if "ablation" in r:
+        lines += ablation_markdown(r["ablation"], r["express"])
     f = r["files"]
     lines += _table(
         f"Files ({f['file_mib']} MiB)",
@@ -2046,6 +2131,105 @@ def queueing_sentences(rows: list[dict[str, Any]]) -> list[str]:
             f"logged duration is {server:.2f} ms and {client - server:.2f} ms ({share:.0f}%) "
             "is outside it (socket queues, HTTP parsing, the load generator)."
         )
+    return out
+
+
+def ablation_markdown(a: dict[str, Any], express_rows: list[dict[str, Any]]) -> list[str]:
+    """The ablation's table, and what its layers' costs say against the Express goal's room."""
+    lines = _table(
+        "What the gateway's layers cost a call (`list_catalogs`, fake at 0 ms, undici → server, "
+        "sequential)",
+        "server",
+        "p50 ms",
+        "above the bare relay, ms",
+        "this layer, ms",
+        "event-loop CPU µs per call",
+        "this layer, CPU µs",
+    )
+    costs = ablation_costs(a, "p50_ms")
+    cpu_costs = ablation_costs(a, "loop_cpu_us")
+    for server in a["servers"]:
+        cost, cpu_cost = costs.get(server["name"]), cpu_costs.get(server["name"])
+        cpu = server.get("loop_cpu_us")
+        lines.append(
+            f"| {server['name']} | {fig(server['p50_ms'])} | "
+            f"{fig(server['above_relay_ms'], fmt='{:,.3f}')} | "
+            f"{'—' if cost is None else f'{cost:.3f}'} | "
+            f"{'—' if cpu is None else fig(cpu, fmt='{:,.0f}')} | "
+            f"{'—' if cpu_cost is None else f'{cpu_cost:.0f}'} |"
+        )
+    return ["", *lines, "", *ablation_sentences(a, costs, express_rows)]
+
+
+def ablation_costs(a: dict[str, Any], key: str) -> dict[str, float]:
+    """Each layer's cost in `key` (p50_ms, loop_cpu_us): by how much taking it away lowered it,
+    the median over the samples of the server with the layer less the one without it, in the
+    same sample (a negative cost: lower than the spread between samples)."""
+    servers = [s for s in a["servers"] if s["name"] != "bare relay" and key in s]
+    costs = {}
+    for with_it, without_it in itertools.pairwise(servers):
+        pairs = zip(with_it[key]["samples"], without_it[key]["samples"], strict=True)
+        costs[without_it["name"]] = statistics.median(x - y for x, y in pairs)
+    return costs
+
+
+ABLATION_LAYERS = {  # the stripped server's name: the layer it lacks, in words
+    "without result typing": "result typing",
+    "and without the deadline": "the deadline",
+    "and without the request context": "the request context (id, secret, log line, metrics)",
+    "and without op dispatch": "op dispatch (body, op and parameter checks, identity, "
+    "admission, rendering)",
+}
+
+
+def ablation_sentences(
+    a: dict[str, Any], costs: dict[str, float], express_rows: list[dict[str, Any]]
+) -> list[str]:
+    servers = {s["name"]: s for s in a["servers"]}
+    lean = servers["and without op dispatch"]["above_relay_ms"]["median"]
+    named = [(ABLATION_LAYERS[name], cost) for name, cost in costs.items()]
+    out = [
+        "- Each stripped server is the gateway with one more layer replaced by nothing "
+        "(`bench/stripped.py`); each sample started every server afresh, in an order that "
+        "rotated. Taking a layer away lowered the p50 by: "
+        + "; ".join(f"{layer} {cost:.3f} ms" for layer, cost in named)
+        + f" ({sum(c for _, c in named):.3f} ms together). What is left, the lean upstream call "
+        f"in the gateway's server stack, took {lean:.3f} ms above the bare relay."
+    ]
+    express = next((row for row in express_rows if row["latency_ms"] == 0), None)
+    if express is None or "node_bare_relay" not in express:
+        return out
+    p50 = {
+        k: express[k]["p50_ms"]["median"] for k in express if k.startswith(("express_", "node_"))
+    }
+    around = p50["express_gateway"] - p50["node_client_gateway"]  # Express and the caller's hop
+    room = 1.6 * p50["express_direct_client"] - around - p50["node_bare_relay"]
+    left = room - lean
+    fitting, spent = [], 0.0
+    for layer, cost in sorted(named, key=lambda item: item[1]):
+        if spent + cost > left:
+            break
+        fitting.append(layer)
+        spent += cost
+    out.append(
+        f"- Against the Express goal (the Express section's medians, other samples of this run): "
+        f"a route within 1.6x of the direct one ({1.6 * p50['express_direct_client']:.2f} ms) "
+        f"leaves the gateway's call {room:.3f} ms above the bare relay's, after {around:.2f} ms "
+        f"of Express and the caller's hop and the relay's own {p50['node_bare_relay']:.2f} ms. "
+        + (
+            f"The lean upstream call alone takes {lean:.3f} ms of it, leaving {left:.3f} ms for "
+            f"the gateway's layers, which cost {sum(c for _, c in named):.3f} ms: "
+            + (
+                "all of them fit."
+                if len(fitting) == len(named)
+                else f"{len(fitting)} of the {len(named)} fit, cheapest first"
+                + (f" ({', '.join(fitting)})." if fitting else ".")
+            )
+            if left > 0
+            else f"The lean upstream call alone takes {lean:.3f} ms, more than all of it: no "
+            "layer fits."
+        )
+    )
     return out
 
 

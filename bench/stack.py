@@ -164,8 +164,9 @@ def gateway_settings(**env: str) -> dict[str, object]:
     return {k: v for k, v in settings.items() if k not in {"databricks_host", "port"}}
 
 
-def start_gateway(fake: Proc, **env: str) -> Proc:
-    """A gateway on a free TCP port, or on the unix socket GATEWAY_UDS names (url unix:/path)."""
+def start_gateway(fake: Proc, command: list[str] | None = None, **env: str) -> Proc:
+    """A gateway on a free TCP port, or on the unix socket GATEWAY_UDS names (url unix:/path).
+    `command`: what runs it instead of `python -m gateway` (the ablation's `stripped.py`)."""
     port = free_port()
     variables = clean_env()
     variables.update(GATEWAY_PORT=str(port), **gateway_env(fake.url, **env))
@@ -178,7 +179,7 @@ def start_gateway(fake: Proc, **env: str) -> Proc:
     log = Path(tempfile.mkstemp(prefix="gateway-bench-", suffix=".log")[1])
     with log.open("wb") as stderr:
         process = subprocess.Popen(
-            [sys.executable, "-m", "gateway"], cwd=ROOT, env=variables, stderr=stderr
+            command or [sys.executable, "-m", "gateway"], cwd=ROOT, env=variables, stderr=stderr
         )
     if "GATEWAY_UDS" in env:
         url = f"unix:{env['GATEWAY_UDS']}"

@@ -113,3 +113,75 @@ def test_an_arrow_streams_time_is_split_at_its_first_byte(
     assert arrow_goal["note"].startswith("63% of an Arrow stream's time came before its first")
     # A run from before these were timed renders without them.
     assert "before its first byte" not in bench.results_markdown(quick)
+
+
+# --- the ablation section ---------------------------------------------------------------------
+
+
+def ablation_results(p50: dict[str, float]) -> dict[str, Any]:
+    """An ablation result whose every sample has these p50s (ms), by server."""
+    return {
+        "calls_per_sample": 200,
+        "fresh_servers_per_sample": True,
+        "servers": [
+            {
+                "name": name,
+                "p50_ms": _figure([ms] * 3),
+                "loop_cpu_us": _figure([ms * 500] * 3),
+                "above_relay_ms": _figure([ms - p50["bare relay"]] * 3),
+            }
+            for name, ms in p50.items()
+        ],
+    }
+
+
+def _figure(samples: list[float]) -> dict[str, Any]:
+    return {"median": samples[0], "min": samples[0], "max": samples[0], "samples": samples}
+
+
+SERVERS = {
+    "gateway": 1.00,
+    "without result typing": 0.95,  # typing 0.05
+    "and without the deadline": 0.92,  # the deadline 0.03
+    "and without the request context": 0.85,  # the context 0.07
+    "and without op dispatch": 0.75,  # dispatch 0.10
+    "bare relay": 0.70,  # the lean call alone: 0.05 above the relay
+}
+
+
+def express_at_0ms(direct: float, relay: float) -> dict[str, Any]:
+    row = json.loads(QUICK_RESULTS.read_text())["express"][0]
+    row = copy.deepcopy(row)
+    assert row["latency_ms"] == 0
+    for side, ms in {
+        "express_gateway": 1.50,
+        "node_client_gateway": 1.00,  # so Express and the caller's hop: 0.50 ms
+        "express_direct_client": direct,
+        "node_bare_relay": relay,
+    }.items():
+        row[side]["p50_ms"]["median"] = ms
+    return row
+
+
+def test_the_report_says_how_many_layers_fit_the_express_goals_room(bench: ModuleType):
+    # Room: 1.6 x 0.80 - 0.50 - 0.60 = 0.18 ms above the relay; the lean call takes 0.05, so
+    # 0.13 ms is left: the deadline (0.03) and typing (0.05) fit, the context (0.07) no more.
+    lines = bench.ablation_markdown(ablation_results(SERVERS), [express_at_0ms(0.80, 0.60)])
+    text = "\n".join(lines)
+    assert "| and without the deadline | 0.92 (0.92-0.92) | 0.220 (0.220-0.220) | 0.030 |" in text
+    assert "result typing 0.050 ms; the deadline 0.030 ms" in text
+    assert "(0.250 ms together)" in text
+    assert "took 0.050 ms above the bare relay" in text
+    assert "leaves the gateway's call 0.180 ms above the bare relay's" in text
+    assert "leaving 0.130 ms for the gateway's layers, which cost 0.250 ms: 2 of the 4 fit" in text
+    assert "(the deadline, result typing)" in text
+
+
+def test_the_report_says_when_no_layer_fits(bench: ModuleType):
+    # Room: 1.6 x 0.70 - 0.50 - 0.60 = 0.02 ms, less than the lean call alone.
+    text = "\n".join(
+        bench.ablation_markdown(ablation_results(SERVERS), [express_at_0ms(0.70, 0.60)])
+    )
+    assert (
+        "The lean upstream call alone takes 0.050 ms, more than all of it: no layer fits." in text
+    )

@@ -1264,7 +1264,7 @@ def goals(r: dict[str, Any]) -> list[dict[str, Any]]:
         met: bool,
         floor: dict[str, Any] | None = None,
         latency_ms: int | None = None,  # a per-op goal's fake latency
-        note: str | None = None,  # where the time went, for a goal without a relay figure
+        note: str | None = None,  # where the time went, printed beside a missed goal
     ) -> None:
         found.append(
             {
@@ -1308,6 +1308,7 @@ def goals(r: dict[str, Any]) -> list[dict[str, Any]]:
                 None
                 if floor is None
                 else relay_floor(floor, f"{floor:.2f}x (from the medians)", floor <= 1.6),
+                note=express_note(r),
             )
     at64 = next(row for row in r["concurrency"] if row["concurrency"] == GOAL_CONCURRENCY)
     for side, label, vs_key in (
@@ -1501,7 +1502,9 @@ def missed_sentences(
             f"- {len(ours)} missed goal{'s are' if len(ours) > 1 else ' is'} met by the bare "
             "relay, so the gateway's own layers are what misses it: "
             + "; ".join(
-                f"{g['goal']}: relay {g['floor']['shown']}, gateway {g['shown']}" for g in ours
+                f"{g['goal']}: relay {g['floor']['shown']}, gateway {g['shown']}"
+                + (f" ({g['note']})" if g.get("note") else "")
+                for g in ours
             )
             + "."
             + "".join(
@@ -2185,8 +2188,7 @@ ABLATION_LAYERS = {  # the stripped server's name: the layer it lacks, in words
 def ablation_sentences(
     a: dict[str, Any], costs: dict[str, float], express_rows: list[dict[str, Any]]
 ) -> list[str]:
-    servers = {s["name"]: s for s in a["servers"]}
-    lean = servers["and without op dispatch"]["above_relay_ms"]["median"]
+    lean = ablation_lean_call(a)
     named = [(ABLATION_LAYERS[name], cost) for name, cost in costs.items()]
     out = [
         "- Each stripped server is the gateway with one more layer replaced by nothing "
@@ -2196,41 +2198,96 @@ def ablation_sentences(
         + f" ({sum(c for _, c in named):.3f} ms together). What is left, the lean upstream call "
         f"in the gateway's server stack, took {lean:.3f} ms above the bare relay."
     ]
+    room = express_room(a, costs, express_rows)
+    if room is None:
+        return out
+    out.append(
+        f"- Against the Express goal (the Express section's medians, other samples of this run): "
+        f"a route within 1.6x of the direct one ({room['route']:.2f} ms) leaves the gateway's "
+        f"call {room['room']:.3f} ms above the bare relay's, after {room['around']:.2f} ms of "
+        f"Express and the caller's hop and the relay's own {room['relay']:.2f} ms. "
+        + (
+            f"The lean upstream call alone takes {lean:.3f} ms of it, leaving "
+            f"{room['left']:.3f} ms for the gateway's layers, which cost "
+            f"{sum(c for _, c in named):.3f} ms: {room['verdict']}"
+            + (
+                f" ({', '.join(room['fitting'])})."
+                if 0 < len(room["fitting"]) < len(named)
+                else "."
+            )
+            if room["left"] > 0
+            else f"The lean upstream call alone takes {lean:.3f} ms, more than all of it: "
+            f"{room['verdict']}."
+        )
+    )
+    return out
+
+
+def express_note(r: dict[str, Any]) -> str | None:
+    """What the ablation says of the Express goal, for its line among the missed goals."""
+    if "ablation" not in r:
+        return None
+    costs = ablation_costs(r["ablation"], "p50_ms")
+    room = express_room(r["ablation"], costs, r["express"])
+    if room is None:
+        return None
+    fit, layers = len(room["fitting"]), len(costs)
+    fitting = (
+        f"all {layers} of its layers fit"
+        if fit == layers
+        else f"{fit} of its {layers} layers fit"
+        if fit
+        else f"none of its {layers} layers fits"
+    )
+    return (
+        f"the ablation section: the goal leaves the gateway's call {room['room']:.3f} ms above "
+        f"the bare relay's; with every layer taken away it took "
+        f"{ablation_lean_call(r['ablation']):.3f} ms above it; {fitting}"
+    )
+
+
+def ablation_lean_call(a: dict[str, Any]) -> float:
+    """How far above the bare relay the gateway with every layer taken away answered (ms)."""
+    return float(a["servers"][len(ABLATION) - 1]["above_relay_ms"]["median"])
+
+
+def express_room(
+    a: dict[str, Any], costs: dict[str, float], express_rows: list[dict[str, Any]]
+) -> dict[str, Any] | None:
+    """The room the Express goal (1.6x at 0 ms) leaves the gateway's call above the bare relay's,
+    from the Express section's medians; what is left of it after the lean upstream call; and the
+    layers that fit in that, cheapest first. None without the Express figures."""
     express = next((row for row in express_rows if row["latency_ms"] == 0), None)
     if express is None or "node_bare_relay" not in express:
-        return out
+        return None
     p50 = {
         k: express[k]["p50_ms"]["median"] for k in express if k.startswith(("express_", "node_"))
     }
     around = p50["express_gateway"] - p50["node_client_gateway"]  # Express and the caller's hop
-    room = 1.6 * p50["express_direct_client"] - around - p50["node_bare_relay"]
-    left = room - lean
+    route = 1.6 * p50["express_direct_client"]
+    room = route - around - p50["node_bare_relay"]
+    left = room - ablation_lean_call(a)
     fitting, spent = [], 0.0
-    for layer, cost in sorted(named, key=lambda item: item[1]):
+    for name, cost in sorted(costs.items(), key=lambda item: item[1]):
         if spent + cost > left:
             break
-        fitting.append(layer)
+        fitting.append(ABLATION_LAYERS[name])
         spent += cost
-    out.append(
-        f"- Against the Express goal (the Express section's medians, other samples of this run): "
-        f"a route within 1.6x of the direct one ({1.6 * p50['express_direct_client']:.2f} ms) "
-        f"leaves the gateway's call {room:.3f} ms above the bare relay's, after {around:.2f} ms "
-        f"of Express and the caller's hop and the relay's own {p50['node_bare_relay']:.2f} ms. "
-        + (
-            f"The lean upstream call alone takes {lean:.3f} ms of it, leaving {left:.3f} ms for "
-            f"the gateway's layers, which cost {sum(c for _, c in named):.3f} ms: "
-            + (
-                "all of them fit."
-                if len(fitting) == len(named)
-                else f"{len(fitting)} of the {len(named)} fit, cheapest first"
-                + (f" ({', '.join(fitting)})." if fitting else ".")
-            )
-            if left > 0
-            else f"The lean upstream call alone takes {lean:.3f} ms, more than all of it: no "
-            "layer fits."
-        )
-    )
-    return out
+    if len(fitting) == len(costs):
+        verdict = "all of them fit"
+    elif fitting:
+        verdict = f"{len(fitting)} of the {len(costs)} fit, cheapest first"
+    else:
+        verdict = "no layer fits"
+    return {
+        "route": route,
+        "around": around,
+        "relay": p50["node_bare_relay"],
+        "room": room,
+        "left": left,
+        "fitting": fitting,
+        "verdict": verdict,
+    }
 
 
 def express_sentences(rows: list[dict[str, Any]]) -> list[str]:

@@ -185,3 +185,17 @@ def test_the_report_says_when_no_layer_fits(bench: ModuleType):
     assert (
         "The lean upstream call alone takes 0.050 ms, more than all of it: no layer fits." in text
     )
+
+
+def test_the_express_goals_line_says_what_the_ablation_found(
+    bench: ModuleType, quick: dict[str, Any]
+) -> None:
+    results = copy.deepcopy(quick)
+    results["ablation"] = ablation_results(SERVERS)
+    results["express"][0] = express_at_0ms(0.80, 0.60)  # a 1.50 / 0.80 = 1.88x route: missed
+    results["express"][0]["p50_ratio"]["median"] = 1.88
+    missed = bench.results_markdown(results).split("## Goals", 1)[1].split("\n## ", 1)[0]
+    assert (
+        "the ablation section: the goal leaves the gateway's call 0.180 ms above the bare "
+        "relay's; with every layer taken away it took 0.050 ms above it; 2 of its 4 layers fit"
+    ) in missed

@@ -640,6 +640,15 @@ EXPRESS_SIDES = (
 )
 
 
+def node_json(script: str, *args: str) -> Any:
+    """What a Node script of bench/ prints, as JSON (its failure raises)."""
+    command = ["node", str(ROOT / "bench" / script), *args]
+    output = subprocess.run(
+        command, cwd=ROOT, check=True, capture_output=True, text=True, timeout=600
+    ).stdout
+    return json.loads(output)
+
+
 def express_path(plan: Plan) -> list[dict[str, Any]]:
     """express.mjs once per sample, each time with a fresh gateway and relay (see `per_op`),
     the sides' order rotating from sample to sample (a quick run: once, for every sample)."""
@@ -658,15 +667,7 @@ def express_path(plan: Plan) -> list[dict[str, Any]]:
                 with servers_for_sample(gateway_first=i % 2 == 0) as (gateway, relay):
                     args = [gateway.url, fake.url, relay.url, SECRET, SERVICE_TOKEN, str(n)]
                     args += [str(plan.samples // runs), str(i)]
-                    output = subprocess.run(
-                        ["node", str(ROOT / "bench" / "express.mjs"), *args],
-                        cwd=ROOT,
-                        check=True,
-                        capture_output=True,
-                        text=True,
-                        timeout=600,
-                    ).stdout
-                raw = json.loads(output)
+                    raw = node_json("express.mjs", *args)
                 same_answer = same_answer and raw["same_answer"]
                 for side in EXPRESS_SIDES:
                     blocks[side] += raw[side]
@@ -717,15 +718,7 @@ def ablation(plan: Plan) -> dict[str, Any]:
                     servers[name] = _ablation_server(fake, name)
                 targets = [f"{n}={servers[n].url}={servers[n].process.pid}" for n in names]
                 args = [SECRET, str(plan.block_0ms), str(samples // runs), str(i)]
-                output = subprocess.run(
-                    ["node", str(ROOT / "bench" / "ablation.mjs"), *args, *targets],
-                    cwd=ROOT,
-                    check=True,
-                    capture_output=True,
-                    text=True,
-                    timeout=600,
-                ).stdout
-                for name, server_blocks in json.loads(output).items():
+                for name, server_blocks in node_json("ablation.mjs", *args, *targets).items():
                     blocks[name] += server_blocks
             finally:
                 for server in servers.values():

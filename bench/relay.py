@@ -8,8 +8,8 @@ fake's Files API over a raw asyncio connection (in 2 MiB writes, joined as the g
 them), and a GET's body back out the way the gateway reads one (2 MiB reads of a blocking socket
 in a worker thread, each sent as it comes) but over a bare socket: no HTTP client, no checks, no
 deadline. For `POST /run` with `me` or `list_catalogs` it makes the same GETs as the gateway's
-lean path (one pooled aiohttp session, page after page) and answers `{"result": ...}` with the
-upstream's JSON as it came, untyped. What the gateway spends above this is what its own layers cost.
+lean path (one pooled aiohttp session, page after page; the same headers and query) and answers
+`{"result": ...}` with the upstream's JSON as it came, untyped. What the gateway spends above this is what its own layers cost.
 
     python relay.py FAKE_URL TOKEN PORT
 """
@@ -25,15 +25,17 @@ from urllib.parse import parse_qs, urlsplit
 import aiohttp
 import orjson
 import uvicorn
+from databricks.sdk.config import Config
 
+from gateway import __version__
 from gateway.serve import protocol_with_head_timeout
 
 # The gateway's download read size and upload piece (files_api.DOWNLOAD_CHUNK_BYTES,
 # app.UPLOAD_PIECE_BYTES).
 PIECE = 2 * 1024 * 1024
-OPS = {  # op: (path, the list's key or None for an object)
-    "me": ("/api/2.0/preview/scim/v2/Me", None),
-    "list_catalogs": ("/api/2.1/unity-catalog/catalogs", "catalogs"),
+OPS = {  # op: (path, the list's key or None for an object, the query the lean path sends)
+    "me": ("/api/2.0/preview/scim/v2/Me", None, {}),
+    "list_catalogs": ("/api/2.1/unity-catalog/catalogs", "catalogs", {"max_results": 0}),
 }
 
 Scope = dict[str, Any]
@@ -46,6 +48,19 @@ class Relay:
         self.auth = f"Authorization: Bearer {token}\r\n"
         self.url, self.token = fake_url.rstrip("/"), token
         self.session: aiohttp.ClientSession | None = None  # made on the server's loop
+        # The headers the gateway's lean path sends (its SDK Config's user agent, with the
+        # gateway as its product, and the workspace id): the fake reads each request's headers,
+        # so a relay sending fewer would make the fake answer it sooner than the gateway.
+        config = Config(
+            host=fake_url, token=token, product="databricks-gateway", product_version=__version__
+        )
+        self.headers = {
+            "Accept": "application/json",
+            "User-Agent": config.user_agent,
+            "Authorization": f"Bearer {token}",
+        }
+        if config.workspace_id:
+            self.headers["X-Databricks-Workspace-Id"] = config.workspace_id
 
     async def __call__(self, scope: Scope, receive: Any, send: Any) -> None:
         if scope["type"] != "http":
@@ -103,14 +118,15 @@ class Relay:
             message = await receive()
             body += message.get("body", b"")
             more = message.get("more_body", False)
-        path, key = OPS[orjson.loads(body)["op"]]
+        path, key, first_query = OPS[orjson.loads(body)["op"]]
         if self.session is None:
             self.session = aiohttp.ClientSession(cookie_jar=aiohttp.DummyCookieJar())
-        headers = {"Authorization": f"Bearer {self.token}", "Accept": "application/json"}
         items: list[Any] = []
-        query: dict[str, str] = {}
+        query: dict[str, Any] = dict(first_query)
         while True:
-            async with self.session.get(self.url + path, params=query, headers=headers) as page:
+            async with self.session.get(
+                self.url + path, params=query, headers=self.headers
+            ) as page:
                 answer = orjson.loads(await page.read())
             if key is None:
                 await respond(send, 200, orjson.dumps({"result": answer}))

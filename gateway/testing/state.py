@@ -56,6 +56,7 @@ class Recorded:
     user: str | None
     authorization: str | None
     accept_encoding: str | None = None
+    user_agent: str | None = None
 
 
 def now_ms() -> int:

@@ -186,6 +186,7 @@ class FakeWorkspace(IdentityApi, CatalogApi, FilesApi):
                     user.user_name if user else None,
                     rq.headers.get("Authorization"),
                     rq.headers.get("Accept-Encoding"),
+                    rq.headers.get("User-Agent"),
                 )
             )
         if self.latency and path.startswith("/api/"):

@@ -1487,7 +1487,11 @@ def missed_sentences(
             "checks, validation or log line; compared with the same baseline in the same "
             "samples), so what misses them is the relay hop itself on this machine, not the "
             "gateway's own code: "
-            + "; ".join(f"{g['goal']}: relay {g['floor']['shown']}" for g in beyond)
+            + "; ".join(
+                f"{g['goal']}: relay {g['floor']['shown']}"
+                + (f" ({g['note']})" if g.get("note") else "")
+                for g in beyond
+            )
             + "."
         )
     if ours:
@@ -2194,11 +2198,21 @@ def ablation_sentences(
     room = express_room(a, costs, express_rows)
     if room is None:
         return out
+    against = (
+        "- Against the Express goal (the Express section's medians, other samples of this run): "
+        f"a route within 1.6x of the direct one ({room['route']:.2f} ms), after "
+        f"{room['around']:.2f} ms of Express and the caller's hop, "
+    )
+    if room["room"] <= 0:
+        out.append(
+            against + f"leaves the gateway's call no room: the bare relay's own call "
+            f"({room['relay']:.2f} ms) already passes it by {-room['room']:.3f} ms, so no layer "
+            f"fits, nor the lean upstream call ({lean:.3f} ms above the relay)."
+        )
+        return out
     out.append(
-        f"- Against the Express goal (the Express section's medians, other samples of this run): "
-        f"a route within 1.6x of the direct one ({room['route']:.2f} ms) leaves the gateway's "
-        f"call {room['room']:.3f} ms above the bare relay's, after {room['around']:.2f} ms of "
-        f"Express and the caller's hop and the relay's own {room['relay']:.2f} ms. "
+        against + f"leaves the gateway's call {room['room']:.3f} ms above the bare relay's own "
+        f"{room['relay']:.2f} ms. "
         + (
             f"The lean upstream call alone takes {lean:.3f} ms of it, leaving "
             f"{room['left']:.3f} ms for the gateway's layers, which cost "
@@ -2224,6 +2238,11 @@ def express_note(r: dict[str, Any]) -> str | None:
     room = express_room(r["ablation"], costs, r["express"])
     if room is None:
         return None
+    if room["room"] <= 0:
+        return (
+            f"the ablation section: the bare relay's own call passes the room the goal leaves "
+            f"by {-room['room']:.3f} ms"
+        )
     fit, layers = len(room["fitting"]), len(costs)
     fitting = (
         f"all {layers} of its layers fit"

@@ -199,3 +199,24 @@ def test_the_express_goals_line_says_what_the_ablation_found(
         "the ablation section: the goal leaves the gateway's call 0.180 ms above the bare "
         "relay's; with every layer taken away it took 0.050 ms above it; 2 of its 4 layers fit"
     ) in missed
+
+
+def test_when_the_relay_alone_passes_the_express_goal_no_room_is_left(
+    bench: ModuleType, quick: dict[str, Any]
+) -> None:
+    # 1.6 x 0.60 = 0.96 ms for the route: Express's 0.50 and the relay's 0.60 already take 1.10.
+    results = copy.deepcopy(quick)
+    results["ablation"] = ablation_results(SERVERS)
+    results["express"][0] = express_at_0ms(0.60, 0.60)
+    results["express"][0]["p50_ratio"]["median"] = 2.5
+    markdown = bench.results_markdown(results)
+    assert (
+        "leaves the gateway's call no room: the bare relay's own call (0.60 ms) already passes "
+        "it by 0.140 ms, so no layer fits, nor the lean upstream call (0.050 ms above the relay)."
+    ) in markdown
+    missed = markdown.split("## Goals", 1)[1].split("\n## ", 1)[0]
+    assert "missed by the bare relay too" in missed
+    assert (
+        "(the ablation section: the bare relay's own call passes the room the goal leaves by "
+        in missed
+    )

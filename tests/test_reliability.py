@@ -299,3 +299,12 @@ def test_the_fake_keeps_quiet_about_callers_that_hang_up_not_about_its_own_error
         assert "NotADirectoryError: a bug of the fake" in capsys.readouterr().err
     finally:
         server.server_close()
+
+
+def test_the_fake_keeps_a_bounded_record_of_the_requests_it_saw(workspace):
+    # A fake left running (local mode, a benchmark section) once kept every request it saw.
+    workspace.max_recorded = 4
+    for i in range(11):
+        httpx.get(f"{workspace.url}/api/2.0/fs/directories/Volumes/x{i}")
+    assert 2 <= len(workspace.requests) <= 4
+    assert workspace.requests[-1].path == "/api/2.0/fs/directories/Volumes/x10"

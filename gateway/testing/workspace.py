@@ -29,6 +29,8 @@ from gateway.testing.warehouse import Warehouse
 Route = tuple[str, "re.Pattern[str]", Endpoint]
 
 
+MAX_RECORDED_REQUESTS = 100_000  # ~20 MiB of records at most
+
 _FAULT_BODIES = {
     429: ("REQUEST_LIMIT_EXCEEDED", "Too many requests. Please wait a moment and try again."),
     500: ("INTERNAL_ERROR", "Internal error."),
@@ -64,6 +66,9 @@ class FakeWorkspace(IdentityApi, CatalogApi, FilesApi):
         self.volumes: dict[tuple[str, str, str], dict[str, Any]] = {}
         self.faults: list[Fault] = []
         self.requests: list[Recorded] = []
+        # The newest requests only: a fake left running (local mode, a benchmark's section)
+        # would otherwise keep every request it ever saw. Past the bound the older half goes.
+        self.max_recorded = MAX_RECORDED_REQUESTS
         self.files_root = Path(tempfile.mkdtemp(prefix="fake-workspace-"))
         self._server: Server | None = None
         self.warehouse = Warehouse(self.apply_fault) if Warehouse.available() else None
@@ -189,6 +194,8 @@ class FakeWorkspace(IdentityApi, CatalogApi, FilesApi):
                     rq.headers.get("User-Agent"),
                 )
             )
+            if len(self.requests) > self.max_recorded:
+                del self.requests[: len(self.requests) - self.max_recorded // 2]
         if self.latency and path.startswith("/api/"):
             time.sleep(self.latency)
         if self.apply_fault(rq, path):

@@ -8,8 +8,9 @@ fake's Files API over a raw asyncio connection (in 2 MiB writes, joined as the g
 them), and a GET's body back out the way the gateway reads one (2 MiB reads of a blocking socket
 in a worker thread, each sent as it comes) but over a bare socket: no HTTP client, no checks, no
 deadline. For `POST /run` with `me` or `list_catalogs` it makes the same GETs as the gateway's
-lean path (one pooled aiohttp session, page after page; the same headers and query) and answers
-`{"result": ...}` with the upstream's JSON as it came, untyped. What the gateway spends above this is what its own layers cost.
+lean path (one pooled aiohttp session, page after page; the same headers and query) and
+answers `{"result": ...}` with the upstream's JSON as it came, untyped. What the gateway spends
+above this is what its own layers cost.
 
     python relay.py FAKE_URL TOKEN PORT
 """
@@ -46,7 +47,7 @@ class Relay:
         split = urlsplit(fake_url)
         self.host, self.port = split.hostname or "127.0.0.1", split.port or 80
         self.auth = f"Authorization: Bearer {token}\r\n"
-        self.url, self.token = fake_url.rstrip("/"), token
+        self.url = fake_url.rstrip("/")
         self.session: aiohttp.ClientSession | None = None  # made on the server's loop
         # The headers the gateway's lean path sends (its SDK Config's user agent, with the
         # gateway as its product, and the workspace id): the fake reads each request's headers,

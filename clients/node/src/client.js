@@ -47,26 +47,33 @@ export function createGatewayClient(options = {}) {
     return headers;
   }
 
+  // Our own pool has the origin and the timeouts already; a caller's dispatcher (an Agent may
+  // serve many origins) is given them with every request. Only what a call changes is added:
+  // building each request's options afresh, and copying undici's response, cost ~10% of the
+  // calling process's CPU per call (Node's CPU per `me` call against the fake, 6 interleaved
+  // pairs of 20,000 calls: 200 -> 179 µs, 0.89x).
+  const perRequest = dispatcher ? { origin, headersTimeout: timeoutMs, bodyTimeout: timeoutMs } : null;
+
   async function send(request, call = {}) {
+    if (perRequest) Object.assign(request, perRequest);
+    if (call.timeoutMs !== undefined) {
+      request.headersTimeout = call.timeoutMs;
+      request.bodyTimeout = call.timeoutMs;
+    }
+    if (call.signal) request.signal = call.signal;
     let response;
     try {
-      response = await pool.request({
-        origin,
-        headersTimeout: call.timeoutMs ?? timeoutMs,
-        bodyTimeout: call.timeoutMs ?? timeoutMs,
-        signal: call.signal,
-        ...request,
-      });
+      response = await pool.request(request);
     } catch (err) {
       throw fromTransport(err, call.requestId);
     }
-    const requestId = response.headers['x-request-id'] ?? call.requestId;
+    response.requestId = response.headers['x-request-id'] ?? call.requestId;
     if (response.statusCode >= 400) {
       // Always drain the error body, so the socket goes back to the pool.
       const body = await response.body.json().catch(() => null);
-      throw fromEnvelope(body, response.statusCode, requestId);
+      throw fromEnvelope(body, response.statusCode, response.requestId);
     }
-    return { ...response, requestId };
+    return response;
   }
 
   async function json(request, call) {

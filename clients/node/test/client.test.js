@@ -89,6 +89,16 @@ test('a gateway that never answers: GATEWAY_TIMEOUT / 504 after timeoutMs', asyn
   server.close();
 });
 
+test("a call's own timeoutMs holds on the client's own pool, shorter than the client's", async () => {
+  const server = createServer(() => {}); // accepts, never responds
+  await new Promise((r) => server.listen(0, '127.0.0.1', r));
+  const client = createGatewayClient({ url: `http://127.0.0.1:${server.address().port}`, timeoutMs: 60_000 });
+  await assert.rejects(client.me({ timeoutMs: 300 }), { code: 'GATEWAY_TIMEOUT', status: 504 });
+  await client.close();
+  server.closeAllConnections();
+  server.close();
+});
+
 test('an aborted call is ABORTED', async () => {
   const server = createServer(() => {});
   await new Promise((r) => server.listen(0, '127.0.0.1', r));

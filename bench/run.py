@@ -1855,7 +1855,9 @@ def layer_differences(p: dict[str, Any]) -> dict[str, float]:
     """µs per call the gateway's samples exceed the relay's in each layer, largest first."""
     gw, bare = p["gateway"]["per_call_us"], p["bare_relay"]["per_call_us"]
     differences = {name: gw.get(name, 0.0) - bare.get(name, 0.0) for name in {*gw, *bare}}
-    return dict(sorted(differences.items(), key=lambda item: -item[1]))
+    # Ties by name: a set's order changes from process to process (`--render` must rebuild the
+    # same RESULTS.md).
+    return dict(sorted(differences.items(), key=lambda item: (-item[1], item[0])))
 
 
 def profile_summary(p: dict[str, Any], latency_ms: int) -> str:
@@ -1888,7 +1890,7 @@ def profile_markdown(
     gw, bare = p["gateway"], p["bare_relay"]
     layers = sorted(
         set(gw["per_call_us"]) | set(bare["per_call_us"]),
-        key=lambda name: -gw["per_call_us"].get(name, 0.0),
+        key=lambda name: (-gw["per_call_us"].get(name, 0.0), name),
     )
     differences = layer_differences(p)
     lines = _table(

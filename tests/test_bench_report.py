@@ -220,3 +220,12 @@ def test_when_the_relay_alone_passes_the_express_goal_no_room_is_left(
         "(the ablation section: the bare relay's own call passes the room the goal leaves by "
         in missed
     )
+
+
+def test_layers_that_tie_are_listed_by_name(bench: ModuleType) -> None:
+    # A set's order changes with the process's hash seed: `--render` must rebuild the same file.
+    profile = {
+        "gateway": {"per_call_us": {"b": 9.0, "a": 9.0, "c": 20.0}},
+        "bare_relay": {"per_call_us": {"c": 1.0}},
+    }
+    assert list(bench.layer_differences(profile)) == ["c", "a", "b"]

@@ -169,23 +169,12 @@ def values_of(items: Any, key: str, what: str) -> list[Any]:
     return [value for item in each_object(items, what) if (value := item.get(key))]
 
 
-def built(model: type[M], **fields: Any) -> M:
+def built(model: type[M], /, **fields: Any) -> M:
     """An op's result `model` built from Databricks' answer (the SDK's dataclasses keep any
-    type they are given): a value the model does not take is the answer's fault, not ours."""
+    type they are given): a value the model does not take is the answer's fault, not ours.
+    `model` is positional only: an answer's own keys (any of them) may come as `fields`."""
     try:
         return model(**fields)
-    except ValidationError as exc:
-        wrong = _where(exc)
-        raise UpstreamBadResponse(
-            f"an answer that does not fit a {model.__name__} ({wrong})"
-        ) from None
-
-
-def validated(model: type[M], answer: dict[str, Any]) -> M:
-    """`model` from a JSON object of Databricks' whose keys are its field names (others are
-    ignored): as `built`, a value the model does not take is the answer's fault."""
-    try:
-        return model.model_validate(answer)
     except ValidationError as exc:
         wrong = _where(exc)
         raise UpstreamBadResponse(

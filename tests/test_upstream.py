@@ -129,7 +129,7 @@ def test_unity_catalog_objects_without_a_name_are_listed_with_an_empty_one(
     gateway, workspace, lean
 ):
     page = {"volumes": [{"comment": "c", "catalog_name": "main", "schema_name": "app"}]}
-    page["volumes"].append({"name": None, "owner": "o", "an_unknown_field": [1]})
+    page["volumes"].append({"name": None, "owner": "o", "an_unknown_field": [1], "model": 2})
     workspace.inject(
         Fault(
             path="/unity-catalog/volumes", body=orjson.dumps(page), content_type="application/json"
@@ -142,6 +142,7 @@ def test_unity_catalog_objects_without_a_name_are_listed_with_an_empty_one(
         ("", None, "o", None),
     ]
     assert "an_unknown_field" not in listed[1]
+    assert "model" not in listed[1]
 
 
 def test_the_lean_path_passes_on_an_enum_value_newer_than_the_sdk(gateway, workspace):

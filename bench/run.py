@@ -1455,12 +1455,17 @@ def relay_floor(value: float, shown: str, met: bool) -> dict[str, Any]:
     return {"value": value, "shown": shown, "met": met}
 
 
+def express_p50(row: dict[str, Any]) -> dict[str, float]:
+    """An Express section row's p50 medians (ms), by side."""
+    return {
+        k: v["p50_ms"]["median"] for k, v in row.items() if isinstance(v, dict) and "p50_ms" in v
+    }
+
+
 def express_relay_route(row: dict[str, Any]) -> float | None:
     """The Express route's ratio had its Node client → gateway call taken what undici → the
     bare relay took, Express's own share unchanged (medians); None when not measured."""
-    p50 = {
-        k: v["p50_ms"]["median"] for k, v in row.items() if isinstance(v, dict) and "p50_ms" in v
-    }
+    p50 = express_p50(row)
     if "node_bare_relay" not in p50 or "node_client_gateway" not in p50:
         return None
     route = p50["node_bare_relay"] + p50["express_gateway"] - p50["node_client_gateway"]
@@ -2274,9 +2279,7 @@ def express_room(
     express = next((row for row in express_rows if row["latency_ms"] == 0), None)
     if express is None or "node_bare_relay" not in express:
         return None
-    p50 = {
-        k: express[k]["p50_ms"]["median"] for k in express if k.startswith(("express_", "node_"))
-    }
+    p50 = express_p50(express)
     around = p50["express_gateway"] - p50["node_client_gateway"]  # Express and the caller's hop
     route = 1.6 * p50["express_direct_client"]
     room = route - around - p50["node_bare_relay"]
@@ -2308,7 +2311,7 @@ def express_sentences(rows: list[dict[str, Any]]) -> list[str]:
     """Where each route's p50 goes: its inner call timed alone, and Express around it."""
     out = []
     for row in rows:
-        p50 = {k: row[k]["p50_ms"]["median"] for k in row if k.startswith(("express_", "node_"))}
+        p50 = express_p50(row)
         if "node_client_gateway" not in p50:
             continue
         gateway_call, direct_call = p50["node_client_gateway"], p50["node_direct_client"]

@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import logging
 import sys
@@ -14,6 +13,8 @@ from select import PIPE_BUF
 from typing import Any
 
 import orjson
+
+from gateway.afterwards import Afterwards
 
 logger = logging.getLogger("gateway")
 
@@ -104,19 +105,21 @@ def _text_value(value: Any) -> str:
 
 
 class JsonLines(logging.StreamHandler):  # type: ignore[type-arg]
-    """stderr for JSON lines. The request lines `log_request` wrote in one turn of the event
-    loop go out together at its next turn, in writes of whole lines of at most PIPE_BUF bytes
-    (what a pipe writes at once, never interleaved with another writer's bytes: the gateway's
-    workers share their stderr); any other line first sends those, so the lines stay in order.
+    """stderr for JSON lines. The request lines `log_request` wrote go out together a moment
+    later (gateway/afterwards.py: once their callers have run), in writes of whole lines of at
+    most PIPE_BUF bytes (what a pipe writes at once, never interleaved with another writer's
+    bytes: the gateway's workers share their stderr); any other line first sends those, so the
+    lines stay in order.
 
     With one write a line, py-spy found ~4% of the gateway's samples at c = 64 in that write
     call; at that load a turn of the loop ends several requests. Interleaved A/B at c = 64
-    (8 pairs): 1.08x the req/s with stderr on a pipe (as a container's log collector reads
-    it), 1.005x with stderr to a file."""
+    (8 pairs), batched per turn of the loop against one write a line: 1.08x the req/s with
+    stderr on a pipe (as a container's log collector reads it), 1.005x with stderr to a file."""
 
     def __init__(self, stream: Any) -> None:
         super().__init__(stream)
         self.pending: list[bytes] = []
+        self.afterwards = Afterwards(self.write_pending)
 
     def emit(self, record: logging.LogRecord) -> None:
         self.write_pending()
@@ -129,12 +132,7 @@ class JsonLines(logging.StreamHandler):  # type: ignore[type-arg]
     def add(self, line: bytes) -> None:
         with self.lock or contextlib.nullcontext():
             self.pending.append(line)
-            if len(self.pending) > 1:
-                return  # the loop's next turn writes it with the first
-        try:
-            asyncio.get_running_loop().call_soon(self.write_pending)
-        except RuntimeError:  # no event loop on this thread: nothing to batch with
-            self.write_pending()
+        self.afterwards.soon()
 
     def write_pending(self) -> None:
         with self.lock or contextlib.nullcontext():
@@ -178,7 +176,7 @@ def log_request(fields: dict[str, Any]) -> None:
 
     While `configure`'s JSON handler is the only handler, the line is built here (no LogRecord,
     no formatter: through logging it cost ~60 µs of CPU a request in the gateway, a tenth of a
-    fast call, and this ~20 µs) and written with the other lines of the loop's turn. With any
+    fast call, and this ~20 µs) and written a moment later with the other request lines. With any
     other handler (text lines, a test's capture) it goes through logging like every other line.
     """
     handler = _json_handler

@@ -19,7 +19,10 @@ from prometheus_client import (
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from gateway.afterwards import Afterwards
+
 CONTENT_TYPE = CONTENT_TYPE_LATEST
+MAX_UNCOUNTED = 1024  # answered requests waiting to be counted, at most
 # Up to the Apps proxy's ~120 s cut; streams that run longer land in +Inf.
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120)
 
@@ -75,20 +78,35 @@ class Metrics:
         # Labelled children by label values (the library looks them up under a lock each time);
         # bounded: ops and routes are a fixed set, statuses a handful.
         self._children: dict[tuple[str, int], tuple[Counter, Histogram]] = {}
+        # Answered requests not counted yet: counted a moment later (gateway/afterwards.py), and
+        # before any scrape.
+        self._answered: list[tuple[str, int, float]] = []
+        self._afterwards = Afterwards(self._count_answered)
 
     def watch_admission(self, admission: Callable[[], Mapping[str, anyio.CapacityLimiter]]) -> None:
         self.registry.register(_AdmissionCollector(admission))
 
     def observe(self, op: str, status: int, seconds: float) -> None:
-        children = self._children.get((op, status))
-        if children is None:
-            children = (self.requests.labels(op, str(status)), self.latency.labels(op))
-            self._children[(op, status)] = children
-        children[0].inc()
-        children[1].observe(seconds)
+        """A request answered: counted, with its duration, once its caller has run."""
+        self._answered.append((op, status, seconds))
+        if len(self._answered) >= MAX_UNCOUNTED:
+            self._afterwards.now()
+        else:
+            self._afterwards.soon()
+
+    def _count_answered(self) -> None:
+        answered, self._answered = self._answered, []
+        for op, status, seconds in answered:
+            children = self._children.get((op, status))
+            if children is None:
+                children = (self.requests.labels(op, str(status)), self.latency.labels(op))
+                self._children[(op, status)] = children
+            children[0].inc()
+            children[1].observe(seconds)
 
     def upstream_error(self, code: str, databricks_error_code: str | None) -> None:
         self.upstream_errors.labels(code, databricks_error_code or "").inc()
 
     def render(self) -> bytes:
+        self._afterwards.now()
         return generate_latest(self.registry)

@@ -188,7 +188,7 @@ class Server(uvicorn.Server):
     async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
         self.runtime.draining = True
         await super().shutdown(sockets)
-        # The last request lines wait for the loop's next turn (logs.JsonLines); uvicorn ends
+        # The last request lines wait a moment to be written (logs.JsonLines); uvicorn ends
         # the process by re-raising the stopping signal, which runs no exit handler.
         for handler in logging.getLogger().handlers:
             handler.flush()

@@ -216,7 +216,7 @@ def test_start_sh_reports_an_unreachable_host_and_keeps_serving(tmp_path):
 
 @pytest.mark.parametrize("workers", ["1", "2"])
 def test_every_request_line_is_written_whole_before_the_process_ends(workspace, workers):
-    # The request lines of one turn of the loop wait for its next turn (gateway/logs.py); a
+    # The request lines wait a moment to be written, together (gateway/logs.py); a
     # stopped process must still have written them, whole, one JSON object a line.
     process, url = start_gateway(workspace, GATEWAY_WORKERS=workers)
     headers = {"X-Gateway-Secret": SECRET}

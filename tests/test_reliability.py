@@ -308,3 +308,14 @@ def test_the_fake_keeps_a_bounded_record_of_the_requests_it_saw(workspace):
         httpx.get(f"{workspace.url}/api/2.0/fs/directories/Volumes/x{i}")
     assert 2 <= len(workspace.requests) <= 4
     assert workspace.requests[-1].path == "/api/2.0/fs/directories/Volumes/x10"
+
+
+def test_uploads_are_counted_settled_past_the_fakes_record_bound(workspace):
+    # Once told by the requests it kept: past the bound, the PUTs it forgot made it wait forever.
+    workspace.max_recorded = 4
+    headers = {"Authorization": f"Bearer {DEMO.service_token}"}
+    for i in range(11):
+        url = f"{workspace.url}/api/2.0/fs/files/Volumes/main/app/files/settled-{i}.txt"
+        assert httpx.put(url, content=b"x", headers=headers).status_code == 204
+    assert len(workspace.requests) <= 4
+    assert workspace.uploads_settled()

@@ -14,7 +14,7 @@ from typing import Any
 from urllib.parse import unquote
 
 from gateway.testing._http import Handler
-from gateway.testing.state import RouteSpec, WorkspaceState
+from gateway.testing.state import RouteSpec, WorkspaceState, keep_newest
 
 
 class FilesApi(WorkspaceState):
@@ -71,7 +71,7 @@ class FilesApi(WorkspaceState):
             self._store_file(rq, match)
         finally:
             with self.lock:
-                self.ended_uploads.append(match["p"])
+                self.uploads_ended += 1
 
     def _store_file(self, rq: Handler, match: re.Match[str]) -> None:
         target = self._local(rq, match["p"])
@@ -136,7 +136,7 @@ class FilesApi(WorkspaceState):
                 _copy_range(target, start, end, rq.wfile, self.trickle_seconds)
             except OSError:  # reset, broken pipe, aborted: the client closed mid-body
                 with self.lock:
-                    self.aborted_downloads.append(match["p"])
+                    keep_newest(self.aborted_downloads, match["p"], self.max_recorded)
                 raise ConnectionResetError from None
 
     def _delete_file(self, rq: Handler, match: re.Match[str]) -> None:

@@ -63,6 +63,14 @@ def now_ms() -> int:
     return int(time.time() * 1000)
 
 
+def keep_newest(records: list[Any], record: Any, most: int) -> None:
+    """`record` added to `records`, which keep `most` at most: past that the older half goes
+    (a fake left running, in local mode or through a benchmark, would keep everything)."""
+    records.append(record)
+    if len(records) > most:
+        del records[: len(records) - most // 2]
+
+
 class WorkspaceState:
     """The attributes every API area reads and writes (set by FakeWorkspace.__init__)."""
 
@@ -73,7 +81,8 @@ class WorkspaceState:
     ignore_range: bool
     trickle_seconds: float
     aborted_downloads: list[str]
-    ended_uploads: list[str]
+    uploads_ended: int
+    max_recorded: int
     lock: threading.RLock
     users: dict[str, FakeUser]
     service_principals: dict[str, tuple[str, FakeUser]]

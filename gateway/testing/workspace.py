@@ -22,14 +22,14 @@ from gateway.testing._http import Handler, Server
 from gateway.testing.catalog import CatalogApi, volume_info
 from gateway.testing.files import FilesApi
 from gateway.testing.identity import IdentityApi
-from gateway.testing.state import METASTORE_ID, Endpoint, Fault, Recorded, now_ms
+from gateway.testing.state import METASTORE_ID, Endpoint, Fault, Recorded, keep_newest, now_ms
 from gateway.testing.users import FakeUser
 from gateway.testing.warehouse import Warehouse
 
 Route = tuple[str, "re.Pattern[str]", Endpoint]
 
 
-MAX_RECORDED_REQUESTS = 100_000  # ~20 MiB of records at most
+MAX_RECORDED_REQUESTS = 100_000  # ~20 MiB of records at most (and as many aborted downloads)
 
 _FAULT_BODIES = {
     429: ("REQUEST_LIMIT_EXCEEDED", "Too many requests. Please wait a moment and try again."),
@@ -55,8 +55,9 @@ class FakeWorkspace(IdentityApi, CatalogApi, FilesApi):
         # A slow upstream: file bodies sent 1 KiB per `trickle_seconds`; downloads the client
         # abandoned before the end are recorded (the gateway closed its socket).
         self.trickle_seconds = 0.0
-        self.aborted_downloads: list[str] = []
-        self.ended_uploads: list[str] = []  # every file PUT handled, stored or not
+        self.aborted_downloads: list[str] = []  # the newest `max_recorded`
+        self.uploads_arrived = 0  # file PUTs seen
+        self.uploads_ended = 0  # file PUTs handled, stored or not
         self.lock = threading.RLock()
         self.users: dict[str, FakeUser] = {}
         self.service_principals: dict[str, tuple[str, FakeUser]] = {}
@@ -66,8 +67,7 @@ class FakeWorkspace(IdentityApi, CatalogApi, FilesApi):
         self.volumes: dict[tuple[str, str, str], dict[str, Any]] = {}
         self.faults: list[Fault] = []
         self.requests: list[Recorded] = []
-        # The newest requests only: a fake left running (local mode, a benchmark's section)
-        # would otherwise keep every request it ever saw. Past the bound the older half goes.
+        # The newest requests only (state.keep_newest).
         self.max_recorded = MAX_RECORDED_REQUESTS
         self.files_root = Path(tempfile.mkdtemp(prefix="fake-workspace-"))
         self._server: Server | None = None
@@ -169,8 +169,7 @@ class FakeWorkspace(IdentityApi, CatalogApi, FilesApi):
         and no partial upload is left on disk. (A PUT whose head has not been read yet is not
         seen here: its temporary file appears, and goes, after.)"""
         with self.lock:
-            puts = sum(r.method == "PUT" and "/fs/files/" in r.path for r in self.requests)
-            handled = puts == len(self.ended_uploads)
+            handled = self.uploads_arrived == self.uploads_ended
         return handled and not any(self.files_root.glob(".upload-*"))
 
     def paths_seen(self, prefix: str = "/api/2.0/fs/") -> list[str]:
@@ -182,20 +181,19 @@ class FakeWorkspace(IdentityApi, CatalogApi, FilesApi):
     def handle(self, rq: Handler) -> None:
         path = rq.raw_path
         user = self._bearer_user(rq.headers.get("Authorization"))
+        recorded = Recorded(
+            rq.command,
+            unquote(path),
+            rq.query,
+            user.user_name if user else None,
+            rq.headers.get("Authorization"),
+            rq.headers.get("Accept-Encoding"),
+            rq.headers.get("User-Agent"),
+        )
         with self.lock:
-            self.requests.append(
-                Recorded(
-                    rq.command,
-                    unquote(path),
-                    rq.query,
-                    user.user_name if user else None,
-                    rq.headers.get("Authorization"),
-                    rq.headers.get("Accept-Encoding"),
-                    rq.headers.get("User-Agent"),
-                )
-            )
-            if len(self.requests) > self.max_recorded:
-                del self.requests[: len(self.requests) - self.max_recorded // 2]
+            keep_newest(self.requests, recorded, self.max_recorded)
+            if rq.command == "PUT" and "/fs/files/" in recorded.path:
+                self.uploads_arrived += 1
         if self.latency and path.startswith("/api/"):
             time.sleep(self.latency)
         if self.apply_fault(rq, path):

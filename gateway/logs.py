@@ -119,7 +119,7 @@ class JsonLines(logging.StreamHandler):  # type: ignore[type-arg]
     def __init__(self, stream: Any) -> None:
         super().__init__(stream)
         self.pending: list[bytes] = []
-        self.afterwards = Afterwards(self.write_pending)
+        self._afterwards = Afterwards(self.write_pending)
 
     def emit(self, record: logging.LogRecord) -> None:
         self.write_pending()
@@ -132,7 +132,7 @@ class JsonLines(logging.StreamHandler):  # type: ignore[type-arg]
     def add(self, line: bytes) -> None:
         with self.lock or contextlib.nullcontext():
             self.pending.append(line)
-        self.afterwards.soon()
+        self._afterwards.soon()
 
     def write_pending(self) -> None:
         with self.lock or contextlib.nullcontext():

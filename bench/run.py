@@ -1347,6 +1347,7 @@ def goals(r: dict[str, Any]) -> list[dict[str, Any]]:
             None
             if bare is None
             else relay_floor(bare["median"], ratio(bare, limit), bare["median"] >= limit),
+            note=files_note(d),
         )
     for q in r["query"]:
         for key, label, limit in (
@@ -1487,11 +1488,12 @@ def missed_sentences(
     lines = [""]
     if beyond:
         lines.append(
-            f"- {len(beyond)} of the {len(missed)} missed goals are missed by the bare relay "
+            f"- {len(beyond)} of the {len(missed)} missed goals "
+            f"{'are' if len(beyond) > 1 else 'is'} missed by the bare relay "
             "too (`relay.py`: the same server stack and HTTP client, none of the gateway's "
             "checks, validation or log line; compared with the same baseline in the same "
-            "samples), so what misses them is the relay hop itself on this machine, not the "
-            "gateway's own code: "
+            f"samples), so what misses {'them' if len(beyond) > 1 else 'it'} is the relay hop "
+            "itself on this machine, not the gateway's own code: "
             + "; ".join(
                 f"{g['goal']}: relay {g['floor']['shown']}"
                 + (f" ({g['note']})" if g.get("note") else "")
@@ -2006,6 +2008,25 @@ def own_time_sentences(rows: list[dict[str, Any]]) -> list[str]:
             )
         lines.append(line)
     return lines
+
+
+def files_note(d: dict[str, Any]) -> str | None:
+    """A file goal's CPU per GiB, for its line among the missed goals: what the gateway and the
+    bare relay spent, and the fake on their paths (whose modes moved the verdicts, see
+    bench/README.md)."""
+    cpu = d.get("cpu_s_per_gib")
+    if not cpu or "bare_relay" not in cpu:
+        return None
+
+    def spent(side: str, process: str) -> str:
+        return f"{cpu[side][process]['median']:.2f}"
+
+    return (
+        f"the files CPU section, per GiB: the gateway {spent('gateway', 'gateway')} CPU-s, "
+        f"the bare relay {spent('bare_relay', 'bare_relay')}; the fake on their paths "
+        f"{spent('gateway', 'fake')} and {spent('bare_relay', 'fake')}, on the direct SDK's "
+        f"{spent('direct_sdk', 'fake')}"
+    )
 
 
 def files_cpu_markdown(f: dict[str, Any], cpus: int) -> list[str]:

@@ -231,3 +231,23 @@ def test_layers_that_tie_are_listed_by_name(bench: ModuleType) -> None:
         "bare_relay": {"per_call_us": {"top": 1.0}},
     }
     assert list(bench.layer_differences(profile)) == ["top", *"abcdefghij"]
+
+
+def test_a_missed_file_goals_line_says_what_each_path_spent(
+    bench: ModuleType, quick: dict[str, Any]
+) -> None:
+    results = copy.deepcopy(quick)
+    upload = results["files"]["upload"]
+    upload["ratio"]["median"] = 0.5  # missed
+    cpu = upload["cpu_s_per_gib"]
+    cpu["gateway"]["gateway"]["median"] = 0.761
+    cpu["bare_relay"]["bare_relay"]["median"] = 0.642
+    cpu["gateway"]["fake"]["median"] = 0.958
+    cpu["bare_relay"]["fake"]["median"] = 0.463
+    cpu["direct_sdk"]["fake"]["median"] = 0.891
+    missed = bench.results_markdown(results).split("## Goals", 1)[1].split("\n## ", 1)[0]
+    line = next(s for s in missed.splitlines() if "upload throughput" in s and s.startswith("- "))
+    assert (
+        "(the files CPU section, per GiB: the gateway 0.76 CPU-s, the bare relay 0.64; the fake "
+        "on their paths 0.96 and 0.46, on the direct SDK's 0.89)"
+    ) in line

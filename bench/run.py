@@ -1494,22 +1494,14 @@ def missed_sentences(
             "checks, validation or log line; compared with the same baseline in the same "
             f"samples), so what misses {'them' if len(beyond) > 1 else 'it'} is the relay hop "
             "itself on this machine, not the gateway's own code: "
-            + "; ".join(
-                f"{g['goal']}: relay {g['floor']['shown']}"
-                + (f" ({g['note']})" if g.get("note") else "")
-                for g in beyond
-            )
+            + listed(beyond, lambda g: f"relay {g['floor']['shown']}")
             + "."
         )
     if ours:
         lines.append(
             f"- {len(ours)} missed goal{'s are' if len(ours) > 1 else ' is'} met by the bare "
             "relay, so the gateway's own layers are what misses it: "
-            + "; ".join(
-                f"{g['goal']}: relay {g['floor']['shown']}, gateway {g['shown']}"
-                + (f" ({g['note']})" if g.get("note") else "")
-                for g in ours
-            )
+            + listed(ours, lambda g: f"relay {g['floor']['shown']}, gateway {g['shown']}")
             + "."
             + "".join(
                 profile_summary(profiled[ms], ms)
@@ -1520,14 +1512,16 @@ def missed_sentences(
     if unbounded:
         lines.append(
             f"- {len(unbounded)} missed goal{'s have' if len(unbounded) > 1 else ' has'} no "
-            "relay figure to compare with: "
-            + "; ".join(
-                f"{g['goal']}: {g['shown']}" + (f" ({g['note']})" if g.get("note") else "")
-                for g in unbounded
-            )
-            + "."
+            "relay figure to compare with: " + listed(unbounded, lambda g: g["shown"]) + "."
         )
     return lines
+
+
+def listed(goals: list[dict[str, Any]], figures: Callable[[dict[str, Any]], str]) -> str:
+    """Missed goals named one after the other: each with its figures, and its note if any."""
+    return "; ".join(
+        f"{g['goal']}: {figures(g)}" + (f" ({g['note']})" if g.get("note") else "") for g in goals
+    )
 
 
 def arrow_split(q: dict[str, Any], window: int) -> dict[str, float] | None:
